@@ -1,0 +1,80 @@
+"""Every configuration field famus_jax reads, with its default.
+
+Dataset configs (cifar10.py, cifar100.py, fashion_mnist.py, tiny.py) import this
+file and change a few fields. Library code never invents a value that is not
+declared here; `famus_jax.config_check.validate` rejects unknown names and
+out-of-range values with a message naming the field.
+
+Durations: `num_epochs` is the run length unless `num_steps` > 0, which then
+wins. Learning-rate boundaries are in epochs.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # ---- data ---------------------------------------------------------------
+  c.dataset = 'cifar10'          # cifar10 | cifar100 | fashion_mnist | synthetic
+  c.data_source = 'auto'         # auto | tfds | idx | cifar_archive | synthetic
+  c.data_dir = ''                # TFDS data_dir, IDX directory or CIFAR archive directory
+  c.noise_type = 'symmetric'     # none | symmetric | asymmetric
+  c.noise_rate = 0.4             # in [0, 1)
+  c.imbalance_factor = 1.0       # n_max / n_min; 1 = balanced
+  c.num_meta = 1000              # clean, class-balanced meta images (removed from train)
+  c.synthetic = ml_collections.ConfigDict()
+  c.synthetic.num_train = 512    # synthetic source only (tests, smoke runs)
+  c.synthetic.num_test = 128
+  c.synthetic.image_size = 8
+  c.synthetic.channels = 3
+  c.synthetic.num_classes = 10
+  c.augment = ml_collections.ConfigDict()
+  c.augment.crop_padding = 4     # 0 disables random crops
+  c.augment.flip = True          # random horizontal flips
+
+  # ---- model --------------------------------------------------------------
+  c.model = 'wide_resnet'        # resnet | wide_resnet | preact_resnet18 | small_cnn
+  c.depth = 28                   # resnet: 6n+2 (e.g. 32); wide_resnet: 6n+4 (e.g. 28)
+  c.width = 10                   # wide_resnet widening factor; small_cnn channels
+  c.dropout = 0.0                # wide_resnet dropout inside blocks
+  c.bn_momentum = 0.9            # running-statistics decay
+
+  # ---- optimisation -------------------------------------------------------
+  c.method = 'mwnet'             # erm | mwnet | l2r | famus | fsr
+  c.batch_size = 100
+  c.meta_batch_size = 100
+  c.eval_batch_size = 500
+  c.num_epochs = 120
+  c.num_steps = 0                # > 0 overrides num_epochs
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.momentum = 0.9
+  c.optimizer.nesterov = False
+  c.optimizer.weight_decay = 5e-4
+  c.lr = ml_collections.ConfigDict()
+  c.lr.schedule = 'multistep'    # constant | multistep | cosine
+  c.lr.base = 0.1
+  c.lr.boundaries_epochs = (80, 100)
+  c.lr.decay = 0.1
+  c.lr.warmup_epochs = 0.0
+
+  # ---- meta re-weighting --------------------------------------------------
+  c.mwnet = ml_collections.ConfigDict()
+  c.mwnet.hidden = 100           # Linear(1, hidden) - ReLU - Linear(hidden, 1) - sigmoid
+  c.mwnet.lr = 1e-3
+  c.mwnet.momentum = 0.9
+  c.mwnet.weight_decay = 1e-4
+  c.mwnet.normalize = True       # divide weights by their sum (if non-zero)
+  c.l2r = ml_collections.ConfigDict()
+  c.l2r.zero_sum = 'uniform'     # uniform | zero: weights when all clipped weights are 0
+  c.meta_bn_train_mode = True    # meta (validation) forward uses batch statistics
+
+  # ---- run ----------------------------------------------------------------
+  c.log_every = 50
+  c.eval_every = 1000            # steps; evaluation also runs at the end
+  c.checkpoint_every = 1000      # steps; a checkpoint is also written at the end
+  c.keep_checkpoints = 2
+  c.progress_bar = True
+  c.diagnostics_every = 0        # > 0: exact-vs-estimate meta-gradient checks
+  return c

@@ -1,0 +1,65 @@
+"""Config validation: every bad value is reported with its field and what is allowed.
+
+Runs before any data is loaded or compiled, so a typo costs a second, not a
+compile. Name checks use the registries of the modules that own the names.
+"""
+
+from famus_jax.errors import ConfigError
+
+def _choice(config, field, allowed):
+  value = config
+  for part in field.split('.'):
+    value = value[part]
+  if value not in allowed:
+    raise ConfigError(f'config.{field}={value!r} is not one of {sorted(allowed)}')
+
+
+def _range(config, field, low, high, low_open=False, high_open=True):
+  value = config
+  for part in field.split('.'):
+    value = value[part]
+  ok_low = value > low if low_open else value >= low
+  ok_high = value < high if high_open else value <= high
+  if not (ok_low and ok_high):
+    lb = '(' if low_open else '['
+    hb = ')' if high_open else ']'
+    raise ConfigError(f'config.{field}={value!r} is outside {lb}{low}, {high}{hb}')
+
+
+def validate(config) -> None:
+  """Raise ConfigError naming the first invalid field."""
+  from famus_jax.data import DATASETS, NOISE_TYPES, SOURCES
+  from famus_jax.methods import METHODS
+  from famus_jax.models import MODELS
+  from famus_jax.train.schedules import SCHEDULES
+
+  _choice(config, 'dataset', DATASETS)
+  _choice(config, 'data_source', SOURCES)
+  _choice(config, 'noise_type', NOISE_TYPES)
+  _choice(config, 'method', METHODS)
+  _choice(config, 'model', MODELS)
+  _choice(config, 'lr.schedule', SCHEDULES)
+  _range(config, 'noise_rate', 0.0, 1.0)
+  _range(config, 'imbalance_factor', 1.0, float('inf'))
+  for field in ('batch_size', 'meta_batch_size', 'eval_batch_size', 'log_every',
+                'eval_every', 'checkpoint_every', 'keep_checkpoints'):
+    _range(config, field, 1, float('inf'))
+  for field in ('num_meta', 'num_steps', 'num_epochs', 'diagnostics_every'):
+    _range(config, field, 0, float('inf'))
+  if config.num_steps == 0 and config.num_epochs == 0:
+    raise ConfigError('config.num_steps and config.num_epochs are both 0: set one of them')
+  _range(config, 'lr.base', 0.0, float('inf'), low_open=True)
+  _range(config, 'optimizer.momentum', 0.0, 1.0)
+  _range(config, 'optimizer.weight_decay', 0.0, float('inf'))
+  _range(config, 'mwnet.lr', 0.0, float('inf'), low_open=True)
+  _choice(config, 'l2r.zero_sum', ('uniform', 'zero'))
+  for hook in _EXTRA_CHECKS:
+    hook(config)
+
+
+_EXTRA_CHECKS = []
+
+
+def register(check) -> None:
+  """Methods with their own config group add their checks here."""
+  _EXTRA_CHECKS.append(check)

@@ -1,0 +1,35 @@
+"""Training methods, chosen by `config.method`.
+
+Each factory takes the config and returns a `Method`; adding a method means
+adding an entry here, not a new training loop.
+"""
+
+from famus_jax.errors import ConfigError
+from famus_jax.methods.base import Method, StepContext, WeightOutput
+from famus_jax.methods.bases import BASES, create_base
+from famus_jax.methods.erm import ERM
+from famus_jax.methods.meta_reweighting import ExactEstimator, MetaReweighting
+
+
+def _erm(config):
+  del config
+  return ERM()
+
+
+def _exact(name):
+  def factory(config):
+    return MetaReweighting(name, create_base(name, config), ExactEstimator())
+  return factory
+
+
+METHODS = {
+    'erm': _erm,
+    'mwnet': _exact('mwnet'),
+    'l2r': _exact('l2r'),
+}
+
+
+def create_method(config) -> Method:
+  if config.method not in METHODS:
+    raise ConfigError(f'config.method={config.method!r} is not one of {sorted(METHODS)}')
+  return METHODS[config.method](config)

@@ -1,0 +1,111 @@
+"""What every method sees and returns inside the one training step.
+
+The step (`famus_jax.train.step`) runs the training forward pass once,
+linearised, and hands the method a `StepContext`. A method answers with a
+`WeightOutput`: per-example coefficients eps_i so that the actual update uses
+the gradient of sum_i eps_i L_i (ERM: eps_i = 1/n), optionally an extra
+gradient term (FSR's re-labeling and MixUp losses), its new state and its
+metrics. Methods differ only there: the loop, the optimiser and the
+checkpointing are shared.
+"""
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import flax
+import jax.numpy as jnp
+
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class StepContext:
+  """Everything about the current step a weight estimator may use.
+
+  Shapes: n = global batch size, C = classes, D = head input features.
+
+  params, batch_stats, opt_state: the base network's current state.
+  step: () int32 step counter (counting from 0). lr: () current learning rate.
+  images: (n, H, W, C) float32 augmented training images; labels: (n,) int32
+    noisy labels; indices: (n,) int32 example ids.
+  losses: (n,) per-example training losses L_i(w) (no gradient).
+  logits: (n, C); features: (n, D) inputs of the classifier head (no gradient).
+  loss_vec_fn: params -> (n,) per-example losses on this batch (BatchNorm in
+    training mode, same augmentation and dropout as `losses`).
+  train_jvp: tangent (params-shaped) -> (n,) <grad_w L_i, tangent>, reusing the
+    step's linearisation (no new forward pass).
+  train_vjp: cotangent (n,) -> params-shaped sum_i c_i grad_w L_i, reusing it.
+  val_loss_fn: params -> () mean loss on the meta batch, or None.
+  apply_fn: (params, batch_stats, images, train) -> ((logits, features),
+    new_batch_stats); for methods that need other forward passes.
+  """
+  params: PyTree
+  batch_stats: PyTree
+  opt_state: PyTree
+  step: jnp.ndarray
+  lr: jnp.ndarray
+  images: jnp.ndarray
+  labels: jnp.ndarray
+  indices: jnp.ndarray
+  losses: jnp.ndarray
+  logits: jnp.ndarray
+  features: jnp.ndarray
+  loss_vec_fn: Callable
+  train_jvp: Callable
+  train_vjp: Callable
+  val_loss_fn: Optional[Callable]
+  apply_fn: Callable
+  num_classes: int
+
+
+@flax.struct.dataclass
+class WeightOutput:
+  """A method's answer for one step.
+
+  weights: (n,) coefficients eps_i of the actual update's loss sum_i eps_i L_i.
+  method_state: the method's new state (a pytree of arrays).
+  metrics: dict of scalars (and the (n,) 'example_weights').
+  extra_grads: params-shaped gradient added to the weighted one, or None.
+  """
+  weights: jnp.ndarray
+  method_state: PyTree
+  metrics: dict
+  extra_grads: Optional[PyTree] = None
+
+
+class Method:
+  """Interface of a training method (ERM, MW-Net, L2R, FaMUS, FSR).
+
+  Attributes:
+    name: the config value that selects it.
+    uses_meta_set: whether the step needs a clean meta batch.
+  """
+  name = 'base'
+  uses_meta_set = False
+
+  def init_state(self, rng, params, num_train: int) -> PyTree:
+    """The method's initial state (meta model, samplers, buffers)."""
+    del rng, params, num_train
+    return {}
+
+  def weights(self, ctx: StepContext, method_state: PyTree, batch: dict, rng) -> WeightOutput:
+    raise NotImplementedError
+
+  def variant(self, host_metrics: Optional[dict]):
+    """Key of the compiled step variant to run next (None: the only one).
+
+    Called on the host with the previous step's metrics; methods whose work
+    depends on a discrete per-step choice (FaMUS) return a small hashable key
+    and `static_variant` gives the step a method specialised to it.
+    """
+    del host_metrics
+    return None
+
+  def static_variant(self, key) -> 'Method':
+    del key
+    return self
+
+  def on_epoch_end(self, method_state: PyTree, epoch: int, host_data) -> PyTree:
+    """Host-side hook between epochs (FSR refreshes its dictionary here)."""
+    del epoch, host_data
+    return method_state

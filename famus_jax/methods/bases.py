@@ -1,0 +1,101 @@
+"""The meta re-weighting bases that FaMUS accelerates: MW-Net and L2R.
+
+A base says how the virtual step's per-example coefficients eps depend on the
+meta parameters, and how the meta gradient dL^val/d eps (from an estimator:
+exact, or FaMUS's layer-wise one) turns into the actual step's weights.
+MLC would be a third base with the same two methods.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from famus_jax.meta.weight_net import WeightNet
+
+
+def normalise_by_sum(w: jnp.ndarray, zero_sum_value: jnp.ndarray) -> jnp.ndarray:
+  """w / sum(w) when the sum is positive, else `zero_sum_value` (shape (n,))."""
+  total = jnp.sum(w)
+  safe = jnp.where(total > 0, total, 1.0)
+  return jnp.where(total > 0, w / safe, zero_sum_value)
+
+
+class MWNetBase:
+  """MW-Net (Shu et al. 2019): eps_i = V_i / sum_k V_k, V_i = Psi(L_i; theta).
+
+  With `normalize=False`, eps_i = V_i / n (the weighted mean). The meta model
+  is updated by SGD with momentum on g = sum_i dL^val/deps_i * deps_i/dtheta
+  (FaMUS Eq. 6 / 9), and the actual step uses eps(theta') (Eq. 5).
+  """
+  name = 'mwnet'
+  virtual_is_identity = False
+
+  def __init__(self, cfg):
+    self.net = WeightNet(hidden=cfg.hidden)
+    self.normalize = cfg.normalize
+    self.tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay),
+                          optax.sgd(cfg.lr, momentum=cfg.momentum))
+
+  def init(self, rng, batch_size: int):
+    del batch_size
+    theta = self.net.init(rng, jnp.zeros((1,), jnp.float32))['params']
+    return {'params': theta, 'opt_state': self.tx.init(theta)}
+
+  def _eps(self, theta, losses):
+    v = self.net.apply({'params': theta}, jax.lax.stop_gradient(losses))
+    if self.normalize:
+      return normalise_by_sum(v, v)
+    return v / losses.shape[0]
+
+  def coefficients(self, state, losses):
+    """(eps (n,), pullback d_eps -> dL/dtheta)."""
+    eps, pullback = jax.vjp(lambda th: self._eps(th, losses), state['params'])
+    return eps, lambda d_eps: pullback(d_eps)[0]
+
+  def update(self, state, losses, d_eps, pullback):
+    """Meta step on theta, then the actual step's weights eps(theta')."""
+    grads = pullback(d_eps)
+    updates, opt_state = self.tx.update(grads, state['opt_state'], state['params'])
+    theta = optax.apply_updates(state['params'], updates)
+    weights = self._eps(theta, losses)
+    metrics = {'meta_grad_norm': optax.tree.norm(grads)}
+    return weights, {'params': theta, 'opt_state': opt_state}, metrics
+
+
+class L2RBase:
+  """Learning to Re-weight (Ren et al. 2018): eps = 0, w = max(-dL^val/deps, 0).
+
+  At eps = 0 the virtual step is the identity (w_hat = w), so the validation
+  gradient is taken at w. Weights are normalised by their sum; when every
+  weight is clipped to 0 they are uniform (`zero_sum='uniform'`) or all zero
+  (`'zero'`, the reference code's choice, i.e. no update that step).
+  """
+  name = 'l2r'
+  virtual_is_identity = True
+
+  def __init__(self, cfg):
+    self.zero_sum = cfg.zero_sum
+
+  def init(self, rng, batch_size: int):
+    del rng, batch_size
+    return {}
+
+  def coefficients(self, state, losses):
+    del state
+    return jnp.zeros_like(losses), lambda d_eps: d_eps
+
+  def update(self, state, losses, d_eps, pullback):
+    del pullback
+    n = losses.shape[0]
+    raw = jnp.maximum(-d_eps, 0.0)
+    fallback = jnp.full((n,), 1.0 / n) if self.zero_sum == 'uniform' else jnp.zeros((n,))
+    weights = normalise_by_sum(raw, fallback)
+    return weights, state, {'zero_weight_fraction': jnp.mean(raw <= 0)}
+
+
+BASES = {'mwnet': MWNetBase, 'l2r': L2RBase}
+
+
+def create_base(name: str, config):
+  """The base `name` ('mwnet' or 'l2r') with its config group."""
+  return BASES[name](getattr(config, name))

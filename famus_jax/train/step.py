@@ -1,0 +1,152 @@
+"""The one training step shared by every method, and the evaluation step.
+
+`train_step(state, batch) -> (state, metrics)` is pure; `make_train_step`
+binds the static parts (model, method, optimiser, schedule, augmentation).
+The step
+
+  1. augments the batch on the device (key: fold_in(state.rng, state.step));
+  2. runs the training forward pass once, linearised (`jax.linearize`), which
+     yields the per-example losses, a JVP and (by transposition) a VJP;
+  3. asks the method for per-example coefficients eps (and optional extra
+     gradients) given that context;
+  4. applies the real optimiser to grad_w sum_i eps_i L_i(w) (+ extras);
+  5. keeps the old state if the loss or gradient is not finite, and says so in
+     `metrics['finite']` (the loop stops with the step number).
+
+Batch dict (global shapes; the leading axis is sharded over devices):
+  image (n, H, W, C) uint8, label (n,) int32, index (n,) int32 and, for
+  methods with a meta set, meta_image (m, H, W, C) uint8, meta_label (m,).
+"""
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from famus_jax.data import augment_batch
+from famus_jax.methods.base import Method, StepContext
+from famus_jax.train.state import TrainState
+
+
+def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+  """(n, C) logits, (n,) int labels -> (n,) losses."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def make_apply_fn(model, dropout_rng):
+  """(params, batch_stats, images, train) -> ((logits, features), new_batch_stats)."""
+
+  def apply_fn(params, batch_stats, images, train=True):
+    variables = {'params': params, 'batch_stats': batch_stats}
+    if not train:
+      return model.apply(variables, images, train=False, return_features=True), batch_stats
+    out, mutated = model.apply(variables, images, train=True, return_features=True,
+                               mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+    return out, mutated['batch_stats']
+
+  return apply_fn
+
+
+def _tree_select(ok, new, old):
+  return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
+def build_context(model, state: TrainState, batch: dict, images, meta_images, lr,
+                  dropout_rng, num_classes: int):
+  """Run the training forward pass once, linearised, and wrap it in a StepContext.
+
+  images: (n, H, W, C) float32 (augmented); meta_images: (m, H, W, C) float32
+  or None. Returns (ctx, new_batch_stats from the training forward pass).
+  BatchNorm statistics of every other forward pass (virtual, validation) are
+  thrown away.
+  """
+  apply_fn = make_apply_fn(model, dropout_rng)
+  labels = batch['label']
+
+  def losses_and_aux(params):
+    (logits, features), new_stats = apply_fn(params, state.batch_stats, images)
+    return cross_entropy(logits, labels), (logits, features, new_stats)
+
+  losses, train_jvp, (logits, features, new_stats) = jax.linearize(
+      losses_and_aux, state.params, has_aux=True)
+  transpose = jax.linear_transpose(train_jvp, state.params)
+
+  val_loss_fn = None
+  if meta_images is not None:
+
+    def val_loss_fn(params):
+      (val_logits, _), _ = apply_fn(params, state.batch_stats, meta_images)
+      return jnp.mean(cross_entropy(val_logits, batch['meta_label']))
+
+  ctx = StepContext(
+      params=state.params, batch_stats=state.batch_stats, opt_state=state.opt_state,
+      step=state.step, lr=lr, images=images, labels=labels, indices=batch['index'],
+      losses=jax.lax.stop_gradient(losses), logits=jax.lax.stop_gradient(logits),
+      features=jax.lax.stop_gradient(features),
+      loss_vec_fn=lambda p: losses_and_aux(p)[0],
+      train_jvp=train_jvp, train_vjp=lambda c: transpose(c)[0],
+      val_loss_fn=val_loss_fn, apply_fn=apply_fn, num_classes=num_classes)
+  return ctx, new_stats
+
+
+def make_train_step(model, method: Method, tx: optax.GradientTransformation,
+                    lr_fn: Callable, augment_cfg, mean, std, num_classes: int):
+  """Build train_step(state, batch) -> (state, metrics); jit it outside."""
+  augment = functools.partial(augment_batch, crop_padding=augment_cfg.crop_padding,
+                              flip=augment_cfg.flip, mean=mean, std=std, train=True)
+
+  def train_step(state: TrainState, batch: dict):
+    rng = jax.random.fold_in(state.rng, state.step)
+    aug_rng, meta_aug_rng, dropout_rng, method_rng = jax.random.split(rng, 4)
+    images = augment(batch['image'], aug_rng)
+    meta_images = augment(batch['meta_image'], meta_aug_rng) if method.uses_meta_set else None
+    ctx, new_stats = build_context(model, state, batch, images, meta_images,
+                                   lr_fn(state.step), dropout_rng, num_classes)
+    losses, labels, logits, lr = ctx.losses, ctx.labels, ctx.logits, ctx.lr
+    out = method.weights(ctx, state.method_state, batch, method_rng)
+
+    grads = ctx.train_vjp(out.weights.astype(losses.dtype))
+    if out.extra_grads is not None:
+      grads = jax.tree.map(jnp.add, grads, out.extra_grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+
+    weighted_loss = jnp.sum(out.weights * losses)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(jnp.mean(losses)) & jnp.isfinite(grad_norm)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
+                              opt_state=opt_state, method_state=out.method_state)
+    new_state = _tree_select(finite, new_state, state)
+    metrics = {
+        'train_loss': jnp.mean(losses),
+        'weighted_loss': weighted_loss,
+        'train_accuracy': jnp.mean(jnp.argmax(logits, -1) == labels),
+        'grad_norm': grad_norm,
+        'lr': lr,
+        'finite': finite,
+        **out.metrics,
+    }
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(model, mean, std):
+  """eval_step(params, batch_stats, images uint8, labels, mask) -> sums.
+
+  Returns {'correct': (), 'loss_sum': (), 'count': ()}; `mask` (n,) marks real
+  examples in a padded last batch.
+  """
+
+  def eval_step(params, batch_stats, images, labels, mask):
+    x = augment_batch(images, jax.random.PRNGKey(0), crop_padding=0, flip=False,
+                      mean=mean, std=std, train=False)
+    logits = model.apply({'params': params, 'batch_stats': batch_stats}, x, train=False)
+    losses = cross_entropy(logits, labels)
+    correct = (jnp.argmax(logits, -1) == labels) & mask
+    return {'correct': jnp.sum(correct), 'loss_sum': jnp.sum(jnp.where(mask, losses, 0.0)),
+            'count': jnp.sum(mask)}
+
+  return eval_step
