@@ -70,6 +70,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.l2r.zero_sum = 'uniform'     # uniform | zero: weights when all clipped weights are 0
   c.meta_bn_train_mode = True    # meta (validation) forward uses batch statistics
 
+  # ---- FaMUS (famus_jax/famus) -------------------------------------------
+  c.famus = ml_collections.ConfigDict()
+  # (fields added with the FaMUS estimator)
+
+  # ---- FSR (famus_jax/fsr) ------------------------------------------------
+  c.fsr = ml_collections.ConfigDict()
+  # (fields added with the FSR method)
+
   # ---- run ----------------------------------------------------------------
   c.log_every = 50
   c.eval_every = 1000            # steps; evaluation also runs at the end

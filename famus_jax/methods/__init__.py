@@ -22,10 +22,22 @@ def _exact(name):
   return factory
 
 
+def _famus(config):
+  from famus_jax.famus.method import create_famus  # pylint: disable=import-outside-toplevel
+  return create_famus(config)
+
+
+def _fsr(config):
+  from famus_jax.fsr.method import create_fsr  # pylint: disable=import-outside-toplevel
+  return create_fsr(config)
+
+
 METHODS = {
     'erm': _erm,
     'mwnet': _exact('mwnet'),
     'l2r': _exact('l2r'),
+    'famus': _famus,
+    'fsr': _fsr,
 }
 
 

@@ -29,12 +29,14 @@ class StepContext:
   images: (n, H, W, C) float32 augmented training images; labels: (n,) int32
     noisy labels; indices: (n,) int32 example ids.
   losses: (n,) per-example training losses L_i(w) (no gradient).
-  logits: (n, C); features: (n, D) inputs of the classifier head (no gradient).
+  logits: (n, C); features: (n, D) inputs of the classifier head; errors:
+    (n, C) softmax(logits) - onehot(labels) = dL_i/dlogits_i (no gradient).
   loss_vec_fn: params -> (n,) per-example losses on this batch (BatchNorm in
     training mode, same augmentation and dropout as `losses`).
   train_jvp: tangent (params-shaped) -> (n,) <grad_w L_i, tangent>, reusing the
     step's linearisation (no new forward pass).
   train_vjp: cotangent (n,) -> params-shaped sum_i c_i grad_w L_i, reusing it.
+  logits_vjp: cotangent (n, C) -> params-shaped sum_i <c_i, d logits_i / dw>.
   val_loss_fn: params -> () mean loss on the meta batch, or None.
   apply_fn: (params, batch_stats, images, train) -> ((logits, features),
     new_batch_stats); for methods that need other forward passes.
@@ -50,9 +52,11 @@ class StepContext:
   losses: jnp.ndarray
   logits: jnp.ndarray
   features: jnp.ndarray
+  errors: jnp.ndarray
   loss_vec_fn: Callable
   train_jvp: Callable
   train_vjp: Callable
+  logits_vjp: Callable
   val_loss_fn: Optional[Callable]
   apply_fn: Callable
   num_classes: int
@@ -62,15 +66,24 @@ class StepContext:
 class WeightOutput:
   """A method's answer for one step.
 
-  weights: (n,) coefficients eps_i of the actual update's loss sum_i eps_i L_i.
+  weights: (n,) coefficients eps_i of the actual update's loss sum_i eps_i L_i,
+    or None when the method supplies its whole gradient otherwise.
   method_state: the method's new state (a pytree of arrays).
   metrics: dict of scalars (and the (n,) 'example_weights').
-  extra_grads: params-shaped gradient added to the weighted one, or None.
+  logit_cotangent: (n, C) extra cotangent on the step's training logits (a
+    loss on the same forward pass, e.g. re-labeling), or None; it shares the
+    one backward pass with the weighted loss.
+  extra_grads: params-shaped gradient added to the total, or None (a loss on
+    another forward pass, e.g. MixUp inputs).
+  batch_stats: BatchNorm statistics to keep instead of the training forward
+    pass's (when the method's own forward pass should set them), or None.
   """
-  weights: jnp.ndarray
+  weights: Optional[jnp.ndarray]
   method_state: PyTree
   metrics: dict
+  logit_cotangent: Optional[jnp.ndarray] = None
   extra_grads: Optional[PyTree] = None
+  batch_stats: Optional[PyTree] = None
 
 
 class Method:
@@ -104,6 +117,20 @@ class Method:
   def static_variant(self, key) -> 'Method':
     del key
     return self
+
+  def accepts(self, key, host_metrics: dict) -> bool:
+    """Whether the step run as variant `key` computed what this step needed.
+
+    A method that chose `key` from the previous step's metrics (a guess)
+    returns False when this step's own choice needs another variant; the loop
+    then re-runs the same step (same batch, same keys, so the same choice)
+    with `variant(host_metrics)`. Methods that return False sometimes must set
+    `speculative = True` so the loop keeps the pre-step state (no donation).
+    """
+    del key, host_metrics
+    return True
+
+  speculative = False
 
   def on_epoch_end(self, method_state: PyTree, epoch: int, host_data) -> PyTree:
     """Host-side hook between epochs (FSR refreshes its dictionary here)."""

@@ -65,13 +65,19 @@ def build_context(model, state: TrainState, batch: dict, images, meta_images, lr
   apply_fn = make_apply_fn(model, dropout_rng)
   labels = batch['label']
 
-  def losses_and_aux(params):
+  def logits_and_aux(params):
     (logits, features), new_stats = apply_fn(params, state.batch_stats, images)
-    return cross_entropy(logits, labels), (logits, features, new_stats)
+    return logits, (features, new_stats)
 
-  losses, train_jvp, (logits, features, new_stats) = jax.linearize(
-      losses_and_aux, state.params, has_aux=True)
-  transpose = jax.linear_transpose(train_jvp, state.params)
+  logits, logits_jvp, (features, new_stats) = jax.linearize(
+      logits_and_aux, state.params, has_aux=True)
+  transpose = jax.linear_transpose(logits_jvp, state.params)
+  losses = cross_entropy(logits, labels)
+  # dL_i/dlogits_i = softmax_i - onehot_i: turns logit-space products into loss-space ones.
+  errors = jax.nn.softmax(logits) - jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+
+  def logits_vjp(cotangent):
+    return transpose(cotangent)[0]
 
   val_loss_fn = None
   if meta_images is not None:
@@ -84,11 +90,25 @@ def build_context(model, state: TrainState, batch: dict, images, meta_images, lr
       params=state.params, batch_stats=state.batch_stats, opt_state=state.opt_state,
       step=state.step, lr=lr, images=images, labels=labels, indices=batch['index'],
       losses=jax.lax.stop_gradient(losses), logits=jax.lax.stop_gradient(logits),
-      features=jax.lax.stop_gradient(features),
-      loss_vec_fn=lambda p: losses_and_aux(p)[0],
-      train_jvp=train_jvp, train_vjp=lambda c: transpose(c)[0],
+      features=jax.lax.stop_gradient(features), errors=jax.lax.stop_gradient(errors),
+      loss_vec_fn=lambda p: cross_entropy(logits_and_aux(p)[0], labels),
+      train_jvp=lambda t: jnp.sum(errors * logits_jvp(t), axis=-1),
+      train_vjp=lambda c: logits_vjp(c[:, None] * errors), logits_vjp=logits_vjp,
       val_loss_fn=val_loss_fn, apply_fn=apply_fn, num_classes=num_classes)
   return ctx, new_stats
+
+
+def combined_gradient(ctx: StepContext, out):
+  """grad_w of sum_i eps_i L_i + <logit cotangent, logits> (+ extra), one backward pass."""
+  cotangent = None
+  if out.weights is not None:
+    cotangent = out.weights.astype(ctx.losses.dtype)[:, None] * ctx.errors
+  if out.logit_cotangent is not None:
+    cotangent = out.logit_cotangent if cotangent is None else cotangent + out.logit_cotangent
+  grads = ctx.logits_vjp(cotangent) if cotangent is not None else None
+  if out.extra_grads is not None:
+    grads = out.extra_grads if grads is None else jax.tree.map(jnp.add, grads, out.extra_grads)
+  return grads
 
 
 def make_train_step(model, method: Method, tx: optax.GradientTransformation,
@@ -107,15 +127,15 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation,
     losses, labels, logits, lr = ctx.losses, ctx.labels, ctx.logits, ctx.lr
     out = method.weights(ctx, state.method_state, batch, method_rng)
 
-    grads = ctx.train_vjp(out.weights.astype(losses.dtype))
-    if out.extra_grads is not None:
-      grads = jax.tree.map(jnp.add, grads, out.extra_grads)
+    grads = combined_gradient(ctx, out)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
 
-    weighted_loss = jnp.sum(out.weights * losses)
+    weighted_loss = jnp.sum(out.weights * losses) if out.weights is not None else jnp.nan
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(jnp.mean(losses)) & jnp.isfinite(grad_norm)
+    if out.batch_stats is not None:
+      new_stats = out.batch_stats
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
                               opt_state=opt_state, method_state=out.method_state)
     new_state = _tree_select(finite, new_state, state)

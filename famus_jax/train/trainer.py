@@ -90,8 +90,26 @@ class Run:
       method = self.method.static_variant(variant)
       step = make_train_step(self.model, method, self.tx, self.lr_fn, self.config.augment,
                              self.mean, self.std, self.data.num_classes)
-      self._steps[variant] = jax.jit(step, donate_argnums=0)
+      donate = () if self.method.speculative else (0,)
+      self._steps[variant] = jax.jit(step, donate_argnums=donate)
     return self._steps[variant]
+
+  def run_step(self, state, batch, last_host):
+    """(new state, host metrics, whether a variant was compiled) for one step.
+
+    Re-runs the step when a speculative method's guess of the variant was
+    wrong (`Method.accepts`); both runs count towards the step's time.
+    """
+    variant = self.method.variant(last_host)
+    compiled = variant not in self._steps
+    new_state, metrics = self.step_fn(variant)(state, batch)
+    metrics = jax.device_get(metrics)
+    if not self.method.accepts(variant, metrics):
+      variant = self.method.variant(metrics)
+      compiled |= variant not in self._steps
+      new_state, metrics = self.step_fn(variant)(state, batch)
+      metrics = jax.device_get(metrics)
+    return new_state, metrics, compiled
 
   def batch(self, step: int) -> dict:
     cfg, data = self.config, self.data
@@ -195,14 +213,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   step = start
   try:
     while step < run.total_steps:
-      variant = run.method.variant(last_host)
-      first_call = variant not in run._steps
       batch = run.batch(step)
       t0 = time.perf_counter()
-      new_state, metrics = run.step_fn(variant)(state, batch)
-      metrics = jax.device_get(metrics)
+      state, metrics, first_call = run.run_step(state, batch, last_host)
       elapsed = time.perf_counter() - t0
-      state = new_state
       if not bool(metrics['finite']):
         save(step)
         raise NonFiniteLossError(
