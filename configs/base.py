@@ -20,6 +20,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.dataset = 'cifar10'          # cifar10 | cifar100 | fashion_mnist | synthetic
   c.data_source = 'auto'         # auto | tfds | idx | cifar_archive | synthetic
   c.data_dir = ''                # TFDS data_dir, IDX directory or CIFAR archive directory
+  c.download = True  # fetch the official CIFAR archive into data_dir (or ~/.cache/famus_jax) when missing
+  c.cifar_url = ''  # '' = the official URL; a file:// or http(s) URL of the same archive
   c.noise_type = 'symmetric'     # none | symmetric | asymmetric
   c.noise_rate = 0.4             # in [0, 1)
   c.imbalance_factor = 1.0       # n_max / n_min; 1 = balanced
@@ -76,7 +78,18 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- FSR (famus_jax/fsr) ------------------------------------------------
   c.fsr = ml_collections.ConfigDict()
-  # (fields added with the FSR method)
+  c.fsr.dictionary_size = 2000   # |R|: class-balanced training ids (noisy labels); multiple of classes
+  c.fsr.reward_batch_size = 100  # q: class-balanced reward batch drawn from R every step
+  c.fsr.meta_lr = 0.1            # constant step size of the virtual head update
+  c.fsr.score_momentum = 0.9     # EMA momentum of the per-example meta-margin score
+  c.fsr.warmup_epochs = 2        # uniform weights before this epoch (deferred start: e.g. 160)
+  c.fsr.weight_mode = 'noise'    # noise: max(-grad, 0) | longtail: raw - min(raw) + 1/b
+  c.fsr.relabel = True           # momentum re-labeling (EMA of predictions as soft targets)
+  c.fsr.relabel_momentum = 0.9   # decay of the prediction EMA
+  c.fsr.relabel_weight = 2.0     # p: multiplier of the re-labeling loss
+  c.fsr.relabel_start_epoch = -1  # -1: same as warmup_epochs
+  c.fsr.mixup_alpha = 1.0        # MixUp Beta(alpha, alpha) on the weighted loss; 0 = off
+  c.fsr.label_smoothing = 0.0    # on the training loss (0.1 for long-tail)
 
   # ---- run ----------------------------------------------------------------
   c.log_every = 50

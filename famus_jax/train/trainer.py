@@ -82,6 +82,8 @@ class Run:
   def init_state(self):
     state = create_train_state(jax.random.PRNGKey(self.config.seed), self.model, self.method,
                                self.tx, self.data.train_images.shape[1:], self.num_train)
+    # Host-side start hook (FSR's initial dictionary); a resumed run overwrites it on restore.
+    state = state.replace(method_state=self.method.on_train_start(state.method_state, self.data))
     return jax.device_put(state, self.replicated)
 
   def step_fn(self, variant):
@@ -189,10 +191,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
   log = MetricsLog(workdir)
   state = run.init_state()
   progress = Progress()
+  window = WindowMeans()
   start = 0
   if checkpointer.latest_step() is not None:
     state, saved = checkpointer.restore(state)
     progress = Progress(**saved['progress'])
+    window.sums, window.count = saved['window_sums'], saved['window_count']
     start = int(state.step)
     log.truncate_after(start)
     print(f'Resumed from the checkpoint at step {start} in {checkpointer.directory}')
@@ -202,11 +206,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   def save(step_now):
     checkpointer.save(step_now, state, {'progress': dataclasses.asdict(progress),
+                                        'window_sums': window.sums, 'window_count': window.count,
                                         'epoch': step_now // run.steps_per_epoch,
                                         'step_in_epoch': step_now % run.steps_per_epoch})
 
   t_start = time.time()
-  window = WindowMeans()
   variant, last_host = None, None
   bar = tqdm(total=run.total_steps, initial=start, disable=not config.progress_bar,
              desc=f'{config.method}', dynamic_ncols=True)

@@ -1,0 +1,58 @@
+"""Clean, class-balanced meta (validation) set carved out of the training set."""
+
+import numpy as np
+
+from famus_jax.errors import ConfigError
+
+
+def class_balanced_split(clean_labels: np.ndarray, num_meta: int,
+                         num_classes: int, rng: np.random.Generator
+                         ) -> tuple[np.ndarray, np.ndarray]:
+  """Splits training indices into a class-balanced meta set and the rest.
+
+  The meta set takes num_meta // num_classes randomly chosen examples of every
+  class, chosen by their CLEAN labels; those examples are removed from the
+  training set. Each class must keep at least one training example.
+
+  Args:
+    clean_labels: int (N,) clean labels of the (possibly long-tailed)
+      training set.
+    num_meta: total meta size; 0 gives an empty meta set. Must be a multiple
+      of num_classes.
+    num_classes: C.
+    rng: numpy Generator.
+
+  Returns:
+    (meta_idx, rest_idx): disjoint sorted int64 index arrays, of sizes
+    num_meta and N - num_meta, that together cover range(N).
+
+  Raises:
+    ConfigError: num_meta negative, not a multiple of num_classes, or larger
+      than some class allows (the message names the class and its count).
+  """
+  clean_labels = np.asarray(clean_labels)
+  n = len(clean_labels)
+  if num_meta < 0:
+    raise ConfigError(f'num_meta={num_meta} must be >= 0')
+  if num_meta == 0:
+    return np.zeros((0,), np.int64), np.arange(n, dtype=np.int64)
+  if num_meta % num_classes:
+    raise ConfigError(
+        f'num_meta={num_meta} must be a multiple of the number of classes '
+        f'({num_classes}) so the meta set is class-balanced')
+  per_class = num_meta // num_classes
+  counts = np.bincount(clean_labels, minlength=num_classes)
+  for c in range(num_classes):
+    if counts[c] < per_class + 1:
+      raise ConfigError(
+          f'num_meta={num_meta} needs {per_class} meta examples of every '
+          f'class plus at least one left for training, but class {c} has '
+          f'only {counts[c]} training examples (after long-tail '
+          f'subsampling); lower num_meta to at most '
+          f'{max(0, int(counts.min()) - 1) * num_classes}')
+  meta = [rng.choice(np.flatnonzero(clean_labels == c), size=per_class,
+                     replace=False) for c in range(num_classes)]
+  meta_idx = np.sort(np.concatenate(meta)).astype(np.int64)
+  is_meta = np.zeros((n,), bool)
+  is_meta[meta_idx] = True
+  return meta_idx, np.flatnonzero(~is_meta).astype(np.int64)

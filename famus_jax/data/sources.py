@@ -1,0 +1,361 @@
+"""Loading a whole data set into host memory, from one of several sources.
+
+Sources (config.data_source):
+
+- `tfds`: `tfds.data_source(name, split=..., data_dir=..., download=False)`
+  (random access, no TensorFlow needed; the data set must already be prepared
+  in array_record format).
+- `idx`: a directory with the four (Fashion-)MNIST IDX files, `.gz` or raw.
+  Default for Fashion-MNIST: Debian's `dataset-fashion-mnist` directory.
+- `cifar_archive`: a directory holding the official `cifar-10-python.tar.gz` /
+  `cifar-100-python.tar.gz` or their extracted folders (data_dir, or when it
+  is '' `download.default_data_dir()`: $FAMUS_JAX_DATA or ~/.cache/famus_jax).
+  With `download=True` a missing archive is fetched there from the official
+  URL (or `url`) over plain HTTP (see `download.py`).
+- `synthetic`: a deterministic, learnable toy set (tests and smoke runs).
+- `auto`: the first of the above that has the data (see `load_source`).
+
+Only the CIFAR archives are ever downloaded, and only with `download=True`.
+Every loader returns `RawData` with NHWC uint8 images and int32 labels.
+"""
+
+import dataclasses
+import http.client
+from typing import Any
+
+import numpy as np
+
+from famus_jax.data import cifar_archive
+from famus_jax.data import datasets
+from famus_jax.data import download as download_lib
+from famus_jax.data import idx
+from famus_jax.errors import ConfigError
+from famus_jax.errors import DataNotFoundError
+
+# Records read per `__getitems__` call on a TFDS data source.
+_TFDS_CHUNK = 1024
+
+# Which sources can serve which data set ('auto' serves all).
+ALLOWED_SOURCES = {
+    'cifar10': ('auto', 'tfds', 'cifar_archive'),
+    'cifar100': ('auto', 'tfds', 'cifar_archive'),
+    'fashion_mnist': ('auto', 'tfds', 'idx'),
+    'synthetic': ('auto', 'synthetic'),
+}
+
+
+@dataclasses.dataclass
+class RawData:
+  """A complete data set in host memory, before any corruption.
+
+  Attributes:
+    train_images: uint8 (N, H, W, C).
+    train_labels: int32 (N,), clean labels in [0, num_classes).
+    test_images: uint8 (M, H, W, C).
+    test_labels: int32 (M,).
+    num_classes: number of classes.
+    class_names: tuple of num_classes names, index = label.
+    description: where the data came from (source and path), for logs.
+    train_coarse_labels: int32 (N,) CIFAR-100 super-class labels when the
+      source provides them, else None.
+    test_coarse_labels: int32 (M,) or None, likewise.
+  """
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  num_classes: int
+  class_names: tuple[str, ...]
+  description: str
+  train_coarse_labels: np.ndarray | None = None
+  test_coarse_labels: np.ndarray | None = None
+
+
+def check_dataset_and_source(dataset: str, source: str) -> None:
+  """Raises ConfigError (naming the field and allowed values) if invalid."""
+  if dataset not in datasets.DATASETS:
+    raise ConfigError(f'dataset={dataset!r} is unknown; allowed values: '
+                      f'{", ".join(datasets.DATASETS)}')
+  if source not in datasets.SOURCES:
+    raise ConfigError(f'data_source={source!r} is unknown; allowed values: '
+                      f'{", ".join(datasets.SOURCES)}')
+  if source not in ALLOWED_SOURCES[dataset]:
+    raise ConfigError(
+        f'data_source={source!r} cannot serve dataset={dataset!r}; allowed '
+        f'for {dataset}: {", ".join(ALLOWED_SOURCES[dataset])}')
+
+
+# ---------------------------------------------------------------------------
+# Individual sources. Each raises _SourceFailed(reason) when its data is not
+# there; load_source turns the collected reasons into one DataNotFoundError.
+
+
+class _SourceFailed(Exception):
+  """Internal: one source could not provide the data (message = reason)."""
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  return f'{type(e).__name__}: {text[0] if text else ""}'.rstrip(': ')
+
+
+def _read_tfds_split(source: Any) -> dict[str, np.ndarray]:
+  """Reads every record of a TFDS data source into stacked numpy arrays.
+
+  Returns:
+    {'image': uint8 (N, H, W, C), 'label': int32 (N,)} plus 'coarse_label'
+    when the records have it.
+  """
+  n = len(source)
+  if n == 0:
+    raise _SourceFailed('the split is empty')
+  first = source[0]
+  keys = [k for k in ('image', 'label', 'coarse_label') if k in first]
+  if 'image' not in keys or 'label' not in keys:
+    raise _SourceFailed(f'records lack image/label (keys: {sorted(first)})')
+  out = {k: np.empty((n,) + np.shape(first[k]),
+                     np.uint8 if k == 'image' else np.int32) for k in keys}
+  batched = hasattr(source, '__getitems__')
+  for start in range(0, n, _TFDS_CHUNK):
+    ids = list(range(start, min(n, start + _TFDS_CHUNK)))
+    records = None
+    if batched:
+      try:
+        records = source.__getitems__(ids)
+      except Exception:  # pylint: disable=broad-except
+        batched = False  # e.g. mocked sources: fall back to one at a time.
+    if records is None:
+      records = [source[i] for i in ids]
+    for k in keys:
+      out[k][start:start + len(ids)] = np.stack([r[k] for r in records])
+  return out
+
+
+def _load_tfds(dataset: str, data_dir: str) -> RawData:
+  spec = datasets.DATASET_SPECS[dataset]
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise _SourceFailed(f'tensorflow_datasets is not importable ({e})') from e
+  splits = {}
+  for split in ('train', 'test'):
+    try:
+      source = tfds.data_source(spec.tfds_name, split=split,
+                                data_dir=data_dir or None, download=False)
+      splits[split] = _read_tfds_split(source)
+    except _SourceFailed:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      reason = _first_line(e).removesuffix('. Possible root causes')
+      if 'Random access data source' in reason:
+        reason = ('no copy prepared in array_record format there (tfds: '
+                  f'{reason})')
+      raise _SourceFailed(reason) from e
+  train, test = splits['train'], splits['test']
+  if train['image'].shape[1:] != spec.image_shape:
+    raise _SourceFailed(f'images have shape {train["image"].shape[1:]}, '
+                        f'expected {spec.image_shape}')
+  where = data_dir or 'the TFDS default data_dir'
+  return RawData(
+      train_images=train['image'], train_labels=train['label'],
+      test_images=test['image'], test_labels=test['label'],
+      num_classes=spec.num_classes, class_names=spec.class_names,
+      description=f'tfds:{spec.tfds_name} ({where})',
+      train_coarse_labels=train.get('coarse_label'),
+      test_coarse_labels=test.get('coarse_label'))
+
+
+def _load_idx(dataset: str, directory: str) -> RawData:
+  spec = datasets.DATASET_SPECS[dataset]
+  if not idx.has_idx_files(directory):
+    stems = [s for pair in idx.IDX_FILES.values() for s in pair]
+    raise _SourceFailed(f'missing some of {", ".join(stems)} (.gz or raw)')
+  try:
+    train_images, train_labels = idx.read_idx_split(directory, 'train')
+    test_images, test_labels = idx.read_idx_split(directory, 'test')
+  except (OSError, ValueError) as e:
+    raise _SourceFailed(_first_line(e)) from e
+  if train_images.shape[1:] != spec.image_shape:
+    raise _SourceFailed(f'images have shape {train_images.shape[1:]}, '
+                        f'expected {spec.image_shape}')
+  return RawData(
+      train_images=train_images, train_labels=train_labels,
+      test_images=test_images, test_labels=test_labels,
+      num_classes=spec.num_classes, class_names=spec.class_names,
+      description=f'idx:{directory}')
+
+
+def _load_cifar_archive(dataset: str, directory: str) -> RawData:
+  spec = datasets.DATASET_SPECS[dataset]
+  path = cifar_archive.find_cifar_data(directory, dataset)
+  if path is None:
+    raise _SourceFailed(f'no {cifar_archive.describe_expected(dataset)}')
+  try:
+    arrays = cifar_archive.read_cifar(path, dataset)
+  except (OSError, ValueError, KeyError) as e:
+    raise _SourceFailed(f'{path}: {_first_line(e)}') from e
+  return RawData(
+      train_images=arrays.train_images, train_labels=arrays.train_labels,
+      test_images=arrays.test_images, test_labels=arrays.test_labels,
+      num_classes=spec.num_classes, class_names=arrays.class_names,
+      description=f'cifar_archive:{path}',
+      train_coarse_labels=arrays.train_coarse_labels,
+      test_coarse_labels=arrays.test_coarse_labels)
+
+
+def _download_cifar(dataset: str, directory: str, url: str) -> RawData:
+  """Fetches the archive into `directory` (download.fetch_cifar); reads it."""
+  try:
+    path = download_lib.fetch_cifar(dataset, directory, url)
+  except (OSError, ValueError, http.client.HTTPException) as e:
+    raise _SourceFailed(_first_line(e)) from e
+  return _load_cifar_archive(dataset, path)
+
+
+def load_synthetic(synthetic_cfg: Any, seed: int) -> RawData:
+  """A deterministic, learnable toy data set.
+
+  Each class c has a fixed random mean image (uniform in [40, 215]); an
+  example is its class mean plus Gaussian noise (std 30), clipped to uint8.
+  Training labels are balanced (arange % C, shuffled). Everything is a
+  function of `seed` and `synthetic_cfg` (num_train, num_test, image_size,
+  channels, num_classes).
+
+  Returns:
+    RawData with images uint8 (N, S, S, channels).
+  """
+  c = synthetic_cfg
+  num_classes, size, channels = c.num_classes, c.image_size, c.channels
+  if num_classes < 2:
+    raise ConfigError(f'synthetic.num_classes={num_classes} must be >= 2')
+  pattern_rng = np.random.default_rng([seed, 7001])
+  patterns = pattern_rng.uniform(40.0, 215.0,
+                                 size=(num_classes, size, size, channels))
+
+  def make(n, stream):
+    rng = np.random.default_rng([seed, stream])
+    labels = rng.permutation(np.arange(n) % num_classes).astype(np.int32)
+    noise = rng.normal(0.0, 30.0, size=(n, size, size, channels))
+    images = np.clip(patterns[labels] + noise, 0, 255).astype(np.uint8)
+    return images, labels
+
+  train_images, train_labels = make(c.num_train, 7002)
+  test_images, test_labels = make(c.num_test, 7003)
+  return RawData(
+      train_images=train_images, train_labels=train_labels,
+      test_images=test_images, test_labels=test_labels,
+      num_classes=num_classes,
+      class_names=tuple(f'class_{i}' for i in range(num_classes)),
+      description=(f'synthetic(seed={seed}, {c.num_train} train / '
+                   f'{c.num_test} test, {size}x{size}x{channels}, '
+                   f'{num_classes} classes)'))
+
+
+# ---------------------------------------------------------------------------
+
+
+def _how_to_provide(dataset: str) -> str:
+  spec = datasets.DATASET_SPECS[dataset]
+  lines = ['How to provide the data:']
+  if dataset in cifar_archive.ARCHIVE_LAYOUT:
+    archive = cifar_archive.ARCHIVE_LAYOUT[dataset][0]
+    lines += [
+        f'  * put the official {archive} (https://www.cs.toronto.edu/~kriz/'
+        'cifar.html; or its extracted folder) in a directory DIR and pass '
+        '--config.data_dir=DIR --config.data_source=cifar_archive',
+        '  * or, with internet access, keep --config.download=True (the '
+        'default) to fetch it into data_dir (or $FAMUS_JAX_DATA, else '
+        '~/.cache/famus_jax, when data_dir is empty); --config.cifar_url=URL '
+        'fetches the same archive from a mirror or a file:// path instead',
+        '  * pass --config.download=False to never touch the network']
+  else:
+    lines.append(
+        '  * put the four IDX files (train-images-idx3-ubyte.gz, '
+        'train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, '
+        't10k-labels-idx1-ubyte.gz) in a directory DIR and pass '
+        '--config.data_dir=DIR --config.data_source=idx (on Debian/Ubuntu, '
+        '`apt-get install dataset-fashion-mnist` installs them in '
+        f'{datasets.DEBIAN_FASHION_MNIST_DIR})')
+  lines.append(
+      f'  * or prepare TFDS {spec.tfds_name!r} in array_record format in '
+      'TFDS_DIR and pass --config.data_dir=TFDS_DIR --config.data_source=tfds')
+  return '\n'.join(lines)
+
+
+def load_source(dataset: str, source: str, data_dir: str, synthetic_cfg: Any,
+                seed: int = 0, *, download: bool = False,
+                url: str = '') -> RawData:
+  """Loads `dataset` from `source` into host memory.
+
+  `auto` tries, in order:
+  - fashion_mnist: idx in data_dir (if set), idx in the Debian directory
+    /usr/share/datasets/fashion-mnist, then tfds.
+  - cifar10 / cifar100: cifar_archive in data_dir (or, if data_dir is '',
+    in `download.default_data_dir()`), then tfds, then (if `download`)
+    fetching the archive into that same directory.
+  - synthetic: synthetic.
+  `cifar_archive` tries the local archive, then the download (if `download`).
+
+  Args:
+    dataset: one of DATASETS.
+    source: one of SOURCES, compatible with dataset.
+    data_dir: directory for the source ('' = the source's default: Debian
+      directory for idx, TFDS default data_dir for tfds, $FAMUS_JAX_DATA or
+      ~/.cache/famus_jax for cifar_archive).
+    synthetic_cfg: `config.synthetic` (only read for the synthetic source).
+    seed: seed of the synthetic source (ignored by the others).
+    download: `config.download`: fetch a missing CIFAR archive over the
+      network. False by default, so callers that do not pass it stay offline.
+    url: `config.cifar_url`: '' = the official URL (md5-checked), else an
+      http(s) or file:// URL of the same archive (not md5-checked).
+
+  Returns:
+    RawData (images uint8 (N, H, W, C), labels int32 (N,)).
+
+  Raises:
+    ConfigError: unknown dataset/source or a source that cannot serve it.
+    DataNotFoundError: no tried source had the data; the message lists each
+      attempt (paths, URL and error) and how to provide the data.
+  """
+  check_dataset_and_source(dataset, source)
+  if dataset == 'synthetic':
+    return load_synthetic(synthetic_cfg, seed)
+
+  attempts = []  # (description, loader or None = skipped, reason in desc.)
+  is_cifar = dataset in cifar_archive.ARCHIVE_LAYOUT
+  cifar_dir = data_dir or download_lib.default_data_dir()
+  if source == 'idx' or (source == 'auto' and not is_cifar):
+    dirs = [data_dir] if data_dir else []
+    if not data_dir or source == 'auto':
+      dirs.append(datasets.DEBIAN_FASHION_MNIST_DIR)
+    for d in dict.fromkeys(dirs):
+      attempts.append((f'idx at {d}', lambda d=d: _load_idx(dataset, d)))
+  if source == 'cifar_archive' or (source == 'auto' and is_cifar):
+    attempts.append((f'cifar_archive at {cifar_dir}',
+                     lambda: _load_cifar_archive(dataset, cifar_dir)))
+  if source in ('auto', 'tfds'):
+    attempts.append((f'tfds at {data_dir or "TFDS default data_dir"}',
+                     lambda: _load_tfds(dataset, data_dir)))
+  if source in ('auto', 'cifar_archive') and is_cifar:
+    if download:
+      fetch_url = download_lib.resolve_url(dataset, url)[0]
+      attempts.append((f'download of {fetch_url} into {cifar_dir}',
+                       lambda: _download_cifar(dataset, cifar_dir, url)))
+    else:
+      attempts.append(('download: skipped, downloading is off '
+                       '(config.download=False)', None))
+
+  failures = []
+  for description, loader in attempts:
+    if loader is None:
+      failures.append(f'  * {description}')
+      continue
+    try:
+      return loader()
+    except _SourceFailed as e:
+      failures.append(f'  * {description}: {e}')
+  message = (
+      f'Could not load dataset {dataset!r} (data_source={source!r}, '
+      f'data_dir={data_dir!r}). Tried:\n' + '\n'.join(failures) + '\n'
+      + _how_to_provide(dataset))
+  raise DataNotFoundError(message) from None

@@ -1,0 +1,62 @@
+"""Classifiers (Flax linen, NHWC) and layer-level parameter helpers.
+
+Every model is called as ``model.apply(variables, x, train, return_features=
+False)`` with x float32 (B, H, W, C); it returns logits (B, num_classes), or
+``(logits, features)`` where features (B, D) are the inputs of the final Dense
+``head``. Variables: 'params' and 'batch_stats'; ``train=True`` uses batch
+statistics (apply with ``mutable=['batch_stats']``) and, for a WRN with
+dropout > 0, the 'dropout' rng.
+"""
+
+import flax.linen as nn
+
+from famus_jax.errors import ConfigError
+from famus_jax.models.layers import (
+    avg_pool_gradient, get_layer, layer_feature_size, layer_kind, layer_names,
+    layer_names_in_call_order, layer_of, merge_layers, pooled_axes, set_layer,
+    split_by_layers)
+from famus_jax.models.preact_resnet import PreActResNet18
+from famus_jax.models.resnet_cifar import ResNetCifar
+from famus_jax.models.small_cnn import SmallCNN
+from famus_jax.models.wide_resnet import WideResNet
+
+MODELS = ('resnet', 'wide_resnet', 'preact_resnet18', 'small_cnn')
+
+__all__ = [
+    'MODELS', 'create_model', 'ResNetCifar', 'WideResNet', 'PreActResNet18',
+    'SmallCNN', 'layer_names', 'layer_names_in_call_order', 'layer_of',
+    'get_layer', 'set_layer', 'split_by_layers', 'merge_layers', 'layer_kind',
+    'pooled_axes', 'avg_pool_gradient', 'layer_feature_size',
+]
+
+
+def create_model(config, num_classes: int) -> nn.Module:
+  """The model named by ``config.model``.
+
+  Reads config.model, depth (resnet: 6n+2; wide_resnet: 6n+4), width
+  (wide_resnet widening factor; small_cnn channels), dropout (wide_resnet
+  only; must be 0 for the others) and bn_momentum. Raises ConfigError naming
+  the offending field.
+  """
+  name = config.model
+  dropout = config.dropout
+  if name not in MODELS:
+    raise ConfigError(
+        f'model={name!r} is unknown; allowed models: {", ".join(MODELS)}.')
+  if name != 'wide_resnet' and dropout:
+    raise ConfigError(f'dropout={dropout!r} is only supported by model '
+                      f"'wide_resnet', not {name!r}; set dropout = 0.0.")
+  momentum = config.bn_momentum
+  if isinstance(momentum, bool) or not isinstance(
+      momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+    raise ConfigError(f'bn_momentum={momentum!r} is invalid: must be in '
+                      '[0, 1].')
+  if name == 'resnet':
+    return ResNetCifar(num_classes, depth=config.depth, bn_momentum=momentum)
+  if name == 'wide_resnet':
+    return WideResNet(num_classes, depth=config.depth,
+                      widen_factor=config.width, dropout=dropout,
+                      bn_momentum=momentum)
+  if name == 'preact_resnet18':
+    return PreActResNet18(num_classes, bn_momentum=momentum)
+  return SmallCNN(num_classes, width=config.width, bn_momentum=momentum)

@@ -1,0 +1,103 @@
+"""Building blocks shared by the models.
+
+All models are NHWC, float32, and create every parameterised layer directly in
+their top-level ``__call__`` with an explicit name, so the ``params`` dict is one
+level deep (``name -> {'kernel' | 'bias' | 'scale': array}``) and a "layer" is a
+top-level key. See ``famus_jax.models.layers`` for the naming scheme.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from famus_jax.errors import ConfigError
+
+# He et al. (2015) initialisation for ReLU networks (fan-out, as in the
+# reference PyTorch ResNet / WRN code).
+conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+BN_EPSILON = 1e-5
+
+
+def conv(features: int, kernel: int, stride: int, name: str) -> nn.Conv:
+  """Bias-free square conv with PyTorch-style symmetric padding ``kernel // 2``.
+
+  Output spatial size is ``ceil(H / stride)`` for odd kernels, which matches
+  the strided subsampling ``x[:, ::stride, ::stride]`` of option-A shortcuts.
+  """
+  pad = kernel // 2
+  return nn.Conv(
+      features, (kernel, kernel), strides=(stride, stride),
+      padding=((pad, pad), (pad, pad)), use_bias=False,
+      kernel_init=conv_init, name=name)
+
+
+def batch_norm(train: bool, momentum: float, name: str) -> nn.BatchNorm:
+  """BatchNorm over the channel axis; batch statistics iff ``train``."""
+  return nn.BatchNorm(
+      use_running_average=not train, momentum=momentum, epsilon=BN_EPSILON,
+      name=name)
+
+
+def head(num_classes: int) -> nn.Dense:
+  """The final linear classifier, always named ``head``."""
+  return nn.Dense(num_classes, name='head')
+
+
+def global_avg_pool(x: jnp.ndarray) -> jnp.ndarray:
+  """(B, H, W, C) -> (B, C)."""
+  return jnp.mean(x, axis=(1, 2))
+
+
+def blocks_per_stage(model: str, depth: Any, offset: int, layers_per_block: int,
+                     examples: str) -> int:
+  """Number of residual blocks per stage for ``depth = 6n + offset``.
+
+  Raises ConfigError naming ``depth`` and the allowed form otherwise.
+  """
+  step = 3 * layers_per_block
+  if (isinstance(depth, bool) or not isinstance(depth, int) or
+      depth < step + offset or (depth - offset) % step):
+    raise ConfigError(
+        f'depth={depth!r} is invalid for model {model!r}: depth must be '
+        f'{step}n+{offset} with integer n >= 1 (e.g. {examples}).')
+  return (depth - offset) // step
+
+
+def check_positive_int(value: Any, field: str, model: str) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ConfigError(
+        f'{field}={value!r} is invalid for model {model!r}: must be an '
+        'integer >= 1.')
+
+
+def check_dropout(rate: Any, model: str) -> None:
+  if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (
+      0.0 <= rate < 1.0):
+    raise ConfigError(
+        f'dropout={rate!r} is invalid for model {model!r}: must be in [0, 1).')
+
+
+def preact_block(x: jnp.ndarray, out_channels: int, stride: int, prefix: str,
+                 train: bool, momentum: float,
+                 dropout: float = 0.0) -> jnp.ndarray:
+  """Pre-activation residual block (He et al., "Identity Mappings", 2016).
+
+  BN-ReLU-conv3x3(stride) - BN-ReLU-[dropout]-conv3x3, plus the identity, or,
+  when the shape changes, a 1x1 conv (stride) of the first pre-activation.
+  Creates ``{prefix}preact_bn1, conv1, preact_bn2, conv2[, shortcut_conv]``
+  in that call order. (B, H, W, C) -> (B, ceil(H/stride), ceil(W/stride),
+  out_channels). Dropout draws from the 'dropout' rng only if train and
+  dropout > 0.
+  """
+  act = nn.relu(batch_norm(train, momentum, prefix + 'preact_bn1')(x))
+  out = conv(out_channels, 3, stride, prefix + 'conv1')(act)
+  out = nn.relu(batch_norm(train, momentum, prefix + 'preact_bn2')(out))
+  if dropout > 0.0 and train:
+    out = nn.Dropout(rate=dropout, deterministic=False,
+                     name=prefix + 'dropout')(out)
+  out = conv(out_channels, 3, 1, prefix + 'conv2')(out)
+  if stride != 1 or x.shape[-1] != out_channels:
+    x = conv(out_channels, 1, stride, prefix + 'shortcut_conv')(act)
+  return out + x

@@ -1,0 +1,91 @@
+"""Bad input stops early with a message that names the field and what is allowed."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import base, tiny
+from famus_jax import config_check
+from famus_jax.errors import ConfigError, DataNotFoundError, NonFiniteLossError
+from famus_jax.train.checkpoint import Checkpointer
+from famus_jax.train.trainer import Run, check_divisible, data_mesh, train_and_evaluate
+from famus_jax.data import build_data
+
+
+@pytest.mark.parametrize('field, value, allowed', [
+    ('dataset', 'cifar11', 'cifar10'),
+    ('model', 'resnet51', 'wide_resnet'),
+    ('method', 'mwnett', 'famus'),
+    ('noise_type', 'pairflip', 'asymmetric'),
+    ('data_source', 'http', 'cifar_archive'),
+])
+def test_unknown_names_list_the_allowed_ones(field, value, allowed):
+  config = tiny.get_config()
+  config[field] = value
+  with pytest.raises(ConfigError) as err:
+    config_check.validate(config)
+  assert f'config.{field}={value!r}' in str(err.value)
+  assert allowed in str(err.value)
+
+
+@pytest.mark.parametrize('rate', [1.0, -0.1, 1.5])
+def test_noise_rate_outside_unit_interval(rate):
+  config = tiny.get_config()
+  config.noise_rate = rate
+  with pytest.raises(ConfigError, match=r'config\.noise_rate=.*outside \[0\.0, 1\.0\)'):
+    config_check.validate(config)
+
+
+def test_meta_set_larger_than_a_class_can_give():
+  config = tiny.get_config()
+  config.num_meta = 600  # 60 per class; the synthetic classes have ~51 images
+  with pytest.raises(ConfigError, match='num_meta'):
+    build_data(config)
+
+
+def test_batch_not_divisible_by_device_count():
+  config = tiny.get_config()
+  config.batch_size = 15
+  with pytest.raises(ConfigError, match=r'config\.batch_size=15 is not divisible by the 2 devices'):
+    check_divisible(config, 2)
+  check_divisible(config, 1)  # fine on one device
+  assert data_mesh().size == len(jax.devices())
+
+
+def test_missing_data_files_say_what_was_tried(tmp_path):
+  config = base.get_config()
+  config.dataset = 'cifar10'
+  config.data_source = 'cifar_archive'
+  config.data_dir = str(tmp_path)
+  config.download = False
+  with pytest.raises(DataNotFoundError) as err:
+    train_and_evaluate(config, str(tmp_path / 'run'))
+  message = str(err.value)
+  assert str(tmp_path) in message and 'data_dir' in message and 'cifar-10-python.tar.gz' in message
+
+
+def test_method_with_meta_set_needs_num_meta():
+  config = tiny.get_config()
+  config.num_meta = 0
+  with pytest.raises(ConfigError, match='num_meta'):
+    train_and_evaluate(config, '/nonexistent-never-created')
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_state(tmp_path):
+  config = tiny.get_config()
+  config.method = 'erm'
+  config.lr.base = 1e30
+  config.checkpoint_every = 1
+  with pytest.raises(NonFiniteLossError, match=r'NaN/inf at step (\d+)') as err:
+    train_and_evaluate(config, str(tmp_path))
+  bad_step = int(err.value.args[0].split('at step ')[1].split()[0])
+  assert bad_step >= 2
+  checkpointer = Checkpointer(str(tmp_path), config.keep_checkpoints)
+  assert checkpointer.latest_step() == bad_step - 1
+  run = Run(config, build_data(config), data_mesh())
+  state, _ = checkpointer.restore(run.init_state())
+  assert int(state.step) == bad_step - 1
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+  assert not os.path.exists(tmp_path / 'summary.json')

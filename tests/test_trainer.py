@@ -1,0 +1,111 @@
+"""The training loop end to end: summaries, resume after SIGKILL, data parallelism."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import tiny
+from famus_jax.train.logbook import read_metrics
+from famus_jax.train.trainer import train_and_evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHILD = os.path.join(ROOT, 'tests', 'run_child.py')
+
+
+def run_child(workdir, overrides, *flags, env=None, check=True):
+  cmd = [sys.executable, CHILD, str(workdir), json.dumps(overrides), *flags]
+  proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})},
+                        cwd=ROOT, timeout=600)
+  if check and proc.returncode != 0:
+    raise AssertionError(f'child failed ({proc.returncode}):\n{proc.stderr[-3000:]}')
+  return proc
+
+
+def last_json(stdout):
+  return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize('method', ['erm', 'mwnet', 'l2r'])
+def test_tiny_run_writes_summary_and_metrics(tmp_path, method):
+  config = tiny.get_config()
+  config.method = method
+  summary = train_and_evaluate(config, str(tmp_path))
+  on_disk = json.loads((tmp_path / 'summary.json').read_text())
+  assert on_disk['steps'] == config.num_steps == summary['steps']
+  assert 0.0 <= on_disk['last_test_accuracy'] <= on_disk['best_test_accuracy'] <= 1.0
+  assert on_disk['mean_step_time_s'] > 0
+  assert 0.2 < on_disk['realised_noise_rate'] < 0.5  # 40% 'unif' noise flips ~36%
+  assert on_disk['mean_weight_clean'] is not None and on_disk['mean_weight_noisy'] is not None
+  if method == 'erm':
+    assert on_disk['mean_weight_clean'] == pytest.approx(1.0)
+  events = read_metrics(str(tmp_path))
+  train_steps = [e['step'] for e in events if e['event'] == 'train']
+  eval_steps = [e['step'] for e in events if e['event'] == 'eval']
+  assert train_steps == [4, 8, 12] and eval_steps == [6, 12]
+  assert json.loads((tmp_path / 'config.json').read_text())['method'] == method
+  if method != 'erm':
+    assert all('meta_loss' in e for e in events if e['event'] == 'train')
+
+
+def test_learns_on_clean_synthetic_data(tmp_path):
+  """A value check on the whole loop: clean synthetic data is learnt."""
+  config = tiny.get_config()
+  config.method = 'mwnet'
+  config.noise_rate = 0.0
+  config.num_steps = 100
+  config.eval_every = 100
+  config.log_every = 50
+  config.lr.base = 0.05
+  summary = train_and_evaluate(config, str(tmp_path))
+  assert summary['last_test_accuracy'] > 0.5  # chance is 0.1
+
+
+def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
+  overrides = {'method': 'mwnet', 'num_steps': 18, 'checkpoint_every': 6, 'eval_every': 6}
+  straight = last_json(run_child(tmp_path / 'straight', overrides).stdout)
+  killed = run_child(tmp_path / 'resumed', overrides, '--kill-after-step', '10', check=False)
+  assert killed.returncode == -9, killed.stderr[-2000:]
+  assert not (tmp_path / 'resumed' / 'summary.json').exists()
+  resumed = last_json(run_child(tmp_path / 'resumed', overrides).stdout)
+  for key in ('best_test_accuracy', 'last_test_accuracy', 'last_test_loss', 'steps',
+              'mean_weight_clean', 'mean_weight_noisy'):
+    assert resumed[key] == straight[key], key
+  ev_straight = read_metrics(str(tmp_path / 'straight'))
+  ev_resumed = read_metrics(str(tmp_path / 'resumed'))
+  assert [e['step'] for e in ev_resumed] == [e['step'] for e in ev_straight]
+  for a, b in zip(ev_straight, ev_resumed):
+    if a['event'] in ('train', 'eval'):
+      loss_key = 'train_loss' if a['event'] == 'train' else 'test_loss'
+      assert a[loss_key] == b[loss_key]
+
+
+def test_crash_inside_a_save_keeps_the_last_good_checkpoint(tmp_path):
+  overrides = {'method': 'erm', 'num_steps': 12, 'checkpoint_every': 6, 'eval_every': 6}
+  killed = run_child(tmp_path, overrides, '--kill-in-save', '12', check=False)
+  assert killed.returncode == -9
+  ckpt = tmp_path / 'checkpoints'
+  assert (ckpt / '6').is_dir()
+  assert not (ckpt / '12').is_dir()  # the interrupted save was never committed
+  resumed = run_child(tmp_path, overrides)
+  assert 'Resumed from the checkpoint at step 6' in resumed.stdout
+  assert last_json(resumed.stdout)['steps'] == 12
+
+
+def test_two_devices_give_the_same_losses_as_one(tmp_path):
+  overrides = {'method': 'mwnet', 'num_steps': 8, 'log_every': 1, 'eval_every': 8}
+  one = run_child(tmp_path / 'one', overrides)
+  two = run_child(tmp_path / 'two', overrides,
+                  env={'XLA_FLAGS': '--xla_force_host_platform_device_count=2'})
+  assert len(last_json(two.stdout)['devices']) == 2
+  assert len(last_json(one.stdout)['devices']) == 1
+  loss_one = [e['train_loss'] for e in read_metrics(str(tmp_path / 'one')) if e['event'] == 'train']
+  loss_two = [e['train_loss'] for e in read_metrics(str(tmp_path / 'two')) if e['event'] == 'train']
+  assert len(loss_one) == 8
+  np.testing.assert_allclose(loss_two, loss_one, rtol=2e-4)
+  meta_one = [e['meta_loss'] for e in read_metrics(str(tmp_path / 'one')) if e['event'] == 'train']
+  meta_two = [e['meta_loss'] for e in read_metrics(str(tmp_path / 'two')) if e['event'] == 'train']
+  np.testing.assert_allclose(meta_two, meta_one, rtol=2e-4)
