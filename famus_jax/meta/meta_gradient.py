@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from famus_jax.models.layers import layer_of
+
 PyTree = object
 LossVecFn = Callable[[PyTree], jnp.ndarray]   # params -> (n,) per-example losses
 ScalarFn = Callable[[PyTree], jnp.ndarray]    # params -> () validation loss
@@ -43,11 +45,6 @@ def flat_params(params) -> dict:
 
 def unflat_params(flat: Mapping) -> dict:
   return traverse_util.unflatten_dict(dict(flat), sep='/')
-
-
-def layer_of(key: str) -> str:
-  """'stage1_block1_conv1/kernel' -> 'stage1_block1_conv1'."""
-  return key.rsplit('/', 1)[0]
 
 
 def select_keys(flat: Mapping, layers: Optional[Iterable[str]]) -> list:
