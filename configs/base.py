@@ -70,7 +70,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.mwnet.normalize = True       # divide weights by their sum (if non-zero)
   c.l2r = ml_collections.ConfigDict()
   c.l2r.zero_sum = 'uniform'     # uniform | zero: weights when all clipped weights are 0
-  c.meta_bn_train_mode = True    # meta (validation) forward uses batch statistics
+  c.meta_gradient = 'jvp'        # jvp (production) | reverse_over_reverse (reference path)
+  c.meta_bn_train_mode = True    # meta / reward forward passes use batch statistics (else running)
 
   # ---- FaMUS (famus_jax/famus) -------------------------------------------
   c.famus = ml_collections.ConfigDict()
@@ -82,6 +83,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.fsr.reward_batch_size = 100  # q: class-balanced reward batch drawn from R every step
   c.fsr.meta_lr = 0.1            # constant step size of the virtual head update
   c.fsr.score_momentum = 0.9     # EMA momentum of the per-example meta-margin score
+  c.fsr.score_before = 'train'   # margin's loss before the step: train (MixUp forward) | clean
   c.fsr.warmup_epochs = 2        # uniform weights before this epoch (deferred start: e.g. 160)
   c.fsr.weight_mode = 'noise'    # noise: max(-grad, 0) | longtail: raw - min(raw) + 1/b
   c.fsr.relabel = True           # momentum re-labeling (EMA of predictions as soft targets)

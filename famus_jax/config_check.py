@@ -53,6 +53,7 @@ def validate(config) -> None:
   _range(config, 'optimizer.weight_decay', 0.0, float('inf'))
   _range(config, 'mwnet.lr', 0.0, float('inf'), low_open=True)
   _choice(config, 'l2r.zero_sum', ('uniform', 'zero'))
+  _choice(config, 'meta_gradient', ('jvp', 'reverse_over_reverse'))
   for hook in _EXTRA_CHECKS:
     hook(config)
 

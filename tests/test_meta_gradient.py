@@ -132,3 +132,19 @@ def test_restricted_subset_equals_reference_with_cut_layers(setup):
   full = mg.reference_coefficient_gradient(ctx.loss_vec_fn, ctx.val_loss_fn, ctx.params,
                                            eps, ALPHA)
   assert rel_err(production, full) > 1e-3  # the subset is a different estimate
+
+
+@pytest.mark.parametrize('base_name', ['mwnet', 'l2r'])
+def test_reverse_over_reverse_method_gives_the_same_weights(setup, base_name):
+  """config.meta_gradient='reverse_over_reverse' is the same method, computed the slow way."""
+  from famus_jax.methods import ReverseOverReverse  # pylint: disable=import-outside-toplevel
+  ctx = setup
+  base = create_base(base_name, meta_config())
+  fast = MetaReweighting(base_name, base, ExactEstimator())
+  slow = ReverseOverReverse(base_name, base, ExactEstimator())
+  state = fast.init_state(jax.random.PRNGKey(6), ctx.params, 0)
+  out_fast = fast.weights(ctx, state, None, None)
+  out_slow = slow.weights(ctx, state, None, None)
+  assert rel_err(out_fast.weights, out_slow.weights) < 1e-5
+  if base_name == 'mwnet':  # L2R keeps no meta parameters
+    assert tree_rel_err(out_fast.method_state['base'], out_slow.method_state['base']) < 1e-5

@@ -8,7 +8,7 @@ from famus_jax.errors import ConfigError
 from famus_jax.methods.base import Method, StepContext, WeightOutput
 from famus_jax.methods.bases import BASES, create_base
 from famus_jax.methods.erm import ERM
-from famus_jax.methods.meta_reweighting import ExactEstimator, MetaReweighting
+from famus_jax.methods.meta_reweighting import ExactEstimator, MetaReweighting, ReverseOverReverse
 
 
 def _erm(config):
@@ -16,9 +16,13 @@ def _erm(config):
   return ERM()
 
 
+META_GRADIENT_PATHS = {'jvp': MetaReweighting, 'reverse_over_reverse': ReverseOverReverse}
+
+
 def _exact(name):
   def factory(config):
-    return MetaReweighting(name, create_base(name, config), ExactEstimator())
+    cls = META_GRADIENT_PATHS[config.meta_gradient]
+    return cls(name, create_base(name, config), ExactEstimator())
   return factory
 
 

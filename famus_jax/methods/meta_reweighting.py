@@ -74,3 +74,27 @@ class MetaReweighting(Method):
     return WeightOutput(weights=weights,
                         method_state={'base': base_state, 'estimator': est_state},
                         metrics=metrics)
+
+
+class ReverseOverReverse(MetaReweighting):
+  """The same method with dL^val/d eps by reverse-over-reverse autodiff.
+
+  The way the reference PyTorch code computes it (``create_graph=True``):
+  `jax.grad` through the virtual step. Kept as a selectable path
+  (`config.meta_gradient='reverse_over_reverse'`) so speed and results can be
+  compared with the production JVP path; the tests hold them equal.
+  """
+
+  def weights(self, ctx, method_state, batch, rng):
+    del batch, rng
+    eps, pullback = self.base.coefficients(method_state['base'], ctx.losses)
+    d_eps = mg.reference_coefficient_gradient(ctx.loss_vec_fn, ctx.val_loss_fn, ctx.params,
+                                              eps, ctx.lr)
+    weights, base_state, base_metrics = self.base.update(
+        method_state['base'], ctx.losses, d_eps, pullback)
+    n = ctx.losses.shape[0]
+    w_hat = mg.sgd_virtual_params(ctx.params, ctx.train_vjp(eps), ctx.lr)
+    metrics = {**base_metrics, 'meta_loss': ctx.val_loss_fn(w_hat),
+               'example_weights': weights * n}
+    return WeightOutput(weights=weights, method_state={**method_state, 'base': base_state},
+                        metrics=metrics)

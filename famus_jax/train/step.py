@@ -54,11 +54,13 @@ def _tree_select(ok, new, old):
 
 
 def build_context(model, state: TrainState, batch: dict, images, meta_images, lr,
-                  dropout_rng, num_classes: int):
+                  dropout_rng, num_classes: int, meta_bn_train: bool = True):
   """Run the training forward pass once, linearised, and wrap it in a StepContext.
 
   images: (n, H, W, C) float32 (augmented); meta_images: (m, H, W, C) float32
-  or None. Returns (ctx, new_batch_stats from the training forward pass).
+  or None; meta_bn_train: the validation forward pass uses batch statistics
+  (as the reference code, whose meta model is in training mode) or running
+  ones. Returns (ctx, new_batch_stats from the training forward pass).
   BatchNorm statistics of every other forward pass (virtual, validation) are
   thrown away.
   """
@@ -83,7 +85,7 @@ def build_context(model, state: TrainState, batch: dict, images, meta_images, lr
   if meta_images is not None:
 
     def val_loss_fn(params):
-      (val_logits, _), _ = apply_fn(params, state.batch_stats, meta_images)
+      (val_logits, _), _ = apply_fn(params, state.batch_stats, meta_images, meta_bn_train)
       return jnp.mean(cross_entropy(val_logits, batch['meta_label']))
 
   ctx = StepContext(
@@ -112,7 +114,8 @@ def combined_gradient(ctx: StepContext, out):
 
 
 def make_train_step(model, method: Method, tx: optax.GradientTransformation,
-                    lr_fn: Callable, augment_cfg, mean, std, num_classes: int):
+                    lr_fn: Callable, augment_cfg, mean, std, num_classes: int,
+                    meta_bn_train: bool = True):
   """Build train_step(state, batch) -> (state, metrics); jit it outside."""
   augment = functools.partial(augment_batch, crop_padding=augment_cfg.crop_padding,
                               flip=augment_cfg.flip, mean=mean, std=std, train=True)
@@ -123,7 +126,7 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation,
     images = augment(batch['image'], aug_rng)
     meta_images = augment(batch['meta_image'], meta_aug_rng) if method.uses_meta_set else None
     ctx, new_stats = build_context(model, state, batch, images, meta_images,
-                                   lr_fn(state.step), dropout_rng, num_classes)
+                                   lr_fn(state.step), dropout_rng, num_classes, meta_bn_train)
     losses, labels, logits, lr = ctx.losses, ctx.labels, ctx.logits, ctx.lr
     out = method.weights(ctx, state.method_state, batch, method_rng)
 

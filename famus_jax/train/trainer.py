@@ -91,7 +91,8 @@ class Run:
     if variant not in self._steps:
       method = self.method.static_variant(variant)
       step = make_train_step(self.model, method, self.tx, self.lr_fn, self.config.augment,
-                             self.mean, self.std, self.data.num_classes)
+                             self.mean, self.std, self.data.num_classes,
+                             self.config.meta_bn_train_mode)
       donate = () if self.method.speculative else (0,)
       self._steps[variant] = jax.jit(step, donate_argnums=donate)
     return self._steps[variant]
