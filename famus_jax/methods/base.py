@@ -38,6 +38,9 @@ class StepContext:
   train_vjp: cotangent (n,) -> params-shaped sum_i c_i grad_w L_i, reusing it.
   logits_vjp: cotangent (n, C) -> params-shaped sum_i <c_i, d logits_i / dw>.
   val_loss_fn: params -> () mean loss on the meta batch, or None.
+  val_outputs_fn: params -> (() mean meta loss, {'logits': (m, C), 'features':
+    (m, D), 'labels': (m,)}), the same forward pass as val_loss_fn with its
+    outputs (for `jax.value_and_grad(..., has_aux=True)`), or None.
   apply_fn: (params, batch_stats, images, train) -> ((logits, features),
     new_batch_stats); for methods that need other forward passes.
   """
@@ -60,6 +63,7 @@ class StepContext:
   val_loss_fn: Optional[Callable]
   apply_fn: Callable
   num_classes: int
+  val_outputs_fn: Optional[Callable] = None
 
 
 @flax.struct.dataclass
@@ -131,6 +135,15 @@ class Method:
     return True
 
   speculative = False
+
+  def on_train_start(self, method_state: PyTree, host_data) -> PyTree:
+    """Host-side hook right after `init_state`, with the data (FSR's first dictionary).
+
+    Called for fresh and resumed runs alike: on resume its result is the
+    template that the checkpoint's values overwrite.
+    """
+    del host_data
+    return method_state
 
   def on_epoch_end(self, method_state: PyTree, epoch: int, host_data) -> PyTree:
     """Host-side hook between epochs (FSR refreshes its dictionary here)."""

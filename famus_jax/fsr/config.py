@@ -1,0 +1,77 @@
+"""Validation of the `config.fsr` group (every field is declared in configs/base.py).
+
+`check_config` raises ConfigError naming the first bad field. It is registered
+with `famus_jax.config_check` when this package is imported, and `create_fsr`
+calls it directly too (the method registry imports FSR lazily).
+"""
+
+from famus_jax.errors import ConfigError
+
+WEIGHT_MODES = ('noise', 'longtail')
+SCORE_BEFORE = ('train', 'clean')
+
+
+def _num(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fail(field, value, what):
+  raise ConfigError(f'config.fsr.{field}={value!r} {what}')
+
+
+def num_classes_of(config):
+  """Number of classes the config's data set has (None if unknown)."""
+  from famus_jax.data import DATASET_SPECS  # pylint: disable=import-outside-toplevel
+  if config.dataset == 'synthetic':
+    return int(config.synthetic.num_classes)
+  spec = DATASET_SPECS.get(config.dataset)
+  return spec.num_classes if spec is not None else None
+
+
+def image_shape_of(config):
+  """(H, W, C) of the config's data set's images (None if unknown)."""
+  from famus_jax.data import DATASET_SPECS  # pylint: disable=import-outside-toplevel
+  if config.dataset == 'synthetic':
+    s = config.synthetic
+    return (int(s.image_size), int(s.image_size), int(s.channels))
+  spec = DATASET_SPECS.get(config.dataset)
+  return tuple(spec.image_shape) if spec is not None else None
+
+
+def check_config(config) -> None:
+  """Raise ConfigError for the first invalid `config.fsr` field."""
+  if 'fsr' not in config:
+    return
+  f = config.fsr
+  for field in ('dictionary_size', 'reward_batch_size'):
+    if not _int(f[field]) or f[field] < 1:
+      _fail(field, f[field], 'must be an integer >= 1')
+  if not _num(f.meta_lr) or not f.meta_lr > 0:
+    _fail('meta_lr', f.meta_lr, 'must be > 0')
+  for field in ('score_momentum', 'relabel_momentum', 'label_smoothing'):
+    if not _num(f[field]) or not 0.0 <= f[field] < 1.0:
+      _fail(field, f[field], 'is outside [0, 1)')
+  if not _int(f.warmup_epochs) or f.warmup_epochs < 0:
+    _fail('warmup_epochs', f.warmup_epochs, 'must be an integer >= 0')
+  if not _int(f.relabel_start_epoch) or f.relabel_start_epoch < -1:
+    _fail('relabel_start_epoch', f.relabel_start_epoch,
+          'must be an integer >= 0, or -1 (= warmup_epochs)')
+  if f.weight_mode not in WEIGHT_MODES:
+    _fail('weight_mode', f.weight_mode, f'is not one of {list(WEIGHT_MODES)}')
+  if f.score_before not in SCORE_BEFORE:
+    _fail('score_before', f.score_before, f'is not one of {list(SCORE_BEFORE)}')
+  if not isinstance(f.relabel, bool):
+    _fail('relabel', f.relabel, 'must be True or False')
+  if not _num(f.relabel_weight) or f.relabel_weight < 0:
+    _fail('relabel_weight', f.relabel_weight, 'must be >= 0')
+  if not _num(f.mixup_alpha) or f.mixup_alpha < 0:
+    _fail('mixup_alpha', f.mixup_alpha, 'must be >= 0 (0 turns MixUp off)')
+  classes = num_classes_of(config)
+  if classes is not None and config.method == 'fsr':
+    if f.dictionary_size % classes:
+      _fail('dictionary_size', f.dictionary_size,
+            f'must be a multiple of the {classes} classes (the dictionary is class-balanced)')
