@@ -32,6 +32,7 @@ def validate(config) -> None:
   from famus_jax.methods import METHODS
   from famus_jax.models import MODELS
   from famus_jax.train.schedules import SCHEDULES
+  from famus_jax.fsr.config import check_config as check_fsr_config
 
   _choice(config, 'dataset', DATASETS)
   _choice(config, 'data_source', SOURCES)
@@ -54,13 +55,5 @@ def validate(config) -> None:
   _range(config, 'mwnet.lr', 0.0, float('inf'), low_open=True)
   _choice(config, 'l2r.zero_sum', ('uniform', 'zero'))
   _choice(config, 'meta_gradient', ('jvp', 'reverse_over_reverse'))
-  for hook in _EXTRA_CHECKS:
-    hook(config)
-
-
-_EXTRA_CHECKS = []
-
-
-def register(check) -> None:
-  """Methods with their own config group add their checks here."""
-  _EXTRA_CHECKS.append(check)
+  _choice(config, 'famus.base', ('mwnet', 'l2r'))
+  check_fsr_config(config)

@@ -66,9 +66,6 @@ Choices, paper vs the public reference code (TensorFlow, google-research/ieg):
   non-zero num_meta is allowed but those clean images are then simply held out).
 """
 
-from famus_jax import config_check
 from famus_jax.fsr.config import check_config
-
-config_check.register(check_config)
 
 __all__ = ['check_config']

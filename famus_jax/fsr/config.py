@@ -1,8 +1,8 @@
 """Validation of the `config.fsr` group (every field is declared in configs/base.py).
 
-`check_config` raises ConfigError naming the first bad field. It is registered
-with `famus_jax.config_check` when this package is imported, and `create_fsr`
-calls it directly too (the method registry imports FSR lazily).
+`check_config` raises ConfigError naming the first bad field.
+`famus_jax.config_check.validate` calls it before any data is loaded, and
+`create_fsr` calls it too (for code that builds the method directly).
 """
 
 from famus_jax.errors import ConfigError

@@ -10,6 +10,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax import lax
 
 from famus_jax.errors import ConfigError
 
@@ -20,14 +21,53 @@ conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 BN_EPSILON = 1e-5
 
 
+def materialize(x: jnp.ndarray) -> jnp.ndarray:
+  """``x`` itself, bit for bit, but computed once into its own buffer on XLA:CPU.
+
+  Returns ``x / one`` where ``one`` is exactly 1.0 (so the value, every
+  derivative and every transpose are unchanged: ``x / 1.0 == x`` in IEEE
+  arithmetic, NaN/inf/-0 included), computed at run time from the bits of
+  one element of ``x`` so that XLA cannot fold it away.
+
+  Why: a float division is an "expensive" op to XLA, which never duplicates it
+  into several consumers. Without it XLA:CPU re-derives the post-activation
+  residual stream ``relu(bn(conv) + x)`` of every earlier block inside each of
+  its consumers (quadratic in depth), in particular inside the layout
+  transposes that feed each kernel-gradient convolution, where the recomputed
+  chain is read with a cache-hostile stride: on ResNet-32 (batch 100, 2 CPU
+  cores) those transposes took ~60% of a forward+backward step.
+  ``optimization_barrier`` does not help: XLA:CPU removes it before fusion.
+  ``scripts/profile_backward.py`` measures the effect.
+  """
+  if x.size == 0:
+    return x
+  ref = lax.stop_gradient(x).reshape(-1)[0].astype(jnp.float32)
+  bits = lax.bitcast_convert_type(ref, jnp.int32)
+  # (sign bit, 0 or 1) & 2 == 0 for every input, NaN included.
+  zero = lax.shift_right_logical(bits, jnp.int32(31)) & jnp.int32(2)
+  return x / (1 + zero).astype(x.dtype)
+
+
+class Conv(nn.Conv):
+  """``flax.linen.Conv`` applied to ``materialize(inputs)``.
+
+  Same parameters (``kernel``, and ``bias`` if used), initialisation, outputs
+  and derivatives as ``nn.Conv``; only XLA's fusion decisions change.
+  """
+
+  def __call__(self, inputs):
+    return super().__call__(materialize(inputs))
+
+
 def conv(features: int, kernel: int, stride: int, name: str) -> nn.Conv:
   """Bias-free square conv with PyTorch-style symmetric padding ``kernel // 2``.
 
   Output spatial size is ``ceil(H / stride)`` for odd kernels, which matches
   the strided subsampling ``x[:, ::stride, ::stride]`` of option-A shortcuts.
+  The input is materialised first (see ``materialize``).
   """
   pad = kernel // 2
-  return nn.Conv(
+  return Conv(
       features, (kernel, kernel), strides=(stride, stride),
       padding=((pad, pad), (pad, pad)), use_bias=False,
       kernel_init=conv_init, name=name)
