@@ -75,7 +75,30 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- FaMUS (famus_jax/famus) -------------------------------------------
   c.famus = ml_collections.ConfigDict()
-  # (fields added with the FaMUS estimator)
+  c.famus.base = 'mwnet'         # mwnet | l2r: the re-weighting method FaMUS accelerates
+  c.famus.strategy = 'learned'   # learned (samplers) | all (exact) | block | random | static
+  c.famus.candidates = 'reference'  # reference (last stage, head on) | all (paper) | regexes
+  c.famus.always_on = ''         # regexes of layers in every estimate ('' = none)
+  c.famus.target_active = 4.0    # K of L_r = (sum_l r_l - K)^2
+  c.famus.lambda_r = 0.1         # lambda1
+  c.famus.lambda_g = 0.1         # lambda2
+  c.famus.lg_form = 'avgpool'    # avgpool (paper Eq. 11) | meanstd (reference code)
+  c.famus.lc_weight = 1.0        # weight of the linearised L_c term in the samplers' loss
+  c.famus.lc_normalize = True    # L_c term as a share of ||g'||^2 (False: raw first-order term)
+  c.famus.sampler_lr = 0.1       # delta (1e-2 for long-tail in the paper)
+  c.famus.sampler_momentum = 0.9
+  c.famus.sampler_hidden = 128
+  c.famus.sampler_depth = 2      # linear layers: 2 (paper) | 3 (reference code)
+  c.famus.standardize_inputs = True  # (x - mean) / (std + 1e-9) per sampler input
+  c.famus.temperature = 5.0      # Gumbel-softmax temperature (straight-through gradient)
+  c.famus.block = -1             # strategy=block: residual block b (1-based; -1 = top block)
+  c.famus.num_random = 4         # strategy=random: s random candidate layers per step
+  c.famus.static_layers = 'top'  # strategy=static: regexes of layers, or top (last K candidates)
+  c.famus.floor_buckets = 'block'  # layer | block | stage: one compiled variant per floor group
+  c.famus.jvp = 'sparse'         # sparse (step's JVP, zeros skipped) | restricted | linearized
+  c.famus.l2r_sampler_input = 'uniform_grad'  # base=l2r: uniform_grad | momentum
+  c.famus.variance_decay = 0.98  # EMA decay of the running variance of ||g'||
+  c.famus.guess_window = 16      # learned: run the lowest floor bucket of the last N steps
 
   # ---- FSR (famus_jax/fsr) ------------------------------------------------
   c.fsr = ml_collections.ConfigDict()

@@ -81,12 +81,18 @@ def build_context(model, state: TrainState, batch: dict, images, meta_images, lr
   def logits_vjp(cotangent):
     return transpose(cotangent)[0]
 
-  val_loss_fn = None
+  val_loss_fn = val_outputs_fn = None
   if meta_images is not None:
 
     def val_loss_fn(params):
       (val_logits, _), _ = apply_fn(params, state.batch_stats, meta_images, meta_bn_train)
       return jnp.mean(cross_entropy(val_logits, batch['meta_label']))
+
+    def val_outputs_fn(params):
+      (val_logits, val_features), _ = apply_fn(params, state.batch_stats, meta_images,
+                                               meta_bn_train)
+      loss = jnp.mean(cross_entropy(val_logits, batch['meta_label']))
+      return loss, {'logits': val_logits, 'features': val_features, 'labels': batch['meta_label']}
 
   ctx = StepContext(
       params=state.params, batch_stats=state.batch_stats, opt_state=state.opt_state,
@@ -96,7 +102,8 @@ def build_context(model, state: TrainState, batch: dict, images, meta_images, lr
       loss_vec_fn=lambda p: cross_entropy(logits_and_aux(p)[0], labels),
       train_jvp=lambda t: jnp.sum(errors * logits_jvp(t), axis=-1),
       train_vjp=lambda c: logits_vjp(c[:, None] * errors), logits_vjp=logits_vjp,
-      val_loss_fn=val_loss_fn, apply_fn=apply_fn, num_classes=num_classes)
+      val_loss_fn=val_loss_fn, apply_fn=apply_fn, num_classes=num_classes,
+      val_outputs_fn=val_outputs_fn)
   return ctx, new_stats
 
 

@@ -1,0 +1,404 @@
+"""Step-time benchmark of the production training step, method against method.
+
+  python -m famus_jax.benchmark --model=resnet32 --batch_size=100 \\
+      --methods=erm,mwnet,famus,famus_static --out=bench.json
+
+Every method runs the real trainer pieces (`train.trainer.Run`: the jitted
+`make_train_step`, `Run.run_step` with FaMUS's speculative re-runs) on the
+synthetic source at CIFAR shape (32x32x3 uint8, 10 classes). Protocol
+(design.md Sec. 6):
+
+  1. per method: build the run, optionally a settling run (`settle_steps`,
+     e.g. FaMUS's samplers), then steps until one runs without compiling;
+  2. timed rounds, interleaved: each round times one step of every method in
+     turn (wall clock around `run_step` + `block_until_ready`, and the
+     process's CPU time), so that load from other processes on the machine
+     hits all methods alike; a step that compiled a new variant is not
+     counted (its time goes to `compile_time_s`);
+  3. per method the median step time over the timed steps and its ratio to
+     ERM's median from the same run (wall and CPU).
+
+Methods are a registry of specs (name -> config overrides, settling steps,
+and optionally overrides derived from earlier results: 'famus_static' holds
+the layers the learned samplers of 'famus' settled on). Add an entry to
+`METHODS` (or `MODELS`) to benchmark a new variant.
+
+`--profile` also times the parts of a meta step as separate jitted
+functions (forward, backward, validation forward/backward, JVPs), to explain
+the ratios.
+"""
+
+import argparse
+import collections
+import dataclasses
+import json
+import platform
+import sys
+import time
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import base as base_config
+from famus_jax.data import build_data
+from famus_jax.train.trainer import Run, data_mesh
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+  """overrides: dotted config field -> value. settle_steps: untimed steps first
+  (e.g. for samplers to settle). derive: results so far -> extra overrides."""
+  overrides: dict
+  settle_steps: int = 0
+  derive: Optional[Callable[[dict], dict]] = None
+
+
+def _static_from_learned(results: dict) -> dict:
+  """'famus_static': the layer set famus's samplers chose most often at the end of settling."""
+  layers = results.get('famus', {}).get('settled', {}).get('most_frequent_active_set')
+  return {'famus.static_layers': ','.join(layers)} if layers else {}
+
+
+FAMUS = {'method': 'famus'}
+METHODS = {
+    'erm': MethodSpec({'method': 'erm'}),
+    'mwnet': MethodSpec({'method': 'mwnet'}),
+    'l2r': MethodSpec({'method': 'l2r'}),
+    'famus': MethodSpec({**FAMUS, 'famus.strategy': 'learned'}, settle_steps=40),
+    'famus_paper': MethodSpec({**FAMUS, 'famus.strategy': 'learned',
+                               'famus.candidates': 'all'}, settle_steps=40),
+    'famus_static': MethodSpec({**FAMUS, 'famus.strategy': 'static'},
+                               derive=_static_from_learned),
+    'famus_no_lc': MethodSpec({**FAMUS, 'famus.strategy': 'learned', 'famus.lc_weight': 0.0},
+                              settle_steps=40),
+    'famus_top': MethodSpec({**FAMUS, 'famus.strategy': 'static', 'famus.static_layers': 'top'}),
+    'famus_all': MethodSpec({**FAMUS, 'famus.strategy': 'all'}),
+    'famus_random': MethodSpec({**FAMUS, 'famus.strategy': 'random'}),
+    'famus_block': MethodSpec({**FAMUS, 'famus.strategy': 'block'}),
+    'famus_l2r': MethodSpec({**FAMUS, 'famus.base': 'l2r', 'famus.strategy': 'learned'},
+                            settle_steps=40),
+    # FSR (famus_jax/fsr): defaults = noise setting (MixUp + re-labeling); warm-up 0 so the
+    # timed steps re-weight (the compiled program is the same either way). No meta set used.
+    'fsr': MethodSpec({'method': 'fsr', 'fsr.warmup_epochs': 0}),
+    'fsr_nomixup': MethodSpec({'method': 'fsr', 'fsr.warmup_epochs': 0, 'fsr.mixup_alpha': 0.0}),
+}
+
+MODELS = {
+    'resnet32': {'model': 'resnet', 'depth': 32},
+    'resnet20': {'model': 'resnet', 'depth': 20},
+    'resnet8': {'model': 'resnet', 'depth': 8},
+    'wrn-28-2': {'model': 'wide_resnet', 'depth': 28, 'width': 2},
+    'wrn-28-10': {'model': 'wide_resnet', 'depth': 28, 'width': 10},
+    'preact_resnet18': {'model': 'preact_resnet18'},
+}
+
+
+def make_config(model: str, batch_size: int, image_size: int, spec: MethodSpec,
+                extra: dict):
+  c = base_config.get_config()
+  c.dataset = c.data_source = 'synthetic'
+  c.synthetic.image_size = image_size
+  c.synthetic.num_train = 4 * batch_size
+  c.synthetic.num_test = batch_size
+  c.num_meta = 10 * -(-batch_size // 10)  # class-balanced: a multiple of the 10 classes
+  c.batch_size = c.meta_batch_size = c.eval_batch_size = batch_size
+  c.num_steps = 100_000
+  c.lr.schedule = 'constant'
+  c.progress_bar = False
+  for key, value in {**MODELS[model], **spec.overrides, **extra}.items():
+    node = c
+    *path, leaf = key.split('.')
+    for part in path:
+      node = node[part]
+    node[leaf] = value
+  return c
+
+
+class Timed:
+  """One method's run, state and timings."""
+
+  def __init__(self, name: str, config):
+    self.name, self.config = name, config
+    self.run = Run(config, build_data(config), data_mesh())
+    self.state = self.run.init_state()
+    self.step, self.last = 0, None
+    self.wall, self.cpu = [], []
+    self.compile_s, self.reruns = 0.0, 0
+    self.history = []  # FaMUS: per step (active mask, bucket needed, re-run?, timed?)
+    accepts = self.run.method.accepts
+
+    def counting_accepts(key, metrics):
+      ok = accepts(key, metrics)
+      self.reruns += 0 if ok else 1
+      return ok
+    self.run.method.accepts = counting_accepts
+
+  def one_step(self, timed=False):
+    """(wall s, cpu s, compiled) of one production step."""
+    batch = self.run.batch(self.step)
+    reruns = self.reruns
+    t0, c0 = time.perf_counter(), time.process_time()
+    self.state, metrics, compiled = self.run.run_step(self.state, batch, self.last)
+    jax.block_until_ready(self.state)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    self.last = metrics
+    self.step += 1
+    if 'famus_active' in metrics:
+      self.history.append({'active': np.asarray(metrics['famus_active']),
+                           'bucket': int(metrics['famus_bucket_needed']),
+                           'rerun': self.reruns > reruns, 'timed': timed and not compiled})
+    return wall, cpu, compiled
+
+  def settle(self, steps: int):
+    for _ in range(steps):
+      wall, _, compiled = self.one_step()
+      self.compile_s += wall if compiled else 0.0
+    for _ in range(20):  # until a step runs without compiling
+      wall, _, compiled = self.one_step()
+      if not compiled:
+        return
+      self.compile_s += wall
+
+  def timed_step(self):
+    wall, cpu, compiled = self.one_step(timed=True)
+    if compiled:
+      self.compile_s += wall
+      return
+    self.wall.append(wall)
+    self.cpu.append(cpu)
+
+
+def famus_summary(timed: Timed, records: list) -> dict:
+  """Which layers were active over `records` (history entries), how often the guess missed."""
+  sets = timed.run.method.estimator.cached_layer_sets
+  names = list(sets.candidates)
+  if not records:
+    return {}
+  seen = collections.Counter(tuple(n for n, a in zip(names, m['active']) if a > 0.5)
+                             for m in records)
+  frequent, count = seen.most_common(1)[0]
+  return {
+      'steps': len(records),
+      'candidates': len(names),
+      'mean_num_sampled': float(np.mean([m['active'].sum() for m in records])),
+      'active_fraction': {n: float(f) for n, f in zip(
+          names, np.mean([m['active'] for m in records], axis=0)) if f > 0},
+      'most_frequent_active_set': [n for n in sets.names
+                                   if n in frequent or n in sets.always_on],
+      'most_frequent_share': count / len(records),
+      'buckets_needed': {sets.names[sets.bucket_floors[b]]: c for b, c in sorted(
+          collections.Counter(m['bucket'] for m in records).items())},
+      'rerun_fraction': float(np.mean([m['rerun'] for m in records])),
+  }
+
+
+def device_name() -> str:
+  d = jax.devices()[0]
+  name = getattr(d, 'device_kind', d.platform)
+  cpu = ''
+  try:
+    with open('/proc/cpuinfo') as f:
+      models = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
+    cpu = f'{models[0]} x{len(models)}' if models else ''
+  except OSError:
+    pass
+  return f'{d.platform}:{name}' + (f' ({cpu})' if cpu and d.platform == 'cpu' else '')
+
+
+def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size: int = 32,
+              settle_steps: Optional[int] = None, extra: Optional[dict] = None,
+              log=print) -> dict:
+  """Run the protocol of the module docstring; returns the JSON-able results."""
+  unknown = [m for m in methods if m not in METHODS]
+  if unknown:
+    raise ValueError(f'unknown methods {unknown}; known: {sorted(METHODS)}')
+  results = {}
+  timed = {}
+  for name in methods:
+    spec = METHODS[name]
+    derived = spec.derive(results) if spec.derive else {}
+    results.setdefault(name, {})['overrides'] = derived
+    config = make_config(model, batch_size, image_size, spec, {**(extra or {}), **derived})
+    t0 = time.perf_counter()
+    timed[name] = Timed(name, config)
+    settle = spec.settle_steps if settle_steps is None else (settle_steps if spec.settle_steps
+                                                            else 0)
+    timed[name].settle(settle)
+    log(f'{name}: ready after {time.perf_counter() - t0:.1f}s (settling {settle} steps, '
+        f'compile {timed[name].compile_s:.1f}s)')
+    if timed[name].history:  # the settled state, for specs derived from this one
+      tail = timed[name].history[-max(settle // 2, 1):]
+      results[name]['settled'] = famus_summary(timed[name], tail)
+  for _ in range(steps):
+    for name in methods:
+      timed[name].timed_step()
+  out = {}
+  for name in methods:
+    t = timed[name]
+    out[name] = {
+        'step_time_s': float(np.median(t.wall)),
+        'cpu_time_s': float(np.median(t.cpu)),
+        'timed_steps': len(t.wall),
+        'compile_time_s': t.compile_s,
+        'reruns': t.reruns,
+        'variants_compiled': len(t.run._steps),  # pylint: disable=protected-access
+        'overrides': {**METHODS[name].overrides, **results.get(name, {}).get('overrides', {})},
+    }
+    if t.history:
+      out[name]['famus'] = famus_summary(t, [m for m in t.history if m['timed']])
+      out[name]['famus_settled'] = results.get(name, {}).get('settled')
+  erm = out.get('erm')
+  for name, r in out.items():
+    r['ratio_to_erm'] = r['step_time_s'] / erm['step_time_s'] if erm else None
+    r['cpu_ratio_to_erm'] = r['cpu_time_s'] / erm['cpu_time_s'] if erm else None
+    if 'mwnet' in out:
+      r['ratio_to_mwnet'] = r['step_time_s'] / out['mwnet']['step_time_s']
+      r['cpu_ratio_to_mwnet'] = r['cpu_time_s'] / out['mwnet']['cpu_time_s']
+  return {'device': device_name(), 'num_devices': jax.device_count(),
+          'jax': jax.__version__, 'python': platform.python_version(),
+          'model': model, 'batch_size': batch_size, 'image_size': image_size,
+          'timed_steps_per_method': steps, 'methods': out}
+
+
+def markdown_table(result: dict) -> str:
+  rows = ['| method | step (s) | x ERM | x MW-Net | CPU (s) | CPU x ERM | CPU x MW-Net '
+          '| compile (s) | re-runs |',
+          '|---|---|---|---|---|---|---|---|---|']
+  fmt = lambda v: '-' if v is None else f'{v:.3f}'  # pylint: disable=g-long-lambda
+  for name, r in result['methods'].items():
+    rows.append(f'| {name} | {r["step_time_s"]:.3f} | {fmt(r.get("ratio_to_erm"))} | '
+                f'{fmt(r.get("ratio_to_mwnet"))} | {r["cpu_time_s"]:.3f} | '
+                f'{fmt(r.get("cpu_ratio_to_erm"))} | {fmt(r.get("cpu_ratio_to_mwnet"))} | '
+                f'{r["compile_time_s"]:.1f} | {r["reruns"]} |')
+  return '\n'.join(rows)
+
+
+# ---- per-part profile -------------------------------------------------------
+def profile_parts(model_name: str, batch_size: int, image_size: int = 32, repeats: int = 5,
+                  top_from: Optional[str] = None) -> dict:
+  """Median wall / CPU seconds of the pieces a meta step is made of.
+
+  Each entry is one jitted function of (params, images) returning everything
+  it computes (so nothing is dead code or constant-folded); the cost of a
+  piece is the difference between two entries. top_from: the first layer
+  group of the 'top' set (default: the last residual block).
+  """
+  from famus_jax.famus import layer_sets  # pylint: disable=import-outside-toplevel
+  from famus_jax.meta import meta_gradient as mg  # pylint: disable=import-outside-toplevel
+  from famus_jax.models import create_model, layer_names  # pylint: disable=import-outside-toplevel
+  from famus_jax.train.step import cross_entropy  # pylint: disable=import-outside-toplevel
+
+  config = make_config(model_name, batch_size, image_size, METHODS['erm'], {})
+  model = create_model(config, 10)
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.normal(size=(batch_size, image_size, image_size, 3)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 10, batch_size), jnp.int32)
+  variables = model.init(jax.random.PRNGKey(0), images[:2], train=False)
+  params, stats = variables['params'], variables['batch_stats']
+  names = layer_names(params)
+  top = layer_sets.residual_blocks(names)[-1] if top_from is None else top_from
+  first_top = next(i for i, n in enumerate(names) if n.startswith(top))
+  top_layers = names[first_top:]
+  tangent = jax.tree.map(lambda a: 1e-2 * jnp.ones_like(a), params)
+  top_tangent = {k: v for k, v in mg.flat_params(tangent).items()
+                 if mg.layer_of(k) in top_layers}
+
+  def logits_fn(p, x):
+    out, _ = model.apply({'params': p, 'batch_stats': stats}, x, train=True,
+                         mutable=['batch_stats'])
+    return out
+
+  def loss_fn(p, x):
+    return jnp.mean(cross_entropy(logits_fn(p, x), labels))
+
+  def linearised(p, x):
+    logits, jvp = jax.linearize(lambda q: logits_fn(q, x), p)
+    vjp = jax.linear_transpose(jvp, p)
+    return logits, jvp, lambda c: vjp(c)[0]
+
+  def virtual(p, x):
+    logits, jvp, vjp = linearised(p, x)
+    return logits, jvp, vjp, vjp(jax.nn.softmax(logits) / batch_size)
+
+  def two_vjps(p, x):
+    logits, _, vjp, g1 = virtual(p, x)
+    return g1, vjp(jax.nn.softmax(2 * logits) / batch_size)
+
+  def jvp_all(p, x):
+    _, jvp, _, g1 = virtual(p, x)
+    return g1, jvp(tangent)
+
+  def jvp_top(p, x):
+    g1 = virtual(p, x)[3]
+    return g1, mg.directional_losses(lambda q: cross_entropy(logits_fn(q, x), labels), p,
+                                     top_tangent)
+
+  parts = {
+      'forward (train mode)': loss_fn,
+      'forward + backward (ERM core)': jax.value_and_grad(loss_fn),
+      'linearize + VJP (virtual step)': lambda p, x: virtual(p, x)[3],
+      'linearize + 2 VJPs (virtual + actual)': two_vjps,
+      'linearize + VJP + JVP all (linearized)': jvp_all,
+      f'linearize + VJP + JVP from {top} (restricted)': jvp_top,
+      'val forward + backward, all layers': jax.value_and_grad(loss_fn),
+      f'val forward + backward from {top}': lambda p, x: mg.restricted_value_and_grad(
+          lambda q: loss_fn(q, x), p, top_layers),
+  }
+  out = {}
+  for name, fn in parts.items():
+    f = jax.jit(fn)
+    jax.block_until_ready(f(params, images))
+    walls, cpus = [], []
+    for _ in range(repeats):
+      t0, c0 = time.perf_counter(), time.process_time()
+      jax.block_until_ready(f(params, images))
+      walls.append(time.perf_counter() - t0)
+      cpus.append(time.process_time() - c0)
+    out[name] = {'wall_s': float(np.median(walls)), 'cpu_s': float(np.median(cpus))}
+  return out
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--model', default='resnet32', choices=sorted(MODELS))
+  parser.add_argument('--batch_size', type=int, default=100)
+  parser.add_argument('--image_size', type=int, default=32)
+  parser.add_argument('--methods', default='erm,mwnet,famus,famus_static',
+                      help=f'comma-separated, from {sorted(METHODS)}')
+  parser.add_argument('--steps', type=int, default=10, help='timed steps per method')
+  parser.add_argument('--settle_steps', type=int, default=None,
+                      help='override the settling steps of methods that settle')
+  parser.add_argument('--set', action='append', default=[],
+                      help='extra config override for every method, field=value (JSON value)')
+  parser.add_argument('--profile', action='store_true', help='also time the parts of a step')
+  parser.add_argument('--out', default='', help='write the results as JSON here')
+  args = parser.parse_args(argv)
+  extra = {}
+  for item in args.set:
+    key, value = item.split('=', 1)
+    try:
+      extra[key] = json.loads(value)
+    except json.JSONDecodeError:
+      extra[key] = value
+  result = benchmark(args.model, args.batch_size, args.methods.split(','), args.steps,
+                     args.image_size, args.settle_steps, extra,
+                     log=lambda s: print(s, file=sys.stderr, flush=True))
+  if args.profile:
+    result['profile'] = profile_parts(args.model, args.batch_size, args.image_size)
+  print(f'{args.model}, batch {args.batch_size}, {result["device"]}, median of '
+        f'{args.steps} steps')
+  print(markdown_table(result))
+  if 'profile' in result:
+    print('\n| part | wall (s) | CPU (s) |\n|---|---|---|')
+    for name, r in result['profile'].items():
+      print(f'| {name} | {r["wall_s"]:.3f} | {r["cpu_s"]:.3f} |')
+  if args.out:
+    with open(args.out, 'w') as f:
+      json.dump(result, f, indent=2, default=lambda o: np.asarray(o).tolist())
+  return result
+
+
+if __name__ == '__main__':
+  main()
