@@ -65,6 +65,8 @@ FAMUS = {'method': 'famus'}
 METHODS = {
     'erm': MethodSpec({'method': 'erm'}),
     'mwnet': MethodSpec({'method': 'mwnet'}),
+    'mwnet_reference': MethodSpec({'method': 'mwnet', 'meta_gradient': 'reverse_over_reverse'}),
+    'l2r_reference': MethodSpec({'method': 'l2r', 'meta_gradient': 'reverse_over_reverse'}),
     'l2r': MethodSpec({'method': 'l2r'}),
     'famus': MethodSpec({**FAMUS, 'famus.strategy': 'learned'}, settle_steps=40),
     'famus_paper': MethodSpec({**FAMUS, 'famus.strategy': 'learned',

@@ -33,6 +33,7 @@ def validate(config) -> None:
   from famus_jax.models import MODELS
   from famus_jax.train.schedules import SCHEDULES
   from famus_jax.fsr.config import check_config as check_fsr_config
+  from famus_jax.famus.method import validate as check_famus_config
 
   _choice(config, 'dataset', DATASETS)
   _choice(config, 'data_source', SOURCES)
@@ -55,5 +56,5 @@ def validate(config) -> None:
   _range(config, 'mwnet.lr', 0.0, float('inf'), low_open=True)
   _choice(config, 'l2r.zero_sum', ('uniform', 'zero'))
   _choice(config, 'meta_gradient', ('jvp', 'reverse_over_reverse'))
-  _choice(config, 'famus.base', ('mwnet', 'l2r'))
+  check_famus_config(config)
   check_fsr_config(config)

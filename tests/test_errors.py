@@ -89,3 +89,14 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_state(tmp_p
   assert int(state.step) == bad_step - 1
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
   assert not os.path.exists(tmp_path / 'summary.json')
+
+
+@pytest.mark.parametrize('field, value', [('famus.strategy', 'greedy'), ('famus.base', 'mlc'),
+                                          ('fsr.weight_mode', 'tail')])
+def test_method_groups_are_checked_before_loading_data(field, value):
+  config = tiny.get_config()
+  group, name = field.split('.')
+  config[group][name] = value
+  config.data_source = 'idx'  # would fail to load: the config check must come first
+  with pytest.raises(ConfigError, match=name):
+    config_check.validate(config)

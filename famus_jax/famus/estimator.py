@@ -60,12 +60,10 @@ L_g does not depend on r (it trains theta only).
 """
 
 import dataclasses
-import math
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from famus_jax.famus import layer_sets as ls_lib

@@ -43,7 +43,6 @@ from famus_jax.famus import layer_sets as ls_lib
 from famus_jax.famus import objective
 from famus_jax.famus.estimator import L2R_SAMPLER_INPUTS, STRATEGIES, FamusEstimator, FamusSettings
 from famus_jax.famus.layerwise import JVP_MODES
-from famus_jax.methods.base import WeightOutput
 from famus_jax.methods.bases import BASES, create_base
 from famus_jax.methods.meta_reweighting import MetaReweighting
 
@@ -62,22 +61,6 @@ class FamusMethod(MetaReweighting):
   def init_state(self, rng, params, num_train):
     check_against_model(self, params)
     return super().init_state(rng, params, num_train)
-
-  # ---- the step --------------------------------------------------------------
-  def weights(self, ctx, method_state, batch, rng):
-    del batch
-    eps, pullback, w_hat, train_grads = self.virtual_step(ctx, method_state['base'])
-    identity = self.base.virtual_is_identity
-    d_eps, est_state, est_metrics = self.estimator(
-        ctx, w_hat, train_grads, method_state['estimator'], rng,
-        eps=None if identity else eps, pullback=None if identity else pullback)
-    weights, base_state, base_metrics = self.base.update(
-        method_state['base'], ctx.losses, d_eps, pullback)
-    n = ctx.losses.shape[0]
-    metrics = {**est_metrics, **base_metrics, 'example_weights': weights * n}
-    return WeightOutput(weights=weights,
-                        method_state={'base': base_state, 'estimator': est_state},
-                        metrics=metrics)
 
   # ---- variant dispatch ------------------------------------------------------
   def _diagnostics_due(self, step: int) -> bool:

@@ -10,8 +10,9 @@ to D = max_l D_l and stacked into x (L, D) with a validity mask (L, D). Each
 sampler's weights are one slice of stacked arrays, e.g. the first layer is
 w0 (L, D, H): padded input positions multiply zeros, so their weights get no
 gradient and every slice behaves exactly like a separate MLP of input size
-D_l. One einsum per MLP layer replaces L tiny matmuls (one fused op to compile
-instead of L).
+D_l. One einsum per MLP layer replaces L tiny matmuls. Measured (XLA:CPU, 63
+samplers as for every layer of a ResNet-32, forward + gradient): batched
+0.4 s to compile, 1.9 ms to run; a Python loop of 63 MLPs 8.5 s and 14 ms.
 
 Options: `depth` linear layers (2 = the paper, 3 = the reference code),
 `standardize` ((x - mean) / (std + 1e-9) over the valid entries of each layer's

@@ -14,7 +14,6 @@ layer (FaMUS Eq. 7); FaMUS's estimator uses the sampled layers (Eq. 9).
 """
 
 import jax
-import jax.numpy as jnp
 
 from famus_jax.meta import meta_gradient as mg
 from famus_jax.methods.base import Method, StepContext, WeightOutput
@@ -32,8 +31,13 @@ class ExactEstimator:
     del rng, params
     return {}
 
-  def __call__(self, ctx: StepContext, w_hat, train_grads, state, rng):
-    del train_grads, rng
+  def __call__(self, ctx: StepContext, w_hat, train_grads, state, rng, eps=None,
+               pullback=None):
+    """(d_eps (n,), state, metrics). eps / pullback: the base's virtual
+    coefficients and d_eps -> meta-gradient map (None for L2R, whose virtual
+    step is the identity); estimators that learn from the meta gradient use them.
+    """
+    del train_grads, rng, eps, pullback
     val_loss, val_grad = jax.value_and_grad(ctx.val_loss_fn)(w_hat)
     d_eps = -ctx.lr * ctx.train_jvp(val_grad)
     return d_eps, state, {'meta_loss': val_loss}
@@ -65,8 +69,10 @@ class MetaReweighting(Method):
   def weights(self, ctx, method_state, batch, rng):
     del batch
     eps, pullback, w_hat, train_grads = self.virtual_step(ctx, method_state['base'])
-    d_eps, est_state, est_metrics = self.estimator(ctx, w_hat, train_grads,
-                                                   method_state['estimator'], rng)
+    identity = self.base.virtual_is_identity
+    d_eps, est_state, est_metrics = self.estimator(
+        ctx, w_hat, train_grads, method_state['estimator'], rng,
+        eps=None if identity else eps, pullback=None if identity else pullback)
     weights, base_state, base_metrics = self.base.update(
         method_state['base'], ctx.losses, d_eps, pullback)
     n = ctx.losses.shape[0]

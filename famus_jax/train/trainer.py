@@ -9,7 +9,6 @@ uninterrupted one.
 import dataclasses
 import os
 import time
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -212,7 +211,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                         'step_in_epoch': step_now % run.steps_per_epoch})
 
   t_start = time.time()
-  variant, last_host = None, None
+  last_host = None
   bar = tqdm(total=run.total_steps, initial=start, disable=not config.progress_bar,
              desc=f'{config.method}', dynamic_ncols=True)
   step = start
