@@ -40,6 +40,7 @@ Sections:
 import argparse
 import collections
 import contextlib
+import functools
 import glob
 import os
 import re
@@ -66,12 +67,7 @@ DN = ('NHWC', 'HWIO', 'NHWC')
 
 # ---- variants -------------------------------------------------------------
 
-def plain_conv(features, kernel, stride, name):
-  """The original common.conv: a plain flax.linen.Conv."""
-  pad = kernel // 2
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((pad, pad), (pad, pad)), use_bias=False,
-                 kernel_init=common.conv_init, name=name)
+plain_conv = functools.partial(common.conv, materialize_input=False)  # a plain nn.Conv
 
 
 @contextlib.contextmanager

@@ -10,8 +10,8 @@ reverse-over-reverse, all within 1e-5 relative (float32 rounding).
 """
 
 import contextlib
+import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,12 +25,7 @@ NUM_CLASSES = 5
 BATCH = 8
 
 
-def plain_conv(features, kernel, stride, name):
-  """The original ``common.conv``: a plain flax.linen.Conv."""
-  pad = kernel // 2
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((pad, pad), (pad, pad)), use_bias=False,
-                 kernel_init=common.conv_init, name=name)
+plain_conv = functools.partial(common.conv, materialize_input=False)  # a plain nn.Conv
 
 
 @contextlib.contextmanager

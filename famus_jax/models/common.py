@@ -59,15 +59,18 @@ class Conv(nn.Conv):
     return super().__call__(materialize(inputs))
 
 
-def conv(features: int, kernel: int, stride: int, name: str) -> nn.Conv:
+def conv(features: int, kernel: int, stride: int, name: str,
+         materialize_input: bool = True) -> nn.Conv:
   """Bias-free square conv with PyTorch-style symmetric padding ``kernel // 2``.
 
   Output spatial size is ``ceil(H / stride)`` for odd kernels, which matches
   the strided subsampling ``x[:, ::stride, ::stride]`` of option-A shortcuts.
-  The input is materialised first (see ``materialize``).
+  The input is materialised first (see ``materialize``) unless
+  ``materialize_input`` is False (plain ``nn.Conv``, kept for comparisons).
   """
   pad = kernel // 2
-  return Conv(
+  cls = Conv if materialize_input else nn.Conv
+  return cls(
       features, (kernel, kernel), strides=(stride, stride),
       padding=((pad, pad), (pad, pad)), use_bias=False,
       kernel_init=conv_init, name=name)
