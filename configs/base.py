@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.noise_rate = 0.4             # in [0, 1)
   c.imbalance_factor = 1.0       # n_max / n_min; 1 = balanced
   c.num_meta = 1000              # clean, class-balanced meta images (removed from train)
+  c.train_subset = 0             # > 0: class-balanced subset of this many training images
   c.synthetic = ml_collections.ConfigDict()
   c.synthetic.num_train = 512    # synthetic source only (tests, smoke runs)
   c.synthetic.num_test = 128
@@ -116,6 +117,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.fsr.mixup_alpha = 1.0        # MixUp Beta(alpha, alpha) on the weighted loss; 0 = off
   c.fsr.label_smoothing = 0.0    # on the training loss (0.1 for long-tail)
 
+  # ---- meta-gradient quality tool (python -m famus_jax.quality) -------------
+  c.quality = ml_collections.ConfigDict()
+  c.quality.every = 10           # compare the estimators with the exact gradient every N steps
+  c.quality.random_draws = 8     # random layer sets drawn per check (their variance)
+
   # ---- run ----------------------------------------------------------------
   c.log_every = 50
   c.eval_every = 1000            # steps; evaluation also runs at the end
@@ -123,4 +129,5 @@ def get_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2
   c.progress_bar = True
   c.diagnostics_every = 0        # > 0: exact-vs-estimate meta-gradient checks
+  c.weights_log_every = 10       # > 0: log the batch's example weights + noisy flags (report plots)
   return c

@@ -16,7 +16,15 @@ synthetic source at CIFAR shape (32x32x3 uint8, 10 classes). Protocol
      hits all methods alike; a step that compiled a new variant is not
      counted (its time goes to `compile_time_s`);
   3. per method the median step time over the timed steps and its ratio to
-     ERM's median from the same run (wall and CPU).
+     ERM's median from the same run (wall and CPU);
+  4. memory, per method: XLA's buffer assignment of the compiled step
+     (arguments + outputs + temporaries - donated aliases, `xla_step_bytes`:
+     what the step needs on the device, the same on every backend), and with
+     `--peak_memory` a fresh child process per method that runs a few steps
+     and reports the device's `peak_bytes_in_use` where the backend keeps
+     memory statistics (GPU), else the process's resident set size sampled
+     every 2 ms during the steps (`peak_rss_bytes`; on CPU this includes the
+     runtime, the data and the compiled code, so ratios are diluted).
 
 Methods are a registry of specs (name -> config overrides, settling steps,
 and optionally overrides derived from earlier results: 'famus_static' holds
@@ -32,8 +40,11 @@ import argparse
 import collections
 import dataclasses
 import json
+import os
 import platform
+import subprocess
 import sys
+import threading
 import time
 from typing import Callable, Optional
 
@@ -94,6 +105,7 @@ MODELS = {
     'wrn-28-2': {'model': 'wide_resnet', 'depth': 28, 'width': 2},
     'wrn-28-10': {'model': 'wide_resnet', 'depth': 28, 'width': 10},
     'preact_resnet18': {'model': 'preact_resnet18'},
+    'small_cnn': {'model': 'small_cnn', 'width': 16},
 }
 
 
@@ -172,6 +184,75 @@ class Timed:
     self.cpu.append(cpu)
 
 
+def xla_step_bytes(timed: Timed) -> int:
+  """Device bytes the compiled step needs (XLA buffer assignment) for the variant in use."""
+  run = timed.run
+  fn = run.step_fn(run.method.variant(timed.last))
+  stats = fn.lower(timed.state, run.batch(timed.step)).compile().memory_analysis()
+  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
+             + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+
+
+def _rss_bytes() -> int:
+  with open('/proc/self/statm') as f:
+    return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+class _RssSampler(threading.Thread):
+  """Highest resident set size seen while running (sampled every `interval` s)."""
+
+  def __init__(self, interval=0.002):
+    super().__init__(daemon=True)
+    self.interval, self.peak, self.stop = interval, _rss_bytes(), threading.Event()
+
+  def run(self):
+    while not self.stop.is_set():
+      self.peak = max(self.peak, _rss_bytes())
+      time.sleep(self.interval)
+
+
+def measure_peak_memory(name: str, config, settle: int, steps: int = 3) -> dict:
+  """Peak memory of `steps` steps of one method, in this (fresh) process.
+
+  Device `peak_bytes_in_use` when the backend has memory statistics, else the
+  sampled process RSS (and the RSS just before the steps, for the increase).
+  """
+  timed = Timed(name, config)
+  timed.settle(settle)
+  stats = jax.devices()[0].memory_stats()
+  before = _rss_bytes()
+  sampler = _RssSampler()
+  sampler.start()
+  for _ in range(steps):
+    timed.one_step()
+  sampler.stop.set()
+  sampler.join()
+  out = {'peak_rss_bytes': sampler.peak, 'rss_before_steps_bytes': before}
+  if stats is not None:
+    out['device_peak_bytes'] = int(jax.devices()[0].memory_stats()['peak_bytes_in_use'])
+  return out
+
+
+def peak_memory_in_child(name: str, model: str, batch_size: int, image_size: int,
+                         settle: int, extra: dict, derived: dict) -> dict:
+  """`measure_peak_memory` in a fresh Python process (peaks are per process)."""
+  request = json.dumps({'name': name, 'model': model, 'batch_size': batch_size,
+                        'image_size': image_size, 'settle': settle,
+                        'extra': {**extra, **derived}})
+  proc = subprocess.run([sys.executable, '-m', 'famus_jax.benchmark', '--memory_child', request],
+                        capture_output=True, text=True, check=False)
+  if proc.returncode:
+    raise RuntimeError(f'peak-memory child for {name} failed:\n{proc.stderr[-3000:]}')
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _memory_child(request: str) -> None:
+  r = json.loads(request)
+  config = make_config(r['model'], r['batch_size'], r['image_size'], METHODS[r['name']],
+                       r['extra'])
+  print(json.dumps(measure_peak_memory(r['name'], config, r['settle'])))
+
+
 def famus_summary(timed: Timed, records: list) -> dict:
   """Which layers were active over `records` (history entries), how often the guess missed."""
   sets = timed.run.method.estimator.cached_layer_sets
@@ -209,9 +290,16 @@ def device_name() -> str:
   return f'{d.platform}:{name}' + (f' ({cpu})' if cpu and d.platform == 'cpu' else '')
 
 
+def _settle_steps(spec: MethodSpec, override: Optional[int]) -> int:
+  """The spec's settling steps, or `override` for specs that settle at all."""
+  if override is None:
+    return spec.settle_steps
+  return override if spec.settle_steps else 0
+
+
 def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size: int = 32,
               settle_steps: Optional[int] = None, extra: Optional[dict] = None,
-              log=print) -> dict:
+              log=print, peak_memory: bool = False) -> dict:
   """Run the protocol of the module docstring; returns the JSON-able results."""
   unknown = [m for m in methods if m not in METHODS]
   if unknown:
@@ -225,8 +313,7 @@ def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size
     config = make_config(model, batch_size, image_size, spec, {**(extra or {}), **derived})
     t0 = time.perf_counter()
     timed[name] = Timed(name, config)
-    settle = spec.settle_steps if settle_steps is None else (settle_steps if spec.settle_steps
-                                                            else 0)
+    settle = _settle_steps(spec, settle_steps)
     timed[name].settle(settle)
     log(f'{name}: ready after {time.perf_counter() - t0:.1f}s (settling {settle} steps, '
         f'compile {timed[name].compile_s:.1f}s)')
@@ -247,7 +334,14 @@ def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size
         'reruns': t.reruns,
         'variants_compiled': len(t.run._steps),  # pylint: disable=protected-access
         'overrides': {**METHODS[name].overrides, **results.get(name, {}).get('overrides', {})},
+        'xla_step_bytes': xla_step_bytes(t),
     }
+    if peak_memory:
+      log(f'{name}: peak memory in a child process')
+      out[name].update(peak_memory_in_child(
+          name, model, batch_size, image_size, _settle_steps(METHODS[name], settle_steps),
+          extra or {},
+          results.get(name, {}).get('overrides', {})))
     if t.history:
       out[name]['famus'] = famus_summary(t, [m for m in t.history if m['timed']])
       out[name]['famus_settled'] = results.get(name, {}).get('settled')
@@ -255,6 +349,9 @@ def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size
   for name, r in out.items():
     r['ratio_to_erm'] = r['step_time_s'] / erm['step_time_s'] if erm else None
     r['cpu_ratio_to_erm'] = r['cpu_time_s'] / erm['cpu_time_s'] if erm else None
+    for key in ('xla_step_bytes', 'device_peak_bytes', 'peak_rss_bytes'):
+      if erm and key in r and key in erm:
+        r[key.replace('_bytes', '_ratio_to_erm')] = r[key] / erm[key]
     if 'mwnet' in out:
       r['ratio_to_mwnet'] = r['step_time_s'] / out['mwnet']['step_time_s']
       r['cpu_ratio_to_mwnet'] = r['cpu_time_s'] / out['mwnet']['cpu_time_s']
@@ -264,17 +361,35 @@ def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size
           'timed_steps_per_method': steps, 'methods': out}
 
 
+def _mib(v):
+  return '-' if v is None else f'{v / 2**20:.0f}'
+
+
+def _ratio(v):
+  return '-' if v is None else f'{v:.2f}'
+
+
 def markdown_table(result: dict) -> str:
-  rows = ['| method | step (s) | x ERM | x MW-Net | CPU (s) | CPU x ERM | CPU x MW-Net '
-          '| compile (s) | re-runs |',
-          '|---|---|---|---|---|---|---|---|---|']
-  fmt = lambda v: '-' if v is None else f'{v:.3f}'  # pylint: disable=g-long-lambda
+  """One row per method: time, ratios, compile, re-runs, memory (MiB and x ERM)."""
+  peak = 'device_peak_bytes' if any('device_peak_bytes' in r for r in result['methods'].values()) \
+      else 'peak_rss_bytes'
+  peak_label = 'device peak' if peak == 'device_peak_bytes' else 'peak RSS'
+  rows = [f'| method | step (s) | x ERM | x MW-Net | CPU (s) | compile (s) | re-runs '
+          f'| XLA step MiB | x ERM | {peak_label} MiB | x ERM |',
+          '|---|---|---|---|---|---|---|---|---|---|---|']
   for name, r in result['methods'].items():
-    rows.append(f'| {name} | {r["step_time_s"]:.3f} | {fmt(r.get("ratio_to_erm"))} | '
-                f'{fmt(r.get("ratio_to_mwnet"))} | {r["cpu_time_s"]:.3f} | '
-                f'{fmt(r.get("cpu_ratio_to_erm"))} | {fmt(r.get("cpu_ratio_to_mwnet"))} | '
-                f'{r["compile_time_s"]:.1f} | {r["reruns"]} |')
+    rows.append(
+        f'| {name} | {r["step_time_s"]:.3f} | {_ratio(r.get("ratio_to_erm"))} | '
+        f'{_ratio(r.get("ratio_to_mwnet"))} | {r["cpu_time_s"]:.3f} | '
+        f'{r["compile_time_s"]:.1f} | {r["reruns"]} | {_mib(r.get("xla_step_bytes"))} | '
+        f'{_ratio(r.get("xla_step_ratio_to_erm"))} | {_mib(r.get(peak))} | '
+        f'{_ratio(r.get(peak.replace("_bytes", "_ratio_to_erm")))} |')
   return '\n'.join(rows)
+
+
+def title(result: dict) -> str:
+  return (f'{result["model"]}, batch {result["batch_size"]}, {result["device"]}, '
+          f'JAX {result["jax"]}, median of {result["timed_steps_per_method"]} steps')
 
 
 # ---- per-part profile -------------------------------------------------------
@@ -375,8 +490,15 @@ def main(argv=None):
   parser.add_argument('--set', action='append', default=[],
                       help='extra config override for every method, field=value (JSON value)')
   parser.add_argument('--profile', action='store_true', help='also time the parts of a step')
-  parser.add_argument('--out', default='', help='write the results as JSON here')
+  parser.add_argument('--peak_memory', action='store_true',
+                      help='also measure each method\'s peak memory in a fresh child process')
+  parser.add_argument('--out', default='',
+                      help='write the results as JSON here (and the table next to it as .md)')
+  parser.add_argument('--memory_child', default='', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  if args.memory_child:
+    _memory_child(args.memory_child)
+    return None
   extra = {}
   for item in args.set:
     key, value = item.split('=', 1)
@@ -386,11 +508,11 @@ def main(argv=None):
       extra[key] = value
   result = benchmark(args.model, args.batch_size, args.methods.split(','), args.steps,
                      args.image_size, args.settle_steps, extra,
-                     log=lambda s: print(s, file=sys.stderr, flush=True))
+                     log=lambda s: print(s, file=sys.stderr, flush=True),
+                     peak_memory=args.peak_memory)
   if args.profile:
     result['profile'] = profile_parts(args.model, args.batch_size, args.image_size)
-  print(f'{args.model}, batch {args.batch_size}, {result["device"]}, median of '
-        f'{args.steps} steps')
+  print(title(result))
   print(markdown_table(result))
   if 'profile' in result:
     print('\n| part | wall (s) | CPU (s) |\n|---|---|---|')
@@ -399,6 +521,8 @@ def main(argv=None):
   if args.out:
     with open(args.out, 'w') as f:
       json.dump(result, f, indent=2, default=lambda o: np.asarray(o).tolist())
+    with open(os.path.splitext(args.out)[0] + '.md', 'w') as f:
+      f.write(title(result) + '\n\n' + markdown_table(result) + '\n')
   return result
 
 

@@ -46,10 +46,13 @@ def validate(config) -> None:
   for field in ('batch_size', 'meta_batch_size', 'eval_batch_size', 'log_every',
                 'eval_every', 'checkpoint_every', 'keep_checkpoints'):
     _range(config, field, 1, float('inf'))
-  for field in ('num_meta', 'num_steps', 'num_epochs', 'diagnostics_every'):
+  for field in ('num_meta', 'train_subset', 'num_steps', 'num_epochs', 'diagnostics_every',
+                'weights_log_every'):
     _range(config, field, 0, float('inf'))
   if config.num_steps == 0 and config.num_epochs == 0:
     raise ConfigError('config.num_steps and config.num_epochs are both 0: set one of them')
+  _range(config, 'quality.every', 1, float('inf'))
+  _range(config, 'quality.random_draws', 1, float('inf'))
   _range(config, 'lr.base', 0.0, float('inf'), low_open=True)
   _range(config, 'optimizer.momentum', 0.0, 1.0)
   _range(config, 'optimizer.weight_decay', 0.0, float('inf'))

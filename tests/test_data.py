@@ -276,6 +276,19 @@ def test_build_data_long_tail_and_noise_together():
   np.testing.assert_array_equal(np.bincount(splits.meta_labels), [2] * 10)
 
 
+def test_train_subset_is_class_balanced_and_leaves_meta_alone():
+  full = data.build_data(small_config())
+  sub = data.build_data(small_config(train_subset=200))
+  assert sub.info['num_train'] == 200 and sub.info['class_counts'] == [20] * 10
+  np.testing.assert_array_equal(sub.meta_images, full.meta_images)
+  full_keys = {im.tobytes() for im in full.train_images}
+  assert {im.tobytes() for im in sub.train_images} <= full_keys
+  with pytest.raises(ConfigError, match=r'train_subset=205.*multiple'):
+    data.build_data(small_config(train_subset=205))
+  with pytest.raises(ConfigError, match=r'train_subset=460.*class'):
+    data.build_data(small_config(train_subset=460))
+
+
 def test_noise_none_leaves_labels_clean():
   splits = data.build_data(small_config(noise_type='none'))
   assert not splits.is_noisy.any()
@@ -294,6 +307,7 @@ def test_noise_none_leaves_labels_clean():
     ('noise_rate', -0.1, 'noise_rate'),
     ('imbalance_factor', 0.5, 'imbalance_factor'),
     ('num_meta', 55, 'num_meta=55'),
+    ('train_subset', -10, 'train_subset=-10'),
 ])
 def test_config_errors(field, value, pattern):
   with pytest.raises(ConfigError, match=pattern):

@@ -46,6 +46,16 @@ def test_tiny_run_writes_summary_and_metrics(tmp_path, method):
   train_steps = [e['step'] for e in events if e['event'] == 'train']
   eval_steps = [e['step'] for e in events if e['event'] == 'eval']
   assert train_steps == [4, 8, 12] and eval_steps == [6, 12]
+  # Report inputs: training time at each evaluation, logged weights, the method event.
+  times = [e['train_time_s'] for e in events if e['event'] == 'eval']
+  assert 0 < times[0] < times[1]
+  weights = [e for e in events if e['event'] == 'weights']
+  assert [e['step'] for e in weights] == list(range(0, 12, config.weights_log_every))
+  for e in weights:
+    assert len(e['weights']) == len(e['noisy']) == config.batch_size
+    assert np.mean(e['weights']) == pytest.approx(1.0, abs=1e-3)
+    assert set(e['noisy']) <= {0, 1}
+  assert [e['method'] for e in events if e['event'] == 'method'] == [method]
   assert json.loads((tmp_path / 'config.json').read_text())['method'] == method
   if method != 'erm':
     assert all('meta_loss' in e for e in events if e['event'] == 'train')

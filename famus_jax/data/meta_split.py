@@ -6,7 +6,8 @@ from famus_jax.errors import ConfigError
 
 
 def class_balanced_split(clean_labels: np.ndarray, num_meta: int,
-                         num_classes: int, rng: np.random.Generator
+                         num_classes: int, rng: np.random.Generator,
+                         field: str = 'num_meta'
                          ) -> tuple[np.ndarray, np.ndarray]:
   """Splits training indices into a class-balanced meta set and the rest.
 
@@ -21,6 +22,8 @@ def class_balanced_split(clean_labels: np.ndarray, num_meta: int,
       of num_classes.
     num_classes: C.
     rng: numpy Generator.
+    field: the config field named in error messages (the same split also
+      draws `train_subset`).
 
   Returns:
     (meta_idx, rest_idx): disjoint sorted int64 index arrays, of sizes
@@ -33,22 +36,22 @@ def class_balanced_split(clean_labels: np.ndarray, num_meta: int,
   clean_labels = np.asarray(clean_labels)
   n = len(clean_labels)
   if num_meta < 0:
-    raise ConfigError(f'num_meta={num_meta} must be >= 0')
+    raise ConfigError(f'{field}={num_meta} must be >= 0')
   if num_meta == 0:
     return np.zeros((0,), np.int64), np.arange(n, dtype=np.int64)
   if num_meta % num_classes:
     raise ConfigError(
-        f'num_meta={num_meta} must be a multiple of the number of classes '
+        f'{field}={num_meta} must be a multiple of the number of classes '
         f'({num_classes}) so the meta set is class-balanced')
   per_class = num_meta // num_classes
   counts = np.bincount(clean_labels, minlength=num_classes)
   for c in range(num_classes):
     if counts[c] < per_class + 1:
       raise ConfigError(
-          f'num_meta={num_meta} needs {per_class} meta examples of every '
-          f'class plus at least one left for training, but class {c} has '
+          f'{field}={num_meta} needs {per_class} examples of every '
+          f'class plus at least one left over, but class {c} has '
           f'only {counts[c]} training examples (after long-tail '
-          f'subsampling); lower num_meta to at most '
+          f'subsampling); lower {field} to at most '
           f'{max(0, int(counts.min()) - 1) * num_classes}')
   meta = [rng.choice(np.flatnonzero(clean_labels == c), size=per_class,
                      replace=False) for c in range(num_classes)]

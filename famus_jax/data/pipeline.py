@@ -4,7 +4,8 @@ Order of operations (all on host numpy arrays, once per run):
 
 1. load the source (clean labels);
 2. long-tail subsampling of the training set (on clean labels);
-3. clean, class-balanced meta split, removed from the training set;
+3. clean, class-balanced meta split, removed from the training set; then,
+   when `train_subset` > 0, a class-balanced subset of what is left;
 4. label noise on the remaining training labels only (the meta set and the
    test set stay clean).
 
@@ -28,6 +29,7 @@ from famus_jax.errors import ConfigError
 LONG_TAIL_STREAM = 1
 META_SPLIT_STREAM = 2
 NOISE_STREAM = 3
+SUBSET_STREAM = 4
 
 # Images per chunk when computing channel statistics (bounds float memory).
 _STATS_CHUNK = 4096
@@ -102,6 +104,8 @@ def validate_data_config(config: Any) -> None:
                       '>= 1 (n_max / n_min; 1 = balanced)')
   if config.num_meta < 0:
     raise ConfigError(f'num_meta={config.num_meta} must be >= 0')
+  if config.train_subset < 0:
+    raise ConfigError(f'train_subset={config.train_subset} must be >= 0 (0 = all)')
 
 
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +149,7 @@ def build_data(config: Any) -> DataSplits:
   """Loads and corrupts the data set described by `config`.
 
   Reads config.seed, dataset, data_source, data_dir, noise_type, noise_rate,
-  imbalance_factor, num_meta and synthetic.*.
+  imbalance_factor, num_meta, train_subset and synthetic.*.
 
   Returns:
     DataSplits (see its docstring for shapes).
@@ -174,6 +178,12 @@ def build_data(config: Any) -> DataSplits:
       clean[keep], config.num_meta, num_classes,
       np.random.default_rng([seed, META_SPLIT_STREAM]))
   meta_idx, train_idx = keep[meta_pos], keep[train_pos]
+  # 2b. Optional class-balanced subset of the rest (short experiments).
+  if config.train_subset:
+    sub_pos, _ = meta_split.class_balanced_split(
+        clean[train_idx], config.train_subset, num_classes,
+        np.random.default_rng([seed, SUBSET_STREAM]), field='train_subset')
+    train_idx = train_idx[sub_pos]
   train_clean = clean[train_idx]
   # 3. Noise on the remaining training labels.
   noise_rng = np.random.default_rng([seed, NOISE_STREAM])

@@ -62,6 +62,13 @@ class FamusMethod(MetaReweighting):
     check_against_model(self, params)
     return super().init_state(rng, params, num_train)
 
+  def describe(self) -> dict:
+    sets = self.estimator.cached_layer_sets
+    if sets is None:
+      return {}
+    return {'famus_layers': list(sets.names), 'famus_candidates': list(sets.candidates),
+            'famus_always_on': list(sets.always_on), 'famus_strategy': self.settings.strategy}
+
   # ---- variant dispatch ------------------------------------------------------
   def _diagnostics_due(self, step: int) -> bool:
     every = self.diagnostics_every

@@ -149,3 +149,11 @@ class Method:
     """Host-side hook between epochs (FSR refreshes its dictionary here)."""
     del epoch, host_data
     return method_state
+
+  def describe(self) -> dict:
+    """JSON-able facts about the method for the run's log (after `init_state`).
+
+    Written once as the 'method' event of metrics.jsonl; e.g. FaMUS's
+    candidate layer names, which label its per-layer counts.
+    """
+    return {}

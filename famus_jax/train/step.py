@@ -120,20 +120,38 @@ def combined_gradient(ctx: StepContext, out):
   return grads
 
 
+def make_context_fn(model, uses_meta_set: bool, lr_fn: Callable, augment_cfg, mean, std,
+                    num_classes: int, meta_bn_train: bool = True):
+  """context(state, batch) -> (ctx, new_batch_stats, method_rng): steps 1-2 of the step.
+
+  The augmentation, dropout and method keys are fixed by (state.rng,
+  state.step), so a diagnostic tool calling this on the same state and batch
+  sees exactly the step's context (e.g. `famus_jax.quality`).
+  """
+  augment = functools.partial(augment_batch, crop_padding=augment_cfg.crop_padding,
+                              flip=augment_cfg.flip, mean=mean, std=std, train=True)
+
+  def context(state: TrainState, batch: dict):
+    rng = jax.random.fold_in(state.rng, state.step)
+    aug_rng, meta_aug_rng, dropout_rng, method_rng = jax.random.split(rng, 4)
+    images = augment(batch['image'], aug_rng)
+    meta_images = augment(batch['meta_image'], meta_aug_rng) if uses_meta_set else None
+    ctx, new_stats = build_context(model, state, batch, images, meta_images,
+                                   lr_fn(state.step), dropout_rng, num_classes, meta_bn_train)
+    return ctx, new_stats, method_rng
+
+  return context
+
+
 def make_train_step(model, method: Method, tx: optax.GradientTransformation,
                     lr_fn: Callable, augment_cfg, mean, std, num_classes: int,
                     meta_bn_train: bool = True):
   """Build train_step(state, batch) -> (state, metrics); jit it outside."""
-  augment = functools.partial(augment_batch, crop_padding=augment_cfg.crop_padding,
-                              flip=augment_cfg.flip, mean=mean, std=std, train=True)
+  context = make_context_fn(model, method.uses_meta_set, lr_fn, augment_cfg, mean, std,
+                            num_classes, meta_bn_train)
 
   def train_step(state: TrainState, batch: dict):
-    rng = jax.random.fold_in(state.rng, state.step)
-    aug_rng, meta_aug_rng, dropout_rng, method_rng = jax.random.split(rng, 4)
-    images = augment(batch['image'], aug_rng)
-    meta_images = augment(batch['meta_image'], meta_aug_rng) if method.uses_meta_set else None
-    ctx, new_stats = build_context(model, state, batch, images, meta_images,
-                                   lr_fn(state.step), dropout_rng, num_classes, meta_bn_train)
+    ctx, new_stats, method_rng = context(state, batch)
     losses, labels, logits, lr = ctx.losses, ctx.labels, ctx.logits, ctx.lr
     out = method.weights(ctx, state.method_state, batch, method_rng)
 

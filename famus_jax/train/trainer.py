@@ -155,6 +155,19 @@ def _record_weights(progress: Progress, is_noisy: np.ndarray, indices, weights) 
   progress.weight_count_clean += int((~noisy).sum())
 
 
+def _weights_event(run: Run, indices, metrics: dict, step: int) -> dict:
+  """One batch's example weights (mean 1 over the batch) and which labels are wrong.
+
+  Logged every `config.weights_log_every` steps; `famus_jax.report` draws the
+  clean-vs-mislabelled weight distributions from these (FaMUS Fig. 5).
+  Event step = the number of finished steps when the batch was drawn.
+  """
+  idx = np.asarray(indices)
+  return {'epoch': step / run.steps_per_epoch,
+          'weights': np.round(np.asarray(metrics['example_weights'], np.float64), 4),
+          'noisy': run.is_noisy[idx].astype(np.int8)}
+
+
 def summarise(run: Run, progress: Progress, step: int, wall_seconds: float) -> dict:
   def mean(s, c):
     return s / c if c else None
@@ -203,6 +216,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   else:
     log.truncate_after(0)
     log.write('data', 0, data.info)
+    log.write('method', 0, {'method': config.method, **run.method.describe()})
 
   def save(step_now):
     checkpointer.save(step_now, state, {'progress': dataclasses.asdict(progress),
@@ -233,6 +247,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         progress.timed_steps += 1
         progress.timed_seconds += elapsed
       _record_weights(progress, run.is_noisy, batch['index'], metrics['example_weights'])
+      if config.weights_log_every and step % config.weights_log_every == 0:
+        log.write('weights', step, _weights_event(run, batch['index'], metrics, step))
       last_host = metrics
       window.add(metrics)
       step += 1
@@ -251,6 +267,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         progress.last_test_accuracy = result['test_accuracy']
         progress.last_test_loss = result['test_loss']
         progress.best_test_accuracy = max(progress.best_test_accuracy, result['test_accuracy'])
+        result['train_time_s'] = progress.timed_seconds + progress.compile_seconds
         log.write('eval', step, result)
         bar.write(f'step {step}: test accuracy {result["test_accuracy"]:.4f} '
                   f'(best {progress.best_test_accuracy:.4f})')

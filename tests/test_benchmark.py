@@ -1,0 +1,45 @@
+"""famus_jax.benchmark: the protocol's bookkeeping, memory figures and table (tiny model)."""
+
+import json
+
+import pytest
+
+from famus_jax import benchmark
+
+
+@pytest.fixture(scope='module')
+def result():
+  return benchmark.benchmark('small_cnn', 10, ['erm', 'mwnet'], steps=2, image_size=8,
+                             log=lambda s: None)
+
+
+def test_ratios_and_memory_are_measured_in_one_run(result):
+  erm, mwnet = result['methods']['erm'], result['methods']['mwnet']
+  assert erm['ratio_to_erm'] == pytest.approx(1.0)
+  assert mwnet['ratio_to_erm'] == pytest.approx(mwnet['step_time_s'] / erm['step_time_s'])
+  assert mwnet['ratio_to_mwnet'] == pytest.approx(1.0)
+  assert erm['timed_steps'] == mwnet['timed_steps'] == 2
+  # The meta step holds the meta batch, the virtual parameters and the weight net too.
+  assert mwnet['xla_step_bytes'] > erm['xla_step_bytes'] > 0
+  assert mwnet['xla_step_ratio_to_erm'] == pytest.approx(
+      mwnet['xla_step_bytes'] / erm['xla_step_bytes'])
+  assert result['model'] == 'small_cnn' and result['batch_size'] == 10
+
+
+def test_markdown_table_has_a_row_per_method(result):
+  table = benchmark.markdown_table(result).splitlines()
+  assert table[0].startswith('| method | step (s) |') and len(table) == 4
+  assert table[2].startswith('| erm | ') and '| 1.00 |' in table[2]
+  assert 'small_cnn, batch 10' in benchmark.title(result)
+
+
+def test_peak_memory_child_reports_the_process_peak():
+  out = benchmark.peak_memory_in_child('erm', 'small_cnn', 10, 8, settle=0, extra={},
+                                       derived={})
+  assert out['peak_rss_bytes'] >= out['rss_before_steps_bytes'] > 10 * 2**20
+  json.dumps(out)
+
+
+def test_unknown_method_is_named():
+  with pytest.raises(ValueError, match='nope'):
+    benchmark.benchmark('small_cnn', 10, ['nope'], steps=1, image_size=8)
