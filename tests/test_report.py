@@ -1,0 +1,235 @@
+"""famus_jax.report: figures and report.md from small synthetic run directories.
+
+No training: each fake workdir holds hand-written config.json, metrics.jsonl
+and (when finished) summary.json in the trainer's format; plus a quality
+workdir and a benchmark JSON. The numbers in the report are checked against
+an independent numpy aggregation of the fake numbers.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from matplotlib import image as mpimg
+
+from famus_jax import report
+
+STEPS = 100
+LAYERS = ['stem_conv', 'stem_bn', 'stage3_conv1', 'stage3_bn1', 'stage3_conv2', 'head']
+CANDIDATES = ['stage3_conv1', 'stage3_bn1', 'stage3_conv2']
+FAMUS_COUNTS = [30, 72, 100]  # cumulative active steps at the last train event (step 100)
+FSR_WARMUP = 30  # FSR's weights are all 1 before this step
+SCHEDULE = ' (ResNet-8, 1000 imgs, 10 ep)'  # model and run length, part of a setting
+SCHEDULE_SLUG = '_ResNet_8_1000_imgs_10_ep'
+# (setting, method, seed) -> (best, last) test accuracy as fractions
+ACCURACY = {
+    ('symmetric', 'erm', 0): (0.612, 0.583),
+    ('symmetric', 'mwnet', 0): (0.713, 0.701),
+    ('symmetric', 'mwnet', 1): (0.689, 0.675),
+    ('symmetric', 'famus', 0): (0.724, 0.719),
+    ('symmetric', 'fsr', 0): (0.702, 0.690),
+    ('asymmetric', 'erm', 0): (0.655, 0.641),
+    ('asymmetric', 'mwnet', 0): (0.699, 0.690),
+}
+
+
+def _write(path, value):
+  with open(path, 'w') as f:
+    json.dump(value, f)
+
+
+def make_run(root, method, seed, noise_type, best, last, finished=True):
+  """A fake workdir of STEPS steps: train every 10, eval at 50 and 100, weights every 10."""
+  name = f'{noise_type[:4]}_{method}_s{seed}'
+  workdir = os.path.join(root, name)
+  os.makedirs(workdir)
+  rng = np.random.default_rng([seed, len(method)])
+  config = {'method': method, 'seed': seed, 'dataset': 'fashion_mnist', 'noise_type': noise_type,
+            'noise_rate': 0.4, 'imbalance_factor': 1.0, 'model': 'resnet', 'depth': 8,
+            'famus': {'base': 'mwnet', 'strategy': 'learned'}, 'train_subset': 1000,
+            'num_epochs': 10, 'batch_size': 100}
+  _write(os.path.join(workdir, 'config.json'), config)
+  events = [{'event': 'data', 'step': 0, 'realised_noise_rate': 0.38},
+            {'event': 'method', 'step': 0, 'method': method}]
+  if method == 'famus':
+    events[-1].update({'famus_layers': LAYERS, 'famus_candidates': CANDIDATES,
+                       'famus_always_on': ['head'], 'famus_strategy': 'learned'})
+  for step in range(0, STEPS, 10):
+    weights = rng.gamma(2.0, 0.5, 20)
+    if method == 'erm' or (method == 'fsr' and step < FSR_WARMUP):
+      weights = np.ones(20)
+    events.append({'event': 'weights', 'step': step, 'epoch': step / 10,
+                   'weights': list(weights / weights.mean()),
+                   'noisy': [int(i % 5 < 2) for i in range(20)]})
+    train = {'event': 'train', 'step': step + 10, 'epoch': (step + 10) / 10,
+             'train_loss': 1.0, 'train_accuracy': 0.5, 'lr': 0.1}
+    if method == 'famus':
+      frac = (step + 10) / STEPS
+      train['famus_active_counts'] = [round(c * frac) for c in FAMUS_COUNTS]
+      train['famus_num_active'] = 3.0
+    if method == 'fsr':
+      train['fsr_dict_purity'] = 0.6 + 0.003 * step
+      train['fsr_reweighting'] = float(step + 10 > FSR_WARMUP)
+    events.append(train)
+    if (step + 10) % 50 == 0:
+      acc = best if step + 10 == 50 else last
+      events.append({'event': 'eval', 'step': step + 10, 'test_accuracy': acc,
+                     'test_loss': 1.0, 'train_time_s': 0.1 * (step + 10) * (1 + seed)})
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+    f.writelines(json.dumps(e) + '\n' for e in events)
+  if finished:
+    _write(os.path.join(workdir, 'summary.json'), {
+        'method': method, 'dataset': 'fashion_mnist', 'model': 'resnet', 'steps': STEPS,
+        'epochs': 10.0, 'best_test_accuracy': best, 'last_test_accuracy': last,
+        'last_test_loss': 1.0, 'mean_step_time_s': 0.1, 'compile_time_s': 2.0,
+        'wall_time_s': 120.0 * (1 + seed), 'realised_noise_rate': 0.38, 'num_train': 1000,
+        'num_meta': 100, 'mean_weight_clean': None if method == 'erm' else 1.2,
+        'mean_weight_noisy': None if method == 'erm' else 0.7})
+  return workdir
+
+
+def make_quality(root):
+  workdir = os.path.join(root, 'quality_famus')
+  os.makedirs(workdir)
+  _write(os.path.join(workdir, 'config.json'),
+         {'method': 'famus', 'seed': 0, 'dataset': 'fashion_mnist', 'noise_type': 'symmetric',
+          'noise_rate': 0.4, 'imbalance_factor': 1.0, 'famus': {'base': 'mwnet'}})
+  with open(os.path.join(workdir, 'quality.jsonl'), 'w') as f:
+    for step in (0, 20, 40):
+      for k, est in enumerate(report.ESTIMATOR_ORDER):
+        f.write(json.dumps({'step': step, 'estimator': est, 'num_layers': k + 1,
+                            'cosine': 0.9 - 0.2 * k, 'rel_err': 0.3 + 0.2 * k,
+                            'norm_ratio': 1.0, 'eps_cosine': 0.9, 'eps_rel_err': 0.3,
+                            'estimate_norm': 1.0, 'exact_norm': 1.1}) + '\n')
+  _write(os.path.join(workdir, 'quality_summary.json'), {
+      'learned': {'cosine_mean': 0.9, 'cosine_std': 0.01, 'rel_err_mean': 0.3,
+                  'rel_err_std': 0.02, 'norm_ratio_mean': 0.98, 'eps_cosine_mean': 0.95,
+                  'estimate_norm_cv': 0.1, 'mean_layers': 1.0},
+      'random': {'cosine_mean': 0.7, 'cosine_std': 0.05, 'rel_err_mean': 0.5,
+                 'rel_err_std': 0.04, 'norm_ratio_mean': 0.9, 'eps_cosine_mean': 0.8,
+                 'estimate_norm_cv': 0.2, 'mean_layers': 2.0, 'draw_variance': 0.0123},
+      'exact': {'norm_cv': 0.05}, 'checks': 3, 'layers': LAYERS})
+  return workdir
+
+
+def make_benchmark(root):
+  methods = {}
+  for name, t in (('erm', 0.1), ('mwnet', 0.3), ('famus', 0.2)):
+    methods[name] = {'step_time_s': t, 'ratio_to_erm': t / 0.1, 'ratio_to_mwnet': t / 0.3,
+                     'cpu_time_s': t, 'compile_time_s': 5.0, 'reruns': 0,
+                     'xla_step_bytes': 2**20 * t * 100, 'xla_step_ratio_to_erm': t / 0.1}
+  path = os.path.join(root, 'bench.json')
+  _write(path, {'device': 'cpu', 'jax': '0.0', 'model': 'resnet32', 'batch_size': 100,
+                'timed_steps_per_method': 10, 'methods': methods})
+  return path
+
+
+@pytest.fixture(scope='module')
+def built(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('runs'))
+  grid = os.path.join(root, 'grid')
+  for (noise, method, seed), (best, last) in ACCURACY.items():
+    make_run(grid, method, seed, noise, best, last)
+  unfinished = make_run(root, 'l2r', 0, 'asymmetric', 0.5, 0.45, finished=False)
+  out = os.path.join(root, 'out')
+  result = report.main([grid, unfinished, make_quality(root), make_benchmark(root),
+                        f'--out={out}'])
+  with open(result['report']) as f:
+    text = f.read()
+  return root, out, result, text
+
+
+EXPECTED_PNGS = ['accuracy_vs_time.png', 'weights_fashion_mnist_sym_40' + SCHEDULE_SLUG + '.png',
+                 'weights_fashion_mnist_asym_40' + SCHEDULE_SLUG + '.png', 'famus_sampled_layers.png',
+                 'fsr_purity.png', 'meta_gradient_quality.png', 'benchmark_ratios.png']
+
+
+def test_every_figure_is_a_real_png_linked_from_the_report(built):
+  _, out, result, text = built
+  assert sorted(os.path.basename(p) for p in result['figures']) == sorted(EXPECTED_PNGS)
+  for name in EXPECTED_PNGS:
+    path = os.path.join(out, name)
+    assert os.path.getsize(path) > 5000, name
+    pixels = mpimg.imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] > 200 and 200 < pixels.shape[1] <= 12 * 120
+    assert pixels.std() > 0.01, name  # not blank
+    assert f']({name})' in text
+  assert result['skipped'] == {}
+
+
+def test_accuracy_matches_numpy(built):
+  _, _, result, text = built
+  acc = result['accuracy']
+  assert set(acc) == {'fashion_mnist sym 40%' + SCHEDULE, 'fashion_mnist asym 40%' + SCHEDULE}
+  mwnet = acc['fashion_mnist sym 40%' + SCHEDULE]['mwnet']
+  assert mwnet['seeds'] == [0, 1]
+  for key, index in (('best', 0), ('last', 1)):
+    values = 100 * np.array([ACCURACY[('symmetric', 'mwnet', s)][index] for s in (0, 1)])
+    mean, std = mwnet[f'{key}_mean_std']
+    np.testing.assert_allclose([mean, std], [values.mean(), values.std(ddof=1)])
+    assert f'{values.mean():.2f} ± {values.std(ddof=1):.2f}' in text
+  erm = acc['fashion_mnist sym 40%' + SCHEDULE]['erm']
+  assert erm['best_mean_std'] == (pytest.approx(61.2), None)  # one seed: no std
+  assert mwnet['wall_time_min'] == pytest.approx(np.mean([120.0, 240.0]) / 60)
+  # pivot: 'last (best)'
+  assert f'| {100 * 0.583:.2f} ({100 * 0.612:.2f}) |' in text
+
+
+def test_unfinished_run_is_flagged(built):
+  _, _, result, text = built
+  l2r = result['accuracy']['fashion_mnist asym 40%' + SCHEDULE]['l2r']
+  assert l2r['all_unfinished'] and l2r['unfinished_seeds'] == [0]
+  assert l2r['best_mean_std'][0] == pytest.approx(50.0)  # from its eval events
+  assert '| l2r (unfinished) | 1 (s0 unfinished) |' in text
+
+
+def test_sampled_layer_fractions_are_counts_over_step(built):
+  _, _, result, _ = built
+  fractions = result['sampled_layers']['symm_famus_s0']
+  expected = {n: c / STEPS for n, c in zip(CANDIDATES, FAMUS_COUNTS)}
+  expected['head'] = 1.0
+  assert list(fractions) == ['stage3_conv1', 'stage3_bn1', 'stage3_conv2', 'head']
+  assert fractions == pytest.approx(expected)
+
+
+def test_weight_split_skips_warm_up_and_erm(built):
+  _, _, result, _ = built
+  split = result['weight_steps']['fashion_mnist sym 40%' + SCHEDULE]
+  assert set(split) == {'mwnet', 'famus', 'fsr'}  # ERM's weights are all 1
+  # FSR: re-weighting from step 30; early = the first 20% of steps 30..100.
+  assert split['fsr']['early'] == {'symm_fsr_s0': [30, 40]}
+  assert split['fsr']['late'] == {'symm_fsr_s0': [80, 90]}
+  assert split['mwnet']['early'] == {'symm_mwnet_s0': [0, 10, 20], 'symm_mwnet_s1': [0, 10, 20]}
+
+
+def test_quality_and_benchmark_tables(built):
+  _, _, _, text = built
+  assert '| learned | 1.0 | 0.900 ± 0.010 | 0.300 ± 0.020 | 0.980 | 0.100 | - |' in text
+  assert '| random | 2.0 | 0.700 ± 0.050 | 0.500 ± 0.040 | 0.900 | 0.200 | 0.0123 |' in text
+  assert '**resnet32, batch 100, cpu, JAX 0.0, median of 10 steps**' in text
+  assert '| mwnet | 0.300 | 3.00 | 1.00 |' in text
+
+
+def test_no_fsr_run_skips_purity_plot(built, tmp_path):
+  root = built[0]
+  out = str(tmp_path / 'out')
+  result = report.main([os.path.join(root, 'grid', 'asym_erm_s0'),
+                        os.path.join(root, 'grid', 'asym_mwnet_s0'), f'--out={out}'])
+  assert not os.path.exists(os.path.join(out, 'fsr_purity.png'))
+  assert 'fsr_purity.png' in result['skipped']
+  assert 'famus_sampled_layers.png' in result['skipped']
+  assert os.path.exists(os.path.join(out, 'accuracy_vs_time.png'))
+
+
+@pytest.mark.parametrize('kind', ['missing', 'empty_dir', 'not_benchmark'])
+def test_bad_path_names_the_path(tmp_path, kind):
+  path = tmp_path / 'bad'
+  if kind == 'empty_dir':
+    path.mkdir()
+  elif kind == 'not_benchmark':
+    path = tmp_path / 'bad.json'
+    path.write_text('{"a": 1}')
+  with pytest.raises(SystemExit) as info:
+    report.main([str(path), f'--out={tmp_path / "out"}'])
+  assert str(path) in str(info.value)
