@@ -160,6 +160,7 @@ def summarise(records: list, draw_variances: list) -> dict:
         'rel_err_mean': float(col('rel_err').mean()), 'rel_err_std': float(col('rel_err').std()),
         'norm_ratio_mean': float(col('norm_ratio').mean()),
         'eps_cosine_mean': float(col('eps_cosine').mean()),
+        'eps_cosine_std': float(col('eps_cosine').std()),
         'estimate_norm_cv': float(norms.std() / max(norms.mean(), _TINY)),
         'mean_layers': float(col('num_layers').mean()),
     }
