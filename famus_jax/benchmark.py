@@ -361,6 +361,41 @@ def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size
           'timed_steps_per_method': steps, 'methods': out}
 
 
+def memory_only(model: str, batch_size: int, methods: list, image_size: int = 32,
+                extra: Optional[dict] = None, log=print) -> dict:
+  """XLA's buffer assignment of each method's compiled step, without running a step.
+
+  For models too slow to time on the machine at hand (e.g. WRN-28-10 on a
+  CPU): compiles each method's first variant (FaMUS: before any settling) and
+  reads `memory_analysis()`; compile time is reported, step time is not.
+  """
+  out = {}
+  for name in methods:
+    if name not in METHODS:
+      raise ValueError(f'unknown method {name!r}; known: {sorted(METHODS)}')
+    timed = Timed(name, make_config(model, batch_size, image_size, METHODS[name], extra or {}))
+    t0 = time.perf_counter()
+    out[name] = {'xla_step_bytes': xla_step_bytes(timed),
+                 'compile_time_s': time.perf_counter() - t0,
+                 'overrides': METHODS[name].overrides}
+    log(f'{name}: {out[name]["xla_step_bytes"] / 2**20:.0f} MiB, compiled in '
+        f'{out[name]["compile_time_s"]:.1f}s')
+  if 'erm' in out:
+    for r in out.values():
+      r['xla_step_ratio_to_erm'] = r['xla_step_bytes'] / out['erm']['xla_step_bytes']
+  return {'device': device_name(), 'num_devices': jax.device_count(), 'jax': jax.__version__,
+          'python': platform.python_version(), 'model': model, 'batch_size': batch_size,
+          'image_size': image_size, 'memory_only': True, 'methods': out}
+
+
+def memory_table(result: dict) -> str:
+  rows = ['| method | XLA step MiB | x ERM | compile (s) |', '|---|---|---|---|']
+  for name, r in result['methods'].items():
+    rows.append(f'| {name} | {_mib(r["xla_step_bytes"])} | '
+                f'{_ratio(r.get("xla_step_ratio_to_erm"))} | {r["compile_time_s"]:.1f} |')
+  return '\n'.join(rows)
+
+
 def _mib(v):
   return '-' if v is None else f'{v / 2**20:.0f}'
 
@@ -388,8 +423,15 @@ def markdown_table(result: dict) -> str:
 
 
 def title(result: dict) -> str:
-  return (f'{result["model"]}, batch {result["batch_size"]}, {result["device"]}, '
-          f'JAX {result["jax"]}, median of {result["timed_steps_per_method"]} steps')
+  what = ('compiled step memory only (not timed)' if result.get('memory_only') else
+          f'median of {result["timed_steps_per_method"]} steps')
+  return f'{result["model"]}, batch {result["batch_size"]}, {result["device"]}, ' \
+         f'JAX {result["jax"]}, {what}'
+
+
+def table(result: dict) -> str:
+  """The Markdown table that fits the result (timed, or memory only)."""
+  return memory_table(result) if result.get('memory_only') else markdown_table(result)
 
 
 # ---- per-part profile -------------------------------------------------------
@@ -494,11 +536,14 @@ def main(argv=None):
                       help='also measure each method\'s peak memory in a fresh child process')
   parser.add_argument('--out', default='',
                       help='write the results as JSON here (and the table next to it as .md)')
+  parser.add_argument('--memory_only', action='store_true',
+                      help='only compile each step and report its XLA memory (no timing)')
   parser.add_argument('--memory_child', default='', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.memory_child:
     _memory_child(args.memory_child)
     return None
+  log = lambda s: print(s, file=sys.stderr, flush=True)  # pylint: disable=g-long-lambda
   extra = {}
   for item in args.set:
     key, value = item.split('=', 1)
@@ -506,14 +551,17 @@ def main(argv=None):
       extra[key] = json.loads(value)
     except json.JSONDecodeError:
       extra[key] = value
-  result = benchmark(args.model, args.batch_size, args.methods.split(','), args.steps,
-                     args.image_size, args.settle_steps, extra,
-                     log=lambda s: print(s, file=sys.stderr, flush=True),
-                     peak_memory=args.peak_memory)
+  if args.memory_only:
+    result = memory_only(args.model, args.batch_size, args.methods.split(','),
+                         args.image_size, extra, log=log)
+  else:
+    result = benchmark(args.model, args.batch_size, args.methods.split(','), args.steps,
+                       args.image_size, args.settle_steps, extra, log=log,
+                       peak_memory=args.peak_memory)
   if args.profile:
     result['profile'] = profile_parts(args.model, args.batch_size, args.image_size)
   print(title(result))
-  print(markdown_table(result))
+  print(table(result))
   if 'profile' in result:
     print('\n| part | wall (s) | CPU (s) |\n|---|---|---|')
     for name, r in result['profile'].items():
@@ -522,7 +570,7 @@ def main(argv=None):
     with open(args.out, 'w') as f:
       json.dump(result, f, indent=2, default=lambda o: np.asarray(o).tolist())
     with open(os.path.splitext(args.out)[0] + '.md', 'w') as f:
-      f.write(title(result) + '\n\n' + markdown_table(result) + '\n')
+      f.write(title(result) + '\n\n' + table(result) + '\n')
   return result
 
 

@@ -774,7 +774,7 @@ def benchmark_tables(benchmarks: list) -> list:
   lines = ['## Step-time benchmarks', '']
   for path, result in benchmarks:
     lines += [f'**{benchmark.title(result)}** (`{os.path.basename(path)}`)', '',
-              benchmark.markdown_table(result), '']
+              benchmark.table(result), '']
   return lines
 
 

@@ -40,6 +40,15 @@ def test_peak_memory_child_reports_the_process_peak():
   json.dumps(out)
 
 
+def test_memory_only_compiles_without_stepping(result):
+  mem = benchmark.memory_only('small_cnn', 10, ['erm', 'mwnet'], image_size=8, log=lambda s: None)
+  for name in ('erm', 'mwnet'):  # same compiled program as the timed run's
+    assert mem['methods'][name]['xla_step_bytes'] == result['methods'][name]['xla_step_bytes']
+  assert mem['methods']['erm']['xla_step_ratio_to_erm'] == 1.0
+  assert 'not timed' in benchmark.title(mem)
+  assert benchmark.table(mem).splitlines()[2].startswith('| erm | ')
+
+
 def test_unknown_method_is_named():
   with pytest.raises(ValueError, match='nope'):
     benchmark.benchmark('small_cnn', 10, ['nope'], steps=1, image_size=8)
