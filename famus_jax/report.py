@@ -318,7 +318,7 @@ def plot_accuracy_vs_time(runs: list, colours: dict, out: str, written: list,
         ax.plot(times, accs, marker='o', markersize=3, color=colours[run.method],
                 linestyle='-' if run.finished else '--', alpha=0.85)
     ax.set_title(textwrap.fill(setting_label(setting), 42), fontsize='medium')
-    ax.set_xlabel('training time (s)')
+    ax.set_xlabel('training time, compile included (s)')
     ax.set_ylabel('test top-1 accuracy (%)')
     ax.grid(alpha=0.3)
   for ax in list(axes.flat)[len(settings):]:
