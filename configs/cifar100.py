@@ -1,12 +1,7 @@
-"""CIFAR-100, MW-Net's setup: WRN-28-10, batch 100, 40% symmetric noise, 1000 meta images."""
+"""CIFAR-100, MW-Net's setup: WRN-28-10, batch 100, 40% symmetric noise, 1000 meta images.
 
-from configs import base
+The preset famus_jax/presets/cifar100.py (also `--config=cifar100`). A variant
+of your own: a file whose get_config() calls this one and changes fields.
+"""
 
-
-def get_config():
-  c = base.get_config()
-  c.dataset = 'cifar100'
-  c.model = 'wide_resnet'
-  c.depth = 28
-  c.width = 10
-  return c
+from famus_jax.presets.cifar100 import get_config  # noqa: F401  pylint: disable=unused-import

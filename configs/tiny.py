@@ -1,26 +1,7 @@
-"""Tiny synthetic run for tests and smoke runs: seconds on a CPU."""
+"""Tiny synthetic run for tests and smoke runs: seconds on a CPU.
 
-from configs import base
+The preset famus_jax/presets/tiny.py (also `--config=tiny`). A variant
+of your own: a file whose get_config() calls this one and changes fields.
+"""
 
-
-def get_config():
-  c = base.get_config()
-  c.dataset = 'synthetic'
-  c.data_source = 'synthetic'
-  c.model = 'small_cnn'
-  c.width = 8
-  c.noise_rate = 0.4
-  c.num_meta = 40
-  c.batch_size = 16
-  c.meta_batch_size = 16
-  c.eval_batch_size = 64
-  c.num_epochs = 0
-  c.num_steps = 12
-  c.lr.schedule = 'constant'
-  c.augment.crop_padding = 1
-  c.mwnet.hidden = 16
-  c.log_every = 4
-  c.eval_every = 6
-  c.checkpoint_every = 6
-  c.progress_bar = False
-  return c
+from famus_jax.presets.tiny import get_config  # noqa: F401  pylint: disable=unused-import

@@ -4,7 +4,16 @@ Runs before any data is loaded or compiled, so a typo costs a second, not a
 compile. Name checks use the registries of the modules that own the names.
 """
 
+from famus_jax.data import DATASETS, NOISE_TYPES, SOURCES
 from famus_jax.errors import ConfigError
+from famus_jax.famus.method import validate as check_famus_config
+from famus_jax.fsr.config import check_config as check_fsr_config
+from famus_jax.method_registry import METHODS
+from famus_jax.methods.meta_reweighting import ACTUAL_STEPS
+from famus_jax.models import MODELS
+from famus_jax.train.checkpoint import RESUME_MODES
+from famus_jax.train.schedules import SCHEDULES
+
 
 def _choice(config, field, allowed):
   value = config
@@ -28,13 +37,6 @@ def _range(config, field, low, high, low_open=False, high_open=True):
 
 def validate(config) -> None:
   """Raise ConfigError naming the first invalid field."""
-  from famus_jax.data import DATASETS, NOISE_TYPES, SOURCES
-  from famus_jax.methods import METHODS
-  from famus_jax.models import MODELS
-  from famus_jax.train.schedules import SCHEDULES
-  from famus_jax.fsr.config import check_config as check_fsr_config
-  from famus_jax.famus.method import validate as check_famus_config
-
   _choice(config, 'dataset', DATASETS)
   _choice(config, 'data_source', SOURCES)
   _choice(config, 'noise_type', NOISE_TYPES)
@@ -59,5 +61,7 @@ def validate(config) -> None:
   _range(config, 'mwnet.lr', 0.0, float('inf'), low_open=True)
   _choice(config, 'l2r.zero_sum', ('uniform', 'zero'))
   _choice(config, 'meta_gradient', ('jvp', 'reverse_over_reverse'))
+  _choice(config, 'meta.actual_step', ACTUAL_STEPS)
+  _choice(config, 'resume', RESUME_MODES)
   check_famus_config(config)
   check_fsr_config(config)

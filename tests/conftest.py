@@ -1,4 +1,4 @@
-"""Makes the repository root importable (famus_jax, configs) under `pytest`."""
+"""Makes the repository root importable (famus_jax, configs/*.py) under `pytest`."""
 
 import os
 import sys

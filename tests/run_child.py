@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import tiny  # pylint: disable=wrong-import-position
+from famus_jax.presets import tiny  # pylint: disable=wrong-import-position
 from famus_jax.train import trainer  # pylint: disable=wrong-import-position
 
 
@@ -37,16 +37,16 @@ def main():
   config = tiny.get_config()
   config.update_from_flattened_dict(json.loads(args.overrides))
 
+  hooks = []
   if args.kill_after_step >= 0:
-    original = trainer.Run.run_step
 
-    def run_step(self, state, batch, last_host):
-      out = original(self, state, batch, last_host)
-      if int(out[0].step) == args.kill_after_step:
-        _kill()
-      return out
+    class KillAfterStep(trainer.Hook):
 
-    trainer.Run.run_step = run_step
+      def after_step(self, run, step, result):
+        if int(result.state.step) == args.kill_after_step:
+          _kill()
+
+    hooks.append(KillAfterStep())
 
   if args.kill_in_save >= 0:
     from orbax.checkpoint._src.path import atomicity  # pylint: disable=import-outside-toplevel
@@ -68,7 +68,7 @@ def main():
     for cls in (atomicity.AtomicRenameTemporaryPath, atomicity.CommitFileTemporaryPath):
       cls.finalize = killing_finalize(cls.finalize)
 
-  summary = trainer.train_and_evaluate(config, args.workdir)
+  summary = trainer.train_and_evaluate(config, args.workdir, hooks)
   print(json.dumps(summary))
 
 

@@ -1,10 +1,10 @@
-"""famus_jax.benchmark: the protocol's bookkeeping, memory figures and table (tiny model)."""
+"""famus_jax.tools.benchmark: the protocol's bookkeeping, memory figures and table (tiny model)."""
 
 import json
 
 import pytest
 
-from famus_jax import benchmark
+from famus_jax.tools import benchmark
 
 
 @pytest.fixture(scope='module')
@@ -28,7 +28,7 @@ def test_ratios_and_memory_are_measured_in_one_run(result):
 
 def test_markdown_table_has_a_row_per_method(result):
   table = benchmark.markdown_table(result).splitlines()
-  assert table[0].startswith('| method | step (s) |') and len(table) == 4
+  assert table[0].startswith('| method | actual step | step (s) |') and len(table) == 4
   assert table[2].startswith('| erm | ') and '| 1.00 |' in table[2]
   assert 'small_cnn, batch 10' in benchmark.title(result)
 
@@ -52,3 +52,15 @@ def test_memory_only_compiles_without_stepping(result):
 def test_unknown_method_is_named():
   with pytest.raises(ValueError, match='nope'):
     benchmark.benchmark('small_cnn', 10, ['nope'], steps=1, image_size=8)
+
+
+def test_torch_peer_rows_are_timed_in_the_same_rounds():
+  pytest.importorskip('torch')
+  result = benchmark.benchmark('resnet8', 8, ['erm', 'mwnet'], steps=2, image_size=8,
+                               log=lambda s: None, peers=['torch'], threads=1)
+  for name in ('erm', 'mwnet'):
+    r = result['methods'][name]
+    assert r['peer']['method'] == name and r['peer_step_time_s'] > 0
+    assert r['peer_ratio'] == pytest.approx(r['peer_step_time_s'] / r['step_time_s'])
+  table = benchmark.table(result)
+  assert '| mwnet |' in table.split('PyTorch peer')[1] and 'thread(s)' in table

@@ -9,7 +9,7 @@ import json
 import pytest
 import tensorflow_datasets as tfds
 
-from configs import cifar10
+from famus_jax.presets import cifar10
 from famus_jax.data.testing import write_fake_cifar_archive
 from famus_jax.train.trainer import train_and_evaluate
 

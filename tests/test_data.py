@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import configs.base
+from famus_jax import config as base_schema
 from famus_jax import data
 from famus_jax.data import batches
 from famus_jax.data import cifar_archive
@@ -26,7 +26,7 @@ from famus_jax.errors import DataNotFoundError
 
 def small_config(**overrides):
   """configs/base.py with the synthetic data set, small enough for tests."""
-  c = configs.base.get_config()
+  c = base_schema.get_config()
   c.dataset = 'synthetic'
   c.data_source = 'auto'
   c.num_meta = 50
@@ -803,7 +803,7 @@ def test_download_custom_url_must_serve_a_tar(tmp_path):
 
 
 def test_base_config_download_fields():
-  c = configs.base.get_config()
+  c = base_schema.get_config()
   assert c.download is True and c.cifar_url == ''
 
 

@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from configs import base, tiny
+from famus_jax import config as base
+from famus_jax.presets import tiny
 from famus_jax import config_check
 from famus_jax.errors import ConfigError, DataNotFoundError, NonFiniteLossError
 from famus_jax.train.checkpoint import Checkpointer

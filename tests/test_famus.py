@@ -14,12 +14,13 @@ import numpy as np
 import optax
 import pytest
 
-from configs import base as base_config
-from configs import tiny
+from famus_jax import config as base_config
+from famus_jax.presets import tiny
 from famus_jax.data import build_data
 from famus_jax.errors import ConfigError
 from famus_jax.famus import create_famus, layer_sets, layerwise, objective
 from famus_jax.famus import samplers as sm
+from famus_jax.famus.estimator import DispatchRecord
 from famus_jax.meta import meta_gradient as mg
 from famus_jax.models import ResNetCifar, SmallCNN, avg_pool_gradient, layer_names
 from famus_jax.train.checkpoint import Checkpointer
@@ -92,14 +93,13 @@ def new_method(d, **famus):
 
 
 def estimate(method, state, ctx, bucket=0, diagnostics=False, rng=jax.random.PRNGKey(7)):
-  """(d_eps, estimator state, metrics, eps, pullback, w_hat) of one estimator call."""
+  """(d_eps, estimator state, metrics + {'dispatch': record}, eps, pullback, w_hat) of one call."""
   eps, pullback, w_hat, train_grads = method.virtual_step(ctx, state['base'])
   est = method.estimator.specialise(bucket, diagnostics)
   identity = method.base.virtual_is_identity
-  d_eps, est_state, metrics = est(ctx, w_hat, train_grads, state['estimator'], rng,
-                                  eps=None if identity else eps,
-                                  pullback=None if identity else pullback)
-  return d_eps, est_state, metrics, eps, pullback, w_hat
+  out = est(ctx, w_hat, train_grads, state['estimator'], rng, eps=None if identity else eps,
+            pullback=None if identity else pullback)
+  return out.d_eps, out.state, {**out.metrics, 'dispatch': out.dispatch}, eps, pullback, w_hat
 
 
 def reference(ctx, eps, cut=()):
@@ -167,8 +167,9 @@ def test_fixed_mask_equals_reference_code_semantics(data, jvp):
   def body(ctx):
     runs = [estimate(method, state, ctx, bucket) for bucket in range(NEEDED + 2)]
     eps = runs[0][3]
-    return {'d_eps': [r[0] for r in runs], 'needed': [r[2]['famus_bucket_needed'] for r in runs],
-            'ran': [r[2]['famus_bucket_run'] for r in runs],
+    return {'d_eps': [r[0] for r in runs],
+            'needed': [r[2]['dispatch'].bucket_needed for r in runs],
+            'ran': [r[2]['dispatch'].bucket_run for r in runs],
             'ref': reference(ctx, eps, cut), 'full': reference(ctx, eps)}
 
   out = in_step(data, body)
@@ -310,7 +311,8 @@ def test_gradient_matching_loss_closed_form(data):
         val_features=aux['features'], val_labels=aux['labels'])
     d0, _, _, _, _, _ = estimate(method, state, ctx)
     d1, _, m1, _, _, _ = estimate(with_lg, state, ctx)
-    return {'tra': objective.head_train_gradient(eps, ctx.features, ctx.errors),
+    tra = mg.head_gradient(ctx.features, ctx.errors, eps)
+    return {'tra': (tra['kernel'], tra['bias']),
             'tra_ref': avg_pool_gradient(train_grads['head']),
             'val': objective.head_val_gradient(w_hat['head']['kernel'], w_hat['head']['bias'],
                                                aux['features'], aux['labels']),
@@ -348,7 +350,7 @@ def test_diagnostics_compare_with_the_exact_gradient(data):
       # A different estimate: in eps space clearly; in theta space (the meta model has
       # few parameters) mostly by its length.
       assert float(metrics['famus_diag_eps_cosine'][0]) < 0.999 and err > 1e-3
-      assert -1.0 <= cosine <= 1.0
+      assert -1.0 - 1e-6 <= cosine <= 1.0 + 1e-6  # float32 rounding of a near-parallel pair
     assert int(new_state['diag']['step']) == 0
 
 
@@ -359,7 +361,7 @@ def test_random_strategy_predicts_the_next_steps_bucket(data):
   for step in range(5):
     now = run({**data, 'step': jnp.int32(step)})
     after = run({**data, 'step': jnp.int32(step + 1)})
-    assert int(now['famus_next_bucket']) == int(after['famus_bucket_needed'])
+    assert int(now['dispatch'].next_bucket) == int(after['dispatch'].bucket_needed)
     assert float(now['famus_num_sampled']) == 2.0
     seen.add(tuple(np.asarray(now['famus_active'])))
   assert len(seen) > 1
@@ -410,18 +412,18 @@ def test_speculative_dispatch_equals_the_right_variant(tiny_run):
   run, state = tiny_run
   batch = run.batch(0)
   direct_state, direct = run.step_fn((0, False))(state, batch)
-  assert int(direct['famus_bucket_needed']) == 0
+  assert int(direct.dispatch.bucket_needed) == 0
   top = len(run.method.estimator.cached_layer_sets.bucket_floors) - 1
   # The guess (from the 'previous' step) is too high: the step is re-run with bucket 0.
-  guess = {'famus_next_bucket': top, 'famus_bucket_needed': top, 'famus_bucket_run': top,
-           'famus_diagnostics_run': 0, 'famus_step': -1}
-  spec_state, spec, _ = run.run_step(state, batch, guess)
-  assert int(spec['famus_bucket_run']) == 0
-  assert_trees_equal(spec_state, direct_state)
-  assert_trees_equal({k: spec[k] for k in direct}, jax.device_get(direct))
+  guess = DispatchRecord(step=-1, bucket_run=top, diagnostics_run=0, bucket_needed=top,
+                         next_bucket=top)
+  spec = run.run_step(state, batch, guess)
+  assert int(spec.dispatch.bucket_run) == 0 and spec.reruns == 1
+  assert_trees_equal(spec.state, direct_state)
+  assert_trees_equal(spec.output, jax.device_get(direct))
   # Running the too-high variant alone would have dropped stem_bn from the estimate.
   wrong_state, wrong = run.step_fn((top, False))(state, batch)
-  assert not run.method.accepts((top, False), jax.device_get(wrong))
+  assert not run.method.accepts((top, False), jax.device_get(wrong.dispatch))
   assert rel_err(wrong_state.method_state['base'], direct_state.method_state['base']) > 0
   # Variants hand states to each other without recompiling (identical avals, no weak types).
   diag_state, _ = run.step_fn((0, True))(direct_state, run.batch(1))
@@ -435,7 +437,8 @@ def test_checkpoint_keeps_samplers_and_their_momentum(tiny_run, tmp_path):
   run, state = tiny_run
   last = None
   for step in range(3):
-    state, last, _ = run.run_step(state, run.batch(step), last)
+    result = run.run_step(state, run.batch(step), last)
+    state, last = result.state, result.dispatch
   est = state.method_state['estimator']
   momentum = est['sampler_opt'][0].trace
   assert max(float(jnp.abs(x).max()) for x in jax.tree.leaves(momentum)) > 0

@@ -3,7 +3,9 @@
 Small CNN with BatchNorm, float32. The closed form is checked against two
 independent references: autodiff through the head's virtual update (the
 reference code's gradient-by-gradient), and FaMUS's layer-wise identity
-(`coefficient_gradient`) restricted to the head layer.
+(`coefficient_gradient`) restricted to the head layer. The one-pass MixUp
+form (`mixup_form='one_pass'`) is checked the same way on the mixed batch, and
+its update, scores and re-labeling against direct computations.
 """
 
 import dataclasses
@@ -18,19 +20,21 @@ import numpy as np
 import optax
 import pytest
 
-from configs import base as base_config
-from configs import tiny
+from famus_jax import config as base_config
+from famus_jax.presets import tiny
 from famus_jax import config_check
-from famus_jax.data import build_data
+from famus_jax.data import augment_batch, build_data
 from famus_jax.errors import ConfigError
 from famus_jax.fsr import dictionary as dict_lib
 from famus_jax.fsr import head as head_lib
-from famus_jax.fsr.method import FSR, create_fsr, head_trace
+from famus_jax.fsr.method import FSR, create_fsr, head_trace, mixed_targets
 from famus_jax.meta import meta_gradient as mg
+from famus_jax.methods.base import Method
 from famus_jax.models import SmallCNN
 from famus_jax.train.checkpoint import Checkpointer
 from famus_jax.train.state import TrainState
-from famus_jax.train.step import build_context, combined_gradient, cross_entropy
+from famus_jax.train.step import (build_context, combined_gradient, cross_entropy, make_apply_fn,
+                                  make_train_step)
 from famus_jax.train.trainer import Run, data_mesh, train_and_evaluate
 
 N, Q, C = 12, 10, 5
@@ -48,11 +52,12 @@ def with_head(params, head):
 
 
 @pytest.fixture(scope='module')
-def setup():
-  """A training batch (N) and a reward batch (Q) through a perturbed small CNN.
+def network():
+  """A perturbed small CNN, its state, a training batch (N) and reward images (Q).
 
   The optimiser state carries a non-zero momentum trace (three real updates
   with random gradients), so the virtual step's momentum term is exercised.
+  Returns (model, state, batch, images, reward_images, tx).
   """
   model = SmallCNN(C, width=4)
   rng = np.random.default_rng(0)
@@ -72,6 +77,14 @@ def setup():
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                      batch_stats=variables['batch_stats'], opt_state=opt_state,
                      method_state=None, rng=jax.random.PRNGKey(2))
+  return model, state, batch, images, reward_images, tx
+
+
+@pytest.fixture(scope='module')
+def setup(network):
+  """The clean context of `network`'s training batch and the reward batch's head inputs."""
+  model, state, batch, images, reward_images, _ = network
+  params = state.params
   # val_loss_fn = the reward loss through the whole network (BatchNorm in training mode).
   ctx, _ = build_context(model, state, batch, images, reward_images, jnp.float32(0.05),
                          jax.random.PRNGKey(3), C)
@@ -220,7 +233,7 @@ def test_method_step_matches_reference(setup):
   reference = autodiff_eps_gradient(smooth_ctx, eps, method.direction, head_trace(ctx.opt_state))
   expected_w = head_lib.weights_from_gradient(reference, 'noise')
   np.testing.assert_allclose(out.weights, expected_w, rtol=1e-4, atol=1e-6)
-  np.testing.assert_allclose(out.metrics['example_weights'], expected_w * N, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(out.example_weights, expected_w * N, rtol=1e-4, atol=1e-5)
 
   # The single backward pass equals the gradient of the total FSR loss.
   probs = jax.nn.softmax(ctx.logits)
@@ -264,8 +277,278 @@ def test_mixup_path_single_extra_backward(setup):
   assert out.weights is None and out.logit_cotangent is None
   assert jax.tree.structure(out.extra_grads) == jax.tree.structure(ctx.params)
   assert np.isfinite(float(optax.tree.norm(out.extra_grads)))
-  np.testing.assert_allclose(out.metrics['example_weights'], np.ones(N), rtol=1e-6)
+  np.testing.assert_allclose(out.example_weights, np.ones(N), rtol=1e-6)
   assert float(out.metrics['fsr_reweighting']) == 0.0
+
+
+# ---- one-pass MixUp (config.fsr.mixup_form='one_pass') ------------------------
+
+
+def fsr_state(method, params, num_train=20, seed=5):
+  """An FSR state with a random dictionary, prediction EMA, scores; examples 0-5 seen."""
+  state = method.init_state(jax.random.PRNGKey(0), params, num_train)
+  rng = np.random.default_rng(seed)
+  state['dict_images'] = jnp.asarray(rng.integers(0, 256, state['dict_images'].shape), jnp.uint8)
+  state['image_mean'] = jnp.full((3,), 0.5)
+  state['image_std'] = jnp.full((3,), 0.25)
+  if 'pred' in state:
+    state['pred'] = jnp.asarray(rng.dirichlet(np.ones(C), size=num_train).astype(np.float32))
+  state['visits'] = jnp.asarray(np.r_[np.ones(6), np.zeros(num_train - 6)], jnp.int32)
+  state['score'] = jnp.asarray(rng.normal(size=num_train).astype(np.float32))
+  return state
+
+
+def one_pass_config(nesterov=False, **fsr_fields):
+  fields = dict(dictionary_size=10, reward_batch_size=Q, mixup_alpha=1.0, mixup_form='one_pass',
+                relabel=True, relabel_weight=2.0, warmup_epochs=0)
+  fields.update(fsr_fields)
+  c = fsr_config(**fields)
+  c.optimizer.nesterov = nesterov
+  return c
+
+
+def one_pass_case(network, nesterov=False, **fsr_fields):
+  """(method, ctx of the mixed forward, method state, step key) as the shared step builds them."""
+  model, state, batch, images, reward_images, _ = network
+  method = FSR(one_pass_config(nesterov, **fsr_fields))
+  ms = fsr_state(method, state.params)
+  key = jax.random.PRNGKey(7)
+  mixed, mix = method.prepare_images(images, key)
+  ctx, _ = build_context(model, state, batch, mixed, reward_images, jnp.float32(0.05),
+                         jax.random.PRNGKey(3), C, mix=mix)
+  return method, ctx, ms, key
+
+
+def mixed_loss_vec(ctx, images, targets, lam, perm):
+  """params -> (n,) lam l(z~_i, t_i) + (1 - lam) l(z~_i, t_perm(i)) through the network."""
+
+  def losses(params):
+    logits = ctx.apply_fn(params, ctx.batch_stats, images, True)[0][0]
+    return (lam * head_lib.soft_cross_entropy(logits, targets)
+            + (1 - lam) * head_lib.soft_cross_entropy(logits, targets[perm]))
+
+  return losses
+
+
+def flat(tree):
+  return np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
+
+
+@pytest.mark.parametrize('nesterov,smoothing', [(False, 0.0), (True, 0.1)])
+def test_one_pass_weights_match_autodiff_on_mixed_batch(network, setup, nesterov, smoothing):
+  """Weights = reverse-over-reverse autodiff of the head-only look-ahead on the mixed batch."""
+  _, _, _, images, _, _ = network
+  method, ctx, ms, key = one_pass_case(network, nesterov, label_smoothing=smoothing)
+  lam, perm = float(ctx.mix.lam), np.asarray(ctx.mix.perm)
+  assert 0 < lam < 1 and sorted(perm) == list(range(N)) and np.any(perm != np.arange(N))
+  mixed = lam * images + (1 - lam) * images[perm]
+  np.testing.assert_allclose(ctx.images, mixed, rtol=1e-5, atol=1e-6)
+  out = method.weights(ctx, ms, {}, key)
+  assert out.weights is None and out.extra_grads is None and out.logit_cotangent is not None
+
+  # Reference: the same reward batch (same key split); the virtual head step by autodiff of the
+  # mixed loss through the whole network at the mixed images (only the head moves).
+  reward_images, reward_labels = method.draw_reward_batch(ms, jax.random.split(key)[0])
+  targets = head_lib.smoothed_targets(ctx.labels, C, smoothing)
+
+  def reward_loss(params):
+    (logits, _), _ = ctx.apply_fn(params, ctx.batch_stats, reward_images, True)
+    return jnp.mean(cross_entropy(logits, reward_labels))
+
+  ref_ctx = dataclasses.replace(ctx, loss_vec_fn=mixed_loss_vec(ctx, mixed, targets, lam, perm),
+                                val_loss_fn=reward_loss)
+  reference = autodiff_eps_gradient(ref_ctx, jnp.full((N,), 1.0 / N), method.direction,
+                                    head_trace(ctx.opt_state))
+  assert np.abs(np.asarray(reference)).max() > 1e-5
+  meta = method.meta_step(ctx, method.reward_features(ctx, reward_images), reward_labels,
+                          mixed_targets(targets, ctx.mix))
+  assert rel_err(meta.reward.grad_eps, reference) < 1e-5
+  expected_w = head_lib.weights_from_gradient(reference, 'noise')
+  np.testing.assert_allclose(out.example_weights / N, expected_w, rtol=0, atol=1e-5)
+  assert float(jnp.sum(expected_w)) > 0.5        # not all clipped: the check means something
+  # Not the two-pass weights (clean forward, same reward batch): the forms really differ.
+  clean = FSR(one_pass_config(nesterov, label_smoothing=smoothing, mixup_alpha=0.0))
+  clean_ctx = setup[0]
+  two_pass = clean.weights(clean_ctx, ms, {}, key).example_weights
+  assert rel_err(out.example_weights, two_pass) > 1e-2
+
+
+def test_one_pass_update_is_grad_of_weighted_mixed_loss(network):
+  """The actual update: jax.grad of the weighted mixed loss + re-labeling, through the optimiser."""
+  _, state, _, images, _, tx = network
+  method, ctx, ms, key = one_pass_case(network)
+  out = method.weights(ctx, ms, {}, key)
+  lam, perm = float(ctx.mix.lam), np.asarray(ctx.mix.perm)
+  mixed = lam * images + (1 - lam) * images[perm]
+  w = out.example_weights / N
+  onehot = jax.nn.one_hot(ctx.labels, C)
+  seen = (np.arange(N) < 6)[:, None]
+  relabel = jnp.where(seen, ms['pred'][:N], jax.nn.softmax(ctx.logits))
+  soft = lam * relabel + (1 - lam) * relabel[perm]
+  losses = mixed_loss_vec(ctx, mixed, onehot, lam, perm)
+
+  def total(params):
+    logits = ctx.apply_fn(params, ctx.batch_stats, mixed, True)[0][0]
+    return (jnp.sum(w * losses(params))
+            + 2.0 * jnp.mean(head_lib.soft_cross_entropy(logits, soft)))
+
+  got = combined_gradient(ctx, out)
+  want = jax.grad(total)(state.params)
+  assert rel_err(flat(got), flat(want)) < 1e-5
+  got_update, _ = tx.update(got, state.opt_state, state.params)
+  want_update, _ = tx.update(want, state.opt_state, state.params)
+  assert rel_err(flat(got_update), flat(want_update)) < 1e-5
+  np.testing.assert_allclose(out.metrics['weighted_loss'], jnp.sum(w * losses(state.params)),
+                             rtol=1e-5)
+
+
+def test_one_pass_train_step_runs_one_mixed_forward(network):
+  """The shared step with the hook: params, BatchNorm statistics and loss all from x~."""
+  model, state, batch, _, _, tx = network
+  method = FSR(one_pass_config())
+  ms = fsr_state(method, state.params)
+  rng = np.random.default_rng(11)
+  ubatch = {'image': jnp.asarray(rng.integers(0, 256, (N, 8, 8, 3)), jnp.uint8),
+            'label': batch['label'], 'index': batch['index']}
+  aug = ml_collections.ConfigDict({'crop_padding': 1, 'flip': True})
+  mean, std = jnp.full((3,), 0.5), jnp.full((3,), 0.25)
+  start = state.replace(method_state=ms)
+  step = jax.jit(make_train_step(model, method, tx, lambda s: jnp.float32(0.05), aug, mean, std,
+                                 C))
+  new, output = step(start, ubatch)
+  assert bool(output.finite)
+
+  # By hand: the step's keys, the augmented batch, MixUp from split(method key)[1].
+  keys = jax.random.split(jax.random.fold_in(start.rng, start.step), 4)
+  clean = augment_batch(ubatch['image'], keys[0], crop_padding=1, flip=True, mean=mean, std=std,
+                        train=True)
+  lam, perm = method.draw_mixup(jax.random.split(keys[3])[1], N, jnp.float32)
+  mixed = lam * clean + (1 - lam) * clean[perm]
+  apply_fn = make_apply_fn(model, keys[2])
+  (logits, _), stats = apply_fn(state.params, state.batch_stats, mixed, True)
+  w = output.example_weights / N
+  onehot = jax.nn.one_hot(ubatch['label'], C)
+  seen = (np.arange(N) < 6)[:, None]
+  relabel = jnp.where(seen, ms['pred'][:N], jax.nn.softmax(logits))
+  soft = lam * relabel + (1 - lam) * relabel[perm]
+
+  def total(params):
+    z = apply_fn(params, state.batch_stats, mixed, True)[0][0]
+    mixed_loss = (lam * head_lib.soft_cross_entropy(z, onehot)
+                  + (1 - lam) * head_lib.soft_cross_entropy(z, onehot[perm]))
+    return jnp.sum(w * mixed_loss) + 2.0 * jnp.mean(head_lib.soft_cross_entropy(z, soft))
+
+  updates, _ = tx.update(jax.grad(total)(state.params), state.opt_state, state.params)
+  want = optax.apply_updates(state.params, updates)
+  assert rel_err(flat(new.params), flat(want)) < 1e-5
+  assert rel_err(flat(jax.tree.map(jnp.subtract, new.params, state.params)), flat(updates)) < 1e-4
+  # BatchNorm running statistics come from the mixed forward.
+  assert rel_err(flat(new.batch_stats), flat(stats)) < 1e-5
+  np.testing.assert_allclose(output.metrics['train_loss'],
+                             jnp.mean(cross_entropy(logits, ubatch['label'])), rtol=1e-5)
+
+
+def test_one_pass_scores_and_relabeling_by_hand(network):
+  """Meta-margin score and re-labeling on the mixed forward, against numpy (float64)."""
+  _, state, _, images, _, _ = network
+  method, ctx, ms, key = one_pass_case(network)
+  out = method.weights(ctx, ms, {}, key)
+  f64 = lambda x: np.asarray(x, np.float64)
+  lam, perm = float(ctx.mix.lam), np.asarray(ctx.mix.perm)
+  z, h, y = f64(ctx.logits), f64(ctx.features), np.asarray(ctx.labels)
+  head, trace = state.params['head'], head_trace(state.opt_state)
+
+  def log_softmax(a):
+    a = a - a.max(-1, keepdims=True)
+    return a - np.log(np.exp(a).sum(-1, keepdims=True))
+
+  onehot = np.eye(C)[y]
+  t = lam * onehot + (1 - lam) * onehot[perm]               # the mixed target
+  p = np.exp(log_softmax(z))
+  e = p - t
+  kernel = f64(head['kernel']) - META_LR * (
+      h.T @ e / N + WEIGHT_DECAY * f64(head['kernel']) + MOMENTUM * f64(trace['kernel']))
+  bias = f64(head['bias']) - META_LR * (
+      e.mean(0) + WEIGHT_DECAY * f64(head['bias']) + MOMENTUM * f64(trace['bias']))
+  before = -(t * log_softmax(z)).sum(-1)
+  ce = lambda labels: -log_softmax(z)[np.arange(N), labels]
+  np.testing.assert_allclose(before, lam * ce(y) + (1 - lam) * ce(y[perm]), rtol=1e-10)
+  after = -(t * log_softmax(h @ kernel + bias)).sum(-1)
+  margin = before - after
+  # theta* moved only the head: the same drop through the network at the mixed images.
+  star = {'kernel': jnp.asarray(kernel, jnp.float32), 'bias': jnp.asarray(bias, jnp.float32)}
+  net = mixed_loss_vec(ctx, ctx.images, jnp.asarray(onehot, jnp.float32), lam, perm)
+  np.testing.assert_allclose(f64(net(state.params)) - f64(net(with_head(state.params, star))),
+                             margin, rtol=1e-3, atol=1e-6)
+
+  seen = np.arange(N) < 6
+  new = out.method_state
+  old_score = f64(ms['score'])
+  np.testing.assert_allclose(new['score'][:N], np.where(seen, 0.9 * old_score[:N] + 0.1 * margin,
+                                                        margin), rtol=1e-4, atol=1e-6)
+  np.testing.assert_array_equal(new['score'][N:], ms['score'][N:])
+  np.testing.assert_array_equal(new['visits'], np.asarray(ms['visits']) + (np.arange(20) < N))
+  np.testing.assert_allclose(out.metrics['fsr_meta_margin'], margin.mean(), rtol=1e-4, atol=1e-7)
+  # Prediction EMA fed the mixed forward's predictions; re-labeling target = the EMA before the
+  # step (this prediction on a first visit), mixed like the labels.
+  old_pred = f64(ms['pred'])
+  np.testing.assert_allclose(new['pred'][:N], np.where(seen[:, None],
+                                                       0.9 * old_pred[:N] + 0.1 * p, p),
+                             rtol=1e-5, atol=1e-7)
+  np.testing.assert_array_equal(new['pred'][N:], ms['pred'][N:])
+  relabel = np.where(seen[:, None], old_pred[:N], p)
+  soft = lam * relabel + (1 - lam) * relabel[perm]
+  w = f64(out.example_weights) / N
+  np.testing.assert_allclose(out.logit_cotangent, w[:, None] * e + 2.0 / N * (p - soft),
+                             rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(out.metrics['fsr_relabel_loss'],
+                             (-(soft * log_softmax(z)).sum(-1)).mean(), rtol=1e-5)
+  np.testing.assert_allclose(out.metrics['weighted_loss'], (w * before).sum(), rtol=1e-5)
+
+
+def test_one_pass_run_compiles_once_across_epochs():
+  """Three epochs of one-pass FSR (two dictionary refreshes): one compiled step."""
+  c = fsr_config(dictionary_size=50, reward_batch_size=20, warmup_epochs=1,
+                 mixup_form='one_pass')
+  c.synthetic.num_train, c.batch_size = 200, 50
+  data = build_data(c)
+  run = Run(c, data, data_mesh())
+  state = run.init_state()
+  step = 0
+  for epoch in range(3):
+    for _ in range(run.steps_per_epoch):
+      result = run.run_step(state, run.batch(step), None)
+      assert result.finite
+      state = result.state
+      step += 1
+    state = state.replace(method_state=run.method.on_epoch_end(state.method_state, epoch + 1,
+                                                               data))
+  assert run.step_fn(None)._cache_size() == 1  # pylint: disable=protected-access
+  assert int(state.method_state['epoch']) == 3
+  assert int(np.sum(state.method_state['visits'])) == step * c.batch_size
+  metrics = result.output.metrics
+  assert float(metrics['fsr_reweighting']) == 1.0
+  for key in ('weighted_loss', 'fsr_relabel_loss', 'fsr_meta_margin'):
+    assert np.isfinite(float(metrics[key])), key
+
+
+def test_mixup_form_config_and_hook_default():
+  assert base_config.get_config().fsr.mixup_form == 'two_pass'
+  c = fsr_config(mixup_form='once')
+  with pytest.raises(ConfigError, match=r"config\.fsr\.mixup_form='once'.*'two_pass', 'one_pass'"):
+    config_check.validate(c)
+  with pytest.raises(ConfigError, match='mixup_form'):
+    create_fsr(c)
+  c = fsr_config(mixup_form='one_pass', score_before='clean')
+  with pytest.raises(ConfigError, match='config.fsr.score_before'):
+    config_check.validate(c)
+  c.fsr.mixup_alpha = 0.0            # MixUp off: both forms are the same step
+  config_check.validate(c)
+  # The hook is the identity for every other method, for two-pass and for MixUp off.
+  x = jnp.ones((4, 8, 8, 3))
+  for method in (Method(), FSR(fsr_config()), FSR(c)):
+    images, info = method.prepare_images(x, jax.random.PRNGKey(0))
+    assert images is x and info is None
 
 
 def test_dictionary_host_and_device_sampling():
@@ -325,10 +608,11 @@ def noisy_run():
   for epoch in range(5):
     for _ in range(run.steps_per_epoch):
       batch = run.batch(step)
-      state, metrics, _ = run.run_step(state, batch, None)
+      result = run.run_step(state, batch, None)
+      state = result.state
       step += 1
       if epoch >= c.fsr.warmup_epochs:
-        w = np.asarray(metrics['example_weights'])
+        w = np.asarray(result.output.example_weights)
         is_noisy = noisy[np.asarray(batch['index'])]
         record['w_clean'].extend(w[~is_noisy])
         record['w_noisy'].extend(w[is_noisy])
@@ -438,7 +722,7 @@ PRESETS = ['cifar10_fsr_noise', 'cifar100_fsr_noise', 'cifar10_fsr_longtail',
 
 @pytest.mark.parametrize('name', PRESETS)
 def test_presets(name):
-  c = importlib.import_module(f'configs.{name}').get_config()
+  c = importlib.import_module(f'famus_jax.presets.{name}').get_config()
   config_check.validate(c)
   assert c.method == 'fsr' and c.num_meta == 0
   method = create_fsr(c)

@@ -1,19 +1,15 @@
 """Tests for famus_jax.models: shapes, parameter counts, layer helpers."""
 
-import importlib.util
 import math
-import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from famus_jax import config as schema
 from famus_jax import models
 from famus_jax.errors import ConfigError
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
 
 def key(seed: int):
   # 'rbg' keys: compiling model.init with threefry keys is ~3x slower on CPU.
@@ -21,11 +17,7 @@ def key(seed: int):
 
 
 def base_config(**overrides):
-  spec = importlib.util.spec_from_file_location(
-      'famus_base_config', ROOT / 'configs' / 'base.py')
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config()
+  c = schema.get_config()
   c.update(overrides)
   return c
 

@@ -1,4 +1,4 @@
-"""famus_jax.quality: per-layer meta-gradient shares, estimator comparison, the run.
+"""famus_jax.tools.quality: per-layer meta-gradient shares, estimator comparison, the run.
 
 The per-layer shares must add up to the exact meta gradient computed
 independently, by reverse-over-reverse autodiff through the virtual step.
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from configs import tiny
-from famus_jax import quality
+from famus_jax.presets import tiny
+from famus_jax.tools import quality
 from famus_jax.data import build_data
 from famus_jax.errors import ConfigError
 from famus_jax.meta import meta_gradient as mg

@@ -1,4 +1,4 @@
-"""famus_jax.report: figures and report.md from small synthetic run directories.
+"""famus_jax.tools.report: figures and report.md from small synthetic run directories.
 
 No training: each fake workdir holds hand-written config.json, metrics.jsonl
 and (when finished) summary.json in the trainer's format; plus a quality
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from famus_jax import report
+from famus_jax.tools import report
 
 STEPS = 100
 LAYERS = ['stem_conv', 'stem_bn', 'stage3_conv1', 'stage3_bn1', 'stage3_conv2', 'head']

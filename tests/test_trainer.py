@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from configs import tiny
+from famus_jax.presets import tiny
 from famus_jax.train.logbook import read_metrics
 from famus_jax.train.trainer import train_and_evaluate
 

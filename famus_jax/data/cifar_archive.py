@@ -21,11 +21,13 @@ cannot run arbitrary code.
 """
 
 import dataclasses
+import gzip
 import io
 import os
 import pickle
 import tarfile
 from typing import Any
+import zlib
 
 import numpy as np
 
@@ -67,7 +69,7 @@ def _load_pickle(data: bytes, name: str) -> dict[bytes, Any]:
   try:
     obj = _ArrayOnlyUnpickler(io.BytesIO(data), encoding='bytes').load()
   except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f'{name}: not a readable CIFAR pickle ({e})') from e
+    raise ValueError(f'{name}: damaged or not a CIFAR pickle ({e})') from e
   if not isinstance(obj, dict):
     raise ValueError(f'{name}: expected a pickled dict, got {type(obj)}')
   # Accept str keys too (files re-pickled by Python 3 code).
@@ -127,15 +129,57 @@ def describe_expected(dataset: str) -> str:
   return f'{archive} or an extracted {folder}/ folder'
 
 
-def _read_files(path: str, names: set[str]) -> dict[str, bytes]:
-  """Returns {basename: bytes} for the wanted files of an archive or folder."""
+def _archive_damage(path: str, e: BaseException) -> ValueError:
+  """A ValueError naming the archive and what is wrong with it (truncated or damaged)."""
+  text = f'{type(e).__name__}: {e}'
+  if isinstance(e, EOFError) or 'unexpected end' in str(e) or 'ended before' in str(e):
+    return ValueError(f'{path}: the archive is truncated ({text}); fetch it again')
+  if isinstance(e, (zlib.error, gzip.BadGzipFile)) or 'zlib' in str(e) or 'CRC' in str(e):
+    return ValueError(f'{path}: the archive is damaged: its compressed data is corrupted '
+                      f'({text}); fetch it again')
+  return ValueError(f'{path}: the archive is damaged ({text}); fetch it again')
+
+
+def _read_tar(path: str, names: set[str]) -> dict[str, bytes]:
+  """{basename: bytes} of the wanted members, in one streaming pass over the archive.
+
+  Raises ValueError naming the archive when it is not a tar file, is truncated, its compressed
+  data is corrupted, or a member header in the middle is damaged (tarfile would silently stop
+  there, which would read as missing batch files).
+  """
   found = {}
-  if os.path.isfile(path):
-    with tarfile.open(path, 'r:*') as tar:
-      for member in tar:  # One streaming pass over the compressed file.
+  try:
+    tar = tarfile.open(path, 'r:*')
+  except (tarfile.ReadError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+    raise ValueError(f'{path}: not a CIFAR archive (neither a tar file nor a gzip-compressed '
+                     f'one: {type(e).__name__}: {e})') from e
+  with tar:
+    try:
+      for member in tar:
         base = os.path.basename(member.name)
         if member.isfile() and base in names and base not in found:
           found[base] = tar.extractfile(member).read()
+      if set(names) - set(found):
+        # Did the member list end early? The rest of a complete tar file is zero blocks.
+        stop = tar.offset
+        tar.fileobj.seek(stop)
+        rest = tar.fileobj.read()
+        if rest.strip(b'\0'):
+          raise ValueError(f'{path}: damaged tar member header at byte {stop} of the '
+                           f'uncompressed archive ({len(rest)} bytes after it are unreadable); '
+                           f'fetch it again')
+    except ValueError:
+      raise
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError) as e:
+      raise _archive_damage(path, e) from e
+  return found
+
+
+def _read_files(path: str, names: set[str]) -> dict[str, bytes]:
+  """{basename: bytes} for the wanted files of an archive (see `_read_tar`) or folder."""
+  found = {}
+  if os.path.isfile(path):
+    found = _read_tar(path, names)
   else:
     for base in names:
       file_path = os.path.join(path, base)
@@ -184,12 +228,15 @@ def read_cifar(path: str, dataset: str) -> CifarArrays:
     images, labels, coarse = [], [], []
     for name in names:
       batch = _load_pickle(files[name], f'{path}:{name}')
-      images.append(_to_nhwc(batch[b'data'], name))
+      for key in (b'data', fine_key):
+        if key not in batch:
+          raise ValueError(f'{path}:{name}: no {key!r} entry (keys: {sorted(batch)})')
+      images.append(_to_nhwc(batch[b'data'], f'{path}:{name}'))
       labels.append(np.asarray(batch[fine_key], dtype=np.int32))
       if b'coarse_labels' in batch:
         coarse.append(np.asarray(batch[b'coarse_labels'], dtype=np.int32))
       if len(labels[-1]) != len(images[-1]):
-        raise ValueError(f'{name}: {len(images[-1])} images but '
+        raise ValueError(f'{path}:{name}: {len(images[-1])} images but '
                          f'{len(labels[-1])} labels')
     coarse_labels = (np.concatenate(coarse) if len(coarse) == len(names)
                      else None)

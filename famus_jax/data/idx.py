@@ -7,6 +7,7 @@ Images are magic 0x00000803 (N, rows, cols), labels 0x00000801 (N,).
 
 import gzip
 import os
+import zlib
 
 import numpy as np
 
@@ -78,7 +79,12 @@ def read_idx_file(path: str, expected_magic: int) -> np.ndarray:
   with open(path, 'rb') as f:
     data = f.read()
   if data[:2] == b'\x1f\x8b':  # gzip magic
-    data = gzip.decompress(data)
+    try:
+      data = gzip.decompress(data)
+    except EOFError as e:
+      raise ValueError(f'{path}: truncated gzip file ({e})') from e
+    except (gzip.BadGzipFile, zlib.error) as e:
+      raise ValueError(f'{path}: damaged gzip file ({type(e).__name__}: {e})') from e
   return parse_idx(data, expected_magic, name=path)
 
 

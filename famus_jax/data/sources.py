@@ -30,6 +30,7 @@ from famus_jax.data import datasets
 from famus_jax.data import download as download_lib
 from famus_jax.data import idx
 from famus_jax.errors import ConfigError
+from famus_jax.errors import DataCorruptError
 from famus_jax.errors import DataNotFoundError
 
 # Records read per `__getitems__` call on a TFDS data source.
@@ -92,6 +93,13 @@ def check_dataset_and_source(dataset: str, source: str) -> None:
 
 class _SourceFailed(Exception):
   """Internal: one source could not provide the data (message = reason)."""
+
+
+def _damaged(source: str, e: BaseException) -> DataCorruptError:
+  """The error for a data file that is there but unreadable: no other source is tried."""
+  return DataCorruptError(
+      f'Damaged data (data_source {source}): {e}. Replace or remove the file; no other copy '
+      f'of the data is used instead.')
 
 
 def _first_line(e: BaseException) -> str:
@@ -173,7 +181,9 @@ def _load_idx(dataset: str, directory: str) -> RawData:
   try:
     train_images, train_labels = idx.read_idx_split(directory, 'train')
     test_images, test_labels = idx.read_idx_split(directory, 'test')
-  except (OSError, ValueError) as e:
+  except ValueError as e:
+    raise _damaged('idx', e) from e
+  except OSError as e:
     raise _SourceFailed(_first_line(e)) from e
   if train_images.shape[1:] != spec.image_shape:
     raise _SourceFailed(f'images have shape {train_images.shape[1:]}, '
@@ -192,7 +202,9 @@ def _load_cifar_archive(dataset: str, directory: str) -> RawData:
     raise _SourceFailed(f'no {cifar_archive.describe_expected(dataset)}')
   try:
     arrays = cifar_archive.read_cifar(path, dataset)
-  except (OSError, ValueError, KeyError) as e:
+  except ValueError as e:
+    raise _damaged('cifar_archive', e) from e
+  except OSError as e:
     raise _SourceFailed(f'{path}: {_first_line(e)}') from e
   return RawData(
       train_images=arrays.train_images, train_labels=arrays.train_labels,
@@ -325,9 +337,8 @@ def load_source(dataset: str, source: str, data_dir: str, synthetic_cfg: Any,
   is_cifar = dataset in cifar_archive.ARCHIVE_LAYOUT
   cifar_dir = data_dir or download_lib.default_data_dir()
   if source == 'idx' or (source == 'auto' and not is_cifar):
-    dirs = [data_dir] if data_dir else []
-    if not data_dir or source == 'auto':
-      dirs.append(datasets.DEBIAN_FASHION_MNIST_DIR)
+    # An explicit data_dir is the only directory tried (never another copy of the data).
+    dirs = [data_dir] if data_dir else [datasets.DEBIAN_FASHION_MNIST_DIR]
     for d in dict.fromkeys(dirs):
       attempts.append((f'idx at {d}', lambda d=d: _load_idx(dataset, d)))
   if source == 'cifar_archive' or (source == 'auto' and is_cifar):
@@ -351,9 +362,14 @@ def load_source(dataset: str, source: str, data_dir: str, synthetic_cfg: Any,
       failures.append(f'  * {description}')
       continue
     try:
-      return loader()
+      raw = loader()
     except _SourceFailed as e:
       failures.append(f'  * {description}: {e}')
+      continue
+    if failures:  # a fallback (data_dir is '' or the source is auto): say so in the log
+      print(f'Data: loaded {raw.description} after: '
+            + '; '.join(f.strip(' *') for f in failures))
+    return raw
   message = (
       f'Could not load dataset {dataset!r} (data_source={source!r}, '
       f'data_dir={data_dir!r}). Tried:\n' + '\n'.join(failures) + '\n'

@@ -1,4 +1,4 @@
-"""FaMUS (Xu et al., ICCV 2021): layer-wise, learned sampling of the meta gradient.
+"""FaMUS (Xu et al., CVPR 2021): layer-wise, learned sampling of the meta gradient.
 
 `create_famus(config)` builds `method='famus'`: MW-Net or L2R (config.famus.base)
 whose meta gradient is estimated from the layers that gradient samplers switch

@@ -60,8 +60,9 @@ L_g does not depend on r (it trains theta only).
 """
 
 import dataclasses
-from typing import Optional
+from typing import NamedTuple, Optional
 
+import flax
 import jax
 import jax.numpy as jnp
 import optax
@@ -71,6 +72,7 @@ from famus_jax.famus import layerwise
 from famus_jax.famus import objective
 from famus_jax.famus import samplers as sm
 from famus_jax.meta import meta_gradient as mg
+from famus_jax.methods.meta_reweighting import Estimate
 from famus_jax.models import avg_pool_gradient, layer_feature_size, layer_names
 
 STRATEGIES = ('learned', 'all', 'block', 'random', 'static')
@@ -80,34 +82,83 @@ _TINY = 1e-30
 
 @dataclasses.dataclass(frozen=True)
 class FamusSettings:
-  """The `config.famus` fields the estimator reads (see configs/base.py)."""
-  strategy: str = 'learned'
-  candidates: str = 'reference'
-  always_on: str = ''
-  target_active: float = 4.0
-  lambda_r: float = 0.1
-  lambda_g: float = 0.1
-  lg_form: str = 'avgpool'
-  lc_weight: float = 1.0
-  lc_normalize: bool = True
-  sampler_lr: float = 0.1
-  sampler_momentum: float = 0.9
-  sampler_hidden: int = 128
-  sampler_depth: int = 2
-  standardize_inputs: bool = True
-  temperature: float = 5.0
-  block: int = -1
-  num_random: int = 4
-  static_layers: str = 'top'
-  floor_buckets: str = 'block'
-  jvp: str = 'sparse'
-  l2r_sampler_input: str = 'uniform_grad'
-  variance_decay: float = 0.98
-  guess_window: int = 16
+  """The `config.famus` fields the estimator reads; their defaults live in famus_jax/config.py."""
+  strategy: str
+  candidates: str
+  always_on: str
+  target_active: float
+  lambda_r: float
+  lambda_g: float
+  lg_form: str
+  lc_weight: float
+  lc_normalize: bool
+  sampler_lr: float
+  sampler_momentum: float
+  sampler_hidden: int
+  sampler_depth: int
+  standardize_inputs: bool
+  temperature: float
+  block: int
+  num_random: int
+  static_layers: str
+  floor_buckets: str
+  jvp: str
+  l2r_sampler_input: str
+  variance_decay: float
+  guess_window: int
 
   @classmethod
   def from_config(cls, famus_cfg) -> 'FamusSettings':
     return cls(**{f.name: famus_cfg[f.name] for f in dataclasses.fields(cls)})
+
+
+@flax.struct.dataclass
+class DispatchRecord:
+  """What the host-side variant dispatch (`method.py`) reads after a step, all () int32.
+
+  step: the step counter; bucket_run / diagnostics_run: the compiled variant
+  that ran; bucket_needed: the floor bucket this step's active set needed;
+  next_bucket: the guess for the next step (learned: this step's need;
+  random: the next step's exact need; fixed strategies: their only bucket).
+  """
+  step: jnp.ndarray
+  bucket_run: jnp.ndarray
+  diagnostics_run: jnp.ndarray
+  bucket_needed: jnp.ndarray
+  next_bucket: jnp.ndarray
+
+
+class ActiveSet(NamedTuple):
+  """Phase 1-2 of a step: which candidate layers take part.
+
+  r: (num candidates,) 0/1 mask (no gradient); full_mask: (num layers,) with
+  the always-on layers set; sampler_x / noise / p_on: the samplers' inputs,
+  Gumbel noise and probabilities of "on" (learned strategy only, else None);
+  next_guess: () int32 floor bucket
+  of the next step when it is known in advance (random), else None.
+  """
+  r: jnp.ndarray
+  full_mask: jnp.ndarray
+  sampler_x: Optional[jnp.ndarray]
+  noise: Optional[jnp.ndarray]
+  p_on: Optional[jnp.ndarray]
+  next_guess: Optional[jnp.ndarray]
+
+
+class LayerwiseEstimate(NamedTuple):
+  """Phase 3: the estimate of FaMUS Eq. 9 and what it was computed from.
+
+  val_loss: () meta loss at w_hat; val_aux: the validation forward's outputs
+  (logits, features, labels) or None; val_grad: {'layer/param': v} on the
+  layers >= the variant's floor; d_eps: (n,) the layer-restricted dL^val/d eps;
+  g_hat: its pullback to the meta parameters (d_eps itself for L2R); g_norm: ().
+  """
+  val_loss: jnp.ndarray
+  val_aux: Optional[dict]
+  val_grad: dict
+  d_eps: jnp.ndarray
+  g_hat: object
+  g_norm: jnp.ndarray
 
 
 def _ema_update(stats, value, decay):
@@ -195,9 +246,6 @@ class FamusEstimator:
       return None
     return [n for n in sets.names if n in chosen or n in sets.always_on]
 
-  def num_buckets(self, params) -> int:
-    return len(self.layer_sets(params).bucket_floors)
-
   # ---- state ----------------------------------------------------------------
   def init(self, rng, params):
     s, sets = self.settings, self.layer_sets(params)
@@ -256,25 +304,53 @@ class FamusEstimator:
       mask = mask.at[jnp.asarray(sets.always_on_index)].set(1.0)
     return mask
 
-  # ---- the estimator call --------------------------------------------------
+  # ---- the estimator call: FaMUS Alg. 1, one phase per method -------------
   def __call__(self, ctx, w_hat, train_grads, state, rng, eps=None, pullback=None):
-    """(d_eps (n,), new state, metrics).
+    """The Estimate (d_eps (n,), new state, metrics, DispatchRecord) of one step.
 
     eps, pullback: the base's virtual coefficients and d_eps -> meta-parameter
     gradient (MW-Net). With pullback None (L2R) the meta parameters are eps
     itself and L_g trains nothing. The returned d_eps includes
     lambda2 * dL_g/d eps when a pullback is given.
     """
-    s = self.settings
     sets = self.layer_sets(ctx.params)
-    names = sets.names
-    num_cand = len(sets.candidates)
-    lr = ctx.lr
-    learned = s.strategy == 'learned'
-    metrics = {}
+    active = self.active_set(ctx, train_grads, state, rng, sets)
+    estimate = self.layerwise_estimate(ctx, w_hat, active.full_mask, pullback, sets)
+    l_g, d_eps_meta = self.gradient_matching(ctx, estimate, eps, pullback)
+    new_state, metrics = self.update_samplers(ctx, state, active, estimate, pullback, sets)
+    new_state['grad_norm_ema'] = _ema_update(state['grad_norm_ema'], estimate.g_norm,
+                                             self.settings.variance_decay)
+    if self.diagnostics_enabled:
+      new_state['diag'], diag_metrics = self.diagnose(ctx, w_hat, state['diag'], estimate,
+                                                      pullback)
+      metrics.update(diag_metrics)
+    floor_needed, bucket_needed = self._bucket_needed(sets, active.full_mask)
+    bucket = 0 if self.bucket is None else self.bucket
+    dispatch = DispatchRecord(
+        step=ctx.step.astype(jnp.int32), bucket_run=jnp.int32(bucket),
+        diagnostics_run=jnp.int32(self.diagnostics), bucket_needed=bucket_needed,
+        next_bucket=bucket_needed if active.next_guess is None else active.next_guess)
+    metrics.update({
+        'meta_loss': estimate.val_loss,
+        'famus_active': active.r,
+        'famus_active_counts': new_state['active_counts'],
+        'famus_num_sampled': jnp.sum(active.r),
+        'famus_num_active': jnp.sum(active.full_mask),
+        'famus_L_r': objective.selection_loss(jnp.sum(active.r), self.settings.target_active),
+        'famus_L_g': l_g,
+        'famus_floor': floor_needed,
+        'famus_bucket_needed': bucket_needed,
+        'famus_estimate_norm': estimate.g_norm,
+        'famus_estimate_norm_std': _ema_std(new_state['grad_norm_ema']),
+    })
+    return Estimate(d_eps_meta, new_state, metrics, dispatch)
 
-    # 1-2. The active set.
-    if learned:
+  def active_set(self, ctx, train_grads, state, rng, sets) -> ActiveSet:
+    """Phases 1-2: the samplers' draw r (learned), or the strategy's fixed / random mask."""
+    s = self.settings
+    num_cand = len(sets.candidates)
+    x = noise = p_on = next_guess = None
+    if s.strategy == 'learned':
       source = self._sampler_source_grads(ctx, train_grads)
       x, xmask = sm.pack_inputs([avg_pool_gradient(source[n]) for n in sets.candidates],
                                 max(layer_feature_size(ctx.params[n]) for n in sets.candidates))
@@ -284,27 +360,23 @@ class FamusEstimator:
       noise = sm.gumbel_noise(rng, (num_cand, 2))
       r_st, p_on = sm.sample(state['samplers'], x, noise, s.temperature)
       r = jax.lax.stop_gradient(r_st)
-      metrics['famus_p_on'] = p_on
-      next_guess = None
     elif s.strategy == 'random':
       r = self._random_mask(state['random_key'], ctx.step, num_cand)
-      next_guess = self._bucket_needed(
-          sets, self._full_mask(sets, self._random_mask(state['random_key'], ctx.step + 1,
-                                                        num_cand)))[1]
+      upcoming = self._random_mask(state['random_key'], ctx.step + 1, num_cand)
+      next_guess = self._bucket_needed(sets, self._full_mask(sets, upcoming))[1]
     else:
       fixed = set(self.fixed_active_layers(sets))
       r = jnp.asarray([1.0 if n in fixed else 0.0 for n in sets.candidates], jnp.float32)
-      next_guess = None
     if s.strategy == 'all':
-      full_mask = jnp.ones((len(names),), jnp.float32)
+      full_mask = jnp.ones((len(sets.names),), jnp.float32)
     else:
       full_mask = self._full_mask(sets, r)
-    floor_needed, bucket_needed = self._bucket_needed(sets, full_mask)
+    return ActiveSet(r, full_mask, x, noise, p_on, next_guess)
 
-    # 3. Validation gradient on the layers >= the variant's floor, masked JVP.
-    bucket = 0 if self.bucket is None else self.bucket
-    floor = sets.bucket_floors[bucket]
-    above = names[floor:]
+  def layerwise_estimate(self, ctx, w_hat, full_mask, pullback, sets) -> LayerwiseEstimate:
+    """Phase 3: v on the layers >= this variant's floor, the masked JVP (Eq. 9)."""
+    floor = sets.bucket_floors[0 if self.bucket is None else self.bucket]
+    above = sets.names[floor:]
     if ctx.val_outputs_fn is not None:
       (val_loss, val_aux), val_grad = layerwise.restricted_value_and_grad_aux(
           ctx.val_outputs_fn, w_hat, above)
@@ -313,50 +385,64 @@ class FamusEstimator:
       val_aux = None
     layer_mask = {n: full_mask[floor + i] for i, n in enumerate(above)}
     tangent = layerwise.masked_tangent(val_grad, layer_mask)
-    d_eps = -lr * layerwise.directional(ctx, tangent, s.jvp)
+    d_eps = -ctx.lr * layerwise.directional(ctx, tangent, self.settings.jvp)
     g_hat = pullback(d_eps) if pullback is not None else d_eps
-    g_norm = jnp.sqrt(_tree_vdot(g_hat, g_hat))
+    return LayerwiseEstimate(val_loss, val_aux, val_grad, d_eps, g_hat,
+                             jnp.sqrt(_tree_vdot(g_hat, g_hat)))
 
-    # 4. L_g (closed form at the head) and its gradient to the meta parameters.
-    head = ctx.params['head']
-    lg_kwargs = {}
-    if val_aux is not None:
-      lg_kwargs = dict(val_features=jax.lax.stop_gradient(val_aux['features']),
-                       val_labels=val_aux['labels'])
+  def gradient_matching(self, ctx, estimate: LayerwiseEstimate, eps, pullback):
+    """Phase 4: (L_g, d_eps + lambda2 dL_g/d eps), the meta model's update direction.
+
+    L_g is closed form at the head (`objective.py`); with L2R (no pullback) it
+    is only reported and the direction is d_eps.
+    """
+    s = self.settings
+    if estimate.val_aux is not None:
+      lg_kwargs = dict(val_features=jax.lax.stop_gradient(estimate.val_aux['features']),
+                       val_labels=estimate.val_aux['labels'])
     else:
-      lg_kwargs = dict(val_head_grad=mg.unflat_params(val_grad)['head'])
+      lg_kwargs = dict(val_head_grad=mg.unflat_params(estimate.val_grad)['head'])
     lg_fn = lambda e: objective.gradient_matching_loss(  # pylint: disable=g-long-lambda
-        e, ctx.features, ctx.errors, head, lr, s.lg_form, **lg_kwargs)
+        e, ctx.features, ctx.errors, ctx.params['head'], ctx.lr, s.lg_form, **lg_kwargs)
     if pullback is not None and eps is not None:
       l_g, dlg_deps = jax.value_and_grad(lg_fn)(eps)
-      d_eps_meta = d_eps + s.lambda_g * dlg_deps
-    else:
-      n = ctx.losses.shape[0]
-      l_g = lg_fn(jnp.full((n,), 1.0 / n, ctx.losses.dtype))
-      d_eps_meta = d_eps
+      return l_g, estimate.d_eps + s.lambda_g * dlg_deps
+    n = ctx.losses.shape[0]
+    return lg_fn(jnp.full((n,), 1.0 / n, ctx.losses.dtype)), estimate.d_eps
 
-    # 5. Samplers.
-    new_state = dict(state)
-    num_sampled = jnp.sum(r)
-    l_r = objective.selection_loss(num_sampled, s.target_active)
-    if learned:
+  def lc_signal(self, ctx, active: ActiveSet, estimate: LayerwiseEstimate, pullback, sets):
+    """dL_c~/dr_l on the active candidates (module docstring): one restricted VJP."""
+    s = self.settings
+    g_hat = jax.lax.stop_gradient(estimate.g_hat)
+    scale = s.lc_weight / (estimate.g_norm ** 2 + _TINY) if s.lc_normalize else s.lc_weight
+    cot = jax.grad(lambda d: -scale * _tree_vdot(
+        g_hat, pullback(d) if pullback is not None else d))(estimate.d_eps)
+    # One VJP of the step's linearisation; XLA prunes it below the floor.
+    back = mg.flat_params(ctx.train_vjp(cot))
+    per_layer = {}
+    for k, v in estimate.val_grad.items():
+      per_layer[mg.layer_of(k)] = per_layer.get(mg.layer_of(k), 0.0) + jnp.vdot(back[k], v)
+    dm = jnp.stack([(-ctx.lr * per_layer[n]) if n in per_layer else jnp.zeros(())
+                    for n in sets.candidates])
+    return jax.lax.stop_gradient(dm * active.r)
+
+  def update_samplers(self, ctx, state, active: ActiveSet, estimate: LayerwiseEstimate,
+                      pullback, sets):
+    """Phase 5: SGD on L^val = L_c~ + lambda1 L_r (Eq. 12) for the learned strategy.
+
+    Returns (new state without the EMAs, metrics); the counters are updated
+    for every strategy.
+    """
+    s = self.settings
+    new_state, metrics = dict(state), {}
+    if s.strategy == 'learned':
       if s.lc_weight > 0:
-        scale = s.lc_weight / (g_norm ** 2 + _TINY) if s.lc_normalize else s.lc_weight
-        cot = jax.grad(lambda d: -scale * _tree_vdot(
-            jax.lax.stop_gradient(g_hat), pullback(d) if pullback is not None else d))(d_eps)
-        # One VJP of the step's linearisation; XLA prunes it below the floor.
-        back = mg.flat_params(ctx.train_vjp(cot))
-        per_layer = {}
-        for k, v in val_grad.items():
-          per_layer[mg.layer_of(k)] = per_layer.get(mg.layer_of(k), 0.0) + jnp.vdot(back[k], v)
-        dm = jnp.stack([(-lr * per_layer[n]) if n in per_layer else jnp.zeros(())
-                        for n in sets.candidates])
-        dr_lc = jax.lax.stop_gradient(dm * r)
+        dr_lc = self.lc_signal(ctx, active, estimate, pullback, sets)
       else:  # L_r only (the reference code's effective objective): no extra VJP
-        dr_lc = jnp.zeros_like(r)
+        dr_lc = jnp.zeros_like(active.r)
 
       def sampler_objective(params):
-        r_s, _ = sm.sample(params, x, noise, s.temperature)
+        r_s, _ = sm.sample(params, active.sampler_x, active.noise, s.temperature)
         return jnp.vdot(dr_lc, r_s) + s.lambda_r * objective.selection_loss(
             jnp.sum(r_s), s.target_active)
 
@@ -364,51 +450,38 @@ class FamusEstimator:
       updates, opt_state = self.tx.update(grads, state['sampler_opt'], state['samplers'])
       new_state['samplers'] = optax.apply_updates(state['samplers'], updates)
       new_state['sampler_opt'] = opt_state
+      metrics['famus_p_on'] = active.p_on
       metrics['famus_sampler_grad_norm'] = optax.tree.norm(grads)
       metrics['famus_lc_signal'] = dr_lc
-    new_state['active_counts'] = state['active_counts'] + r
+    new_state['active_counts'] = state['active_counts'] + active.r
     new_state['num_steps'] = state['num_steps'] + 1
-    new_state['grad_norm_ema'] = _ema_update(state['grad_norm_ema'], g_norm, s.variance_decay)
+    return new_state, metrics
 
-    # Diagnostics: the exact meta gradient on the same batch.
-    if self.diagnostics_enabled:
-      diag = state['diag']
-      if self.diagnostics:
-        exact_grad = jax.grad(ctx.val_loss_fn)(w_hat)
-        d_exact = -lr * ctx.train_jvp(exact_grad)
-        g_exact = pullback(d_exact) if pullback is not None else d_exact
-        e_norm = jnp.sqrt(_tree_vdot(g_exact, g_exact))
-        diff = jax.tree.map(jnp.subtract, g_hat, g_exact)
-        diag = {
-            'cosine': _tree_vdot(g_hat, g_exact) / jnp.maximum(g_norm * e_norm, _TINY),
-            'rel_err': jnp.sqrt(_tree_vdot(diff, diff)) / jnp.maximum(e_norm, _TINY),
-            'eps_cosine': jnp.vdot(d_eps, d_exact) / jnp.maximum(
-                jnp.linalg.norm(d_eps) * jnp.linalg.norm(d_exact), _TINY),
-            'step': ctx.step.astype(jnp.int32),
-            'estimate': _ema_update(diag['estimate'], g_norm, s.variance_decay),
-            'exact': _ema_update(diag['exact'], e_norm, s.variance_decay),
-        }
-      new_state['diag'] = diag
-      for key in ('cosine', 'rel_err', 'eps_cosine', 'step'):
-        metrics[f'famus_diag_{key}'] = diag[key][None]
-      metrics['famus_diag_estimate_norm_std'] = _ema_std(diag['estimate'])[None]
-      metrics['famus_diag_exact_norm_std'] = _ema_std(diag['exact'])[None]
+  def diagnose(self, ctx, w_hat, diag, estimate: LayerwiseEstimate, pullback):
+    """(new diag state, metrics): the estimate against the exact meta gradient, same batch.
 
-    metrics.update({
-        'meta_loss': val_loss,
-        'famus_active': r,
-        'famus_active_counts': new_state['active_counts'],
-        'famus_num_sampled': num_sampled,
-        'famus_num_active': jnp.sum(full_mask),
-        'famus_L_r': l_r,
-        'famus_L_g': l_g,
-        'famus_floor': floor_needed,
-        'famus_bucket_needed': bucket_needed,
-        'famus_bucket_run': jnp.int32(bucket),
-        'famus_diagnostics_run': jnp.int32(self.diagnostics),
-        'famus_next_bucket': bucket_needed if next_guess is None else next_guess,
-        'famus_step': ctx.step.astype(jnp.int32),
-        'famus_estimate_norm': g_norm,
-        'famus_estimate_norm_std': _ema_std(new_state['grad_norm_ema']),
-    })
-    return d_eps_meta, new_state, metrics
+    Computed in the diagnostics variant only; other variants carry the last
+    values forward (reported every step as one-element arrays).
+    """
+    s = self.settings
+    if self.diagnostics:
+      g_hat, g_norm, d_eps = estimate.g_hat, estimate.g_norm, estimate.d_eps
+      exact_grad = jax.grad(ctx.val_loss_fn)(w_hat)
+      d_exact = -ctx.lr * ctx.train_jvp(exact_grad)
+      g_exact = pullback(d_exact) if pullback is not None else d_exact
+      e_norm = jnp.sqrt(_tree_vdot(g_exact, g_exact))
+      diff = jax.tree.map(jnp.subtract, g_hat, g_exact)
+      diag = {
+          'cosine': _tree_vdot(g_hat, g_exact) / jnp.maximum(g_norm * e_norm, _TINY),
+          'rel_err': jnp.sqrt(_tree_vdot(diff, diff)) / jnp.maximum(e_norm, _TINY),
+          'eps_cosine': jnp.vdot(d_eps, d_exact) / jnp.maximum(
+              jnp.linalg.norm(d_eps) * jnp.linalg.norm(d_exact), _TINY),
+          'step': ctx.step.astype(jnp.int32),
+          'estimate': _ema_update(diag['estimate'], g_norm, s.variance_decay),
+          'exact': _ema_update(diag['exact'], e_norm, s.variance_decay),
+      }
+    metrics = {f'famus_diag_{key}': diag[key][None]
+               for key in ('cosine', 'rel_err', 'eps_cosine', 'step')}
+    metrics['famus_diag_estimate_norm_std'] = _ema_std(diag['estimate'])[None]
+    metrics['famus_diag_exact_norm_std'] = _ema_std(diag['exact'])[None]
+    return diag, metrics

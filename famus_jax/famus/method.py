@@ -10,18 +10,20 @@ step is compiled once per floor *bucket* (`config.famus.floor_buckets`:
 'block' = stem / each residual block / head) and the trainer dispatches
 (`Run.run_step`, `Method.variant / static_variant / accepts`):
 
-  * variant(last metrics) -> (bucket, diagnostics): the guess. The step reports
-    'famus_next_bucket': for 'learned' the bucket this step needed, and the
+  * variant(last dispatch record) -> (bucket, diagnostics): the guess. Each
+    step returns a typed `DispatchRecord` (`WeightOutput.dispatch`, the only
+    per-step host transfer besides the finite flag); its `next_bucket` is,
+    for 'learned', the bucket this step needed, and the
     guess is the lowest of those over the last `famus.guess_window` steps
     (host side: a covering guess costs some extra layers, a miss a whole
     re-run); for 'random' the exact bucket of the next step (its random layers
     are drawn from a key in the state and the step number); for fixed
     strategies their only bucket.
   * The step computes its own r (same rng on a re-run => same r) and reports
-    'famus_bucket_needed'. A variant covers the step when its floor is at or
+    `bucket_needed`. A variant covers the step when its floor is at or
     below the needed one (masking the layers in between is exact);
     `accepts` returns False otherwise and the loop re-runs the step with
-    variant(metrics), which is then exact. `speculative = True` keeps the
+    variant(record), which is then exact. `speculative = True` keeps the
     pre-step state alive for that (no buffer donation).
   * The sampler update uses only quantities of the active layers, so a
     covering variant below the needed floor gives the same result up to
@@ -51,9 +53,10 @@ class FamusMethod(MetaReweighting):
   """MW-Net / L2R whose meta gradient is FaMUS's layer-wise sampled estimate."""
   speculative = True
 
-  def __init__(self, base, settings: FamusSettings, diagnostics_every: int = 0):
+  def __init__(self, base, settings: FamusSettings, meta_cfg, diagnostics_every: int = 0):
     super().__init__('famus', base, FamusEstimator(settings,
-                                                   diagnostics_enabled=diagnostics_every > 0))
+                                                   diagnostics_enabled=diagnostics_every > 0),
+                     meta_cfg)
     self.settings = settings
     self.diagnostics_every = diagnostics_every
     self._recent = collections.deque(maxlen=max(settings.guess_window, 1))  # host side
@@ -86,16 +89,19 @@ class FamusMethod(MetaReweighting):
       return sets.bucket_of_layers(sets.always_on or sets.candidates[-1:])
     return 0
 
-  def variant(self, host_metrics):
-    """The variant for the next step, or, given the metrics of a run this method
-    rejects (`accepts` False), the exact variant for re-running that same step."""
-    if host_metrics is None:
+  def variant(self, dispatch):
+    """The variant for the next step, or, given the record of a run this method
+    rejects (`accepts` False), the exact variant for re-running that same step.
+
+    dispatch: the previous run's `DispatchRecord` on the host, or None.
+    """
+    if dispatch is None:
       return (self.initial_bucket(), False)
-    step = int(host_metrics['famus_step'])
-    ran = (int(host_metrics['famus_bucket_run']), bool(host_metrics['famus_diagnostics_run']))
-    if not self.accepts(ran, host_metrics):
-      return (int(host_metrics['famus_bucket_needed']), self._diagnostics_due(step))
-    guess = int(host_metrics['famus_next_bucket'])
+    step = int(dispatch.step)
+    ran = (int(dispatch.bucket_run), bool(dispatch.diagnostics_run))
+    if not self.accepts(ran, dispatch):
+      return (int(dispatch.bucket_needed), self._diagnostics_due(step))
+    guess = int(dispatch.next_bucket)
     if self.settings.strategy == 'learned':
       # The lowest floor of the last `guess_window` steps: a covering guess is
       # accepted, a re-run costs a whole step, so err towards covering.
@@ -109,10 +115,10 @@ class FamusMethod(MetaReweighting):
     out.estimator = self.estimator.specialise(bucket, diagnostics)
     return out
 
-  def accepts(self, key, host_metrics) -> bool:
+  def accepts(self, key, dispatch) -> bool:
     bucket, diagnostics = key
-    return (bucket <= int(host_metrics['famus_bucket_needed'])
-            and diagnostics == self._diagnostics_due(int(host_metrics['famus_step'])))
+    return (bucket <= int(dispatch.bucket_needed)
+            and diagnostics == self._diagnostics_due(int(dispatch.step)))
 
 
 def settings_from_config(config) -> FamusSettings:
@@ -164,5 +170,5 @@ def create_famus(config) -> FamusMethod:
   """The FaMUS method for `config` (config.famus.base = 'mwnet' or 'l2r')."""
   settings = settings_from_config(config)
   base = create_base(config.famus.base, config)
-  return FamusMethod(base, settings, config.diagnostics_every)
+  return FamusMethod(base, settings, config.meta, config.diagnostics_every)
 

@@ -34,18 +34,14 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from famus_jax.meta.meta_gradient import head_gradient
+
 LG_FORMS = ('avgpool', 'meanstd')
 
 
 def selection_loss(num_sampled: jnp.ndarray, target: float) -> jnp.ndarray:
   """L_r = (sum_l r_l - K)^2 (Eq. 10)."""
   return (num_sampled - target) ** 2
-
-
-def head_train_gradient(eps, features, errors):
-  """(kernel (D, C), bias (C,)) of sum_i eps_i dL_i/d head."""
-  weighted = eps[:, None] * errors
-  return features.T @ weighted, jnp.sum(weighted, axis=0)
 
 
 def head_val_gradient(kernel, bias, val_features, val_labels):
@@ -73,7 +69,8 @@ def gradient_matching_loss(eps, features, errors, head, alpha, form: str,
   val_labels (the validation term follows the head's virtual update) or
   val_head_grad {'kernel', 'bias'} (a constant target) must be given.
   """
-  k_tra, b_tra = head_train_gradient(eps, features, errors)
+  tra = head_gradient(features, errors, eps)
+  k_tra, b_tra = tra['kernel'], tra['bias']
   if val_features is not None:
     k_hat = head['kernel'] - alpha * k_tra
     b_hat = head['bias'] - alpha * b_tra

@@ -1,14 +1,16 @@
-"""Validation of the `config.fsr` group (every field is declared in configs/base.py).
+"""Validation of the `config.fsr` group (every field is declared in famus_jax/config.py).
 
 `check_config` raises ConfigError naming the first bad field.
 `famus_jax.config_check.validate` calls it before any data is loaded, and
 `create_fsr` calls it too (for code that builds the method directly).
 """
 
+from famus_jax.data.datasets import DATASET_SPECS
 from famus_jax.errors import ConfigError
 
 WEIGHT_MODES = ('noise', 'longtail')
 SCORE_BEFORE = ('train', 'clean')
+MIXUP_FORMS = ('two_pass', 'one_pass')
 
 
 def _num(value) -> bool:
@@ -25,7 +27,6 @@ def _fail(field, value, what):
 
 def num_classes_of(config):
   """Number of classes the config's data set has (None if unknown)."""
-  from famus_jax.data import DATASET_SPECS  # pylint: disable=import-outside-toplevel
   if config.dataset == 'synthetic':
     return int(config.synthetic.num_classes)
   spec = DATASET_SPECS.get(config.dataset)
@@ -34,7 +35,6 @@ def num_classes_of(config):
 
 def image_shape_of(config):
   """(H, W, C) of the config's data set's images (None if unknown)."""
-  from famus_jax.data import DATASET_SPECS  # pylint: disable=import-outside-toplevel
   if config.dataset == 'synthetic':
     s = config.synthetic
     return (int(s.image_size), int(s.image_size), int(s.channels))
@@ -70,6 +70,12 @@ def check_config(config) -> None:
     _fail('relabel_weight', f.relabel_weight, 'must be >= 0')
   if not _num(f.mixup_alpha) or f.mixup_alpha < 0:
     _fail('mixup_alpha', f.mixup_alpha, 'must be >= 0 (0 turns MixUp off)')
+  if f.mixup_form not in MIXUP_FORMS:
+    _fail('mixup_form', f.mixup_form, f'is not one of {list(MIXUP_FORMS)}')
+  if f.mixup_form == 'one_pass' and f.mixup_alpha > 0 and f.score_before == 'clean':
+    _fail('score_before', f.score_before,
+          "needs a clean forward; with config.fsr.mixup_form='one_pass' (and MixUp on) the "
+          "step's only forward is the mixed one: use 'train'")
   classes = num_classes_of(config)
   if classes is not None and config.method == 'fsr':
     if f.dictionary_size % classes:

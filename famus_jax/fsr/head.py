@@ -35,6 +35,8 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from famus_jax.meta.meta_gradient import head_gradient
+
 Head = dict  # {'kernel': (D, C), 'bias': (C,)}
 
 # Normaliser guard of the weights, as in FSR's reference code: w / (sum w + 1e-5).
@@ -56,12 +58,6 @@ def optimizer_direction(momentum: float, nesterov: bool, weight_decay: float) ->
   if nesterov:
     return Direction(1.0 + momentum, momentum * momentum, weight_decay)
   return Direction(1.0, momentum, weight_decay)
-
-
-def head_gradient(features: jnp.ndarray, errors: jnp.ndarray, eps: jnp.ndarray) -> Head:
-  """Gradient of sum_i eps_i l_i w.r.t. the head: {'kernel': (D, C), 'bias': (C,)}."""
-  weighted = eps[:, None] * errors
-  return {'kernel': features.T @ weighted, 'bias': jnp.sum(weighted, axis=0)}
 
 
 def virtual_head(head: Head, features, errors, eps, trace: Optional[Head], meta_lr,
@@ -135,10 +131,3 @@ def weights_from_gradient(grad_eps: jnp.ndarray, mode: str) -> jnp.ndarray:
   else:
     raise ValueError(f'unknown weight mode {mode!r}')
   return w / (jnp.sum(w) + NORM_EPS)
-
-
-def meta_margin(head: Head, head_star: Head, features, targets) -> jnp.ndarray:
-  """(n,) loss drop l_i(theta) - l_i(theta*) of the training examples (FSR Eq. 5)."""
-  before = soft_cross_entropy(head_logits(head, features), targets)
-  after = soft_cross_entropy(head_logits(head_star, features), targets)
-  return before - after

@@ -3,7 +3,11 @@
 One training step (FSR Algorithm 1), inside the shared jitted step:
 
 1. The step has run the training forward once (BatchNorm in training mode):
-   head inputs h_i, logits, per-example losses (StepContext).
+   head inputs h_i, logits, per-example losses (StepContext). Its images are
+   the augmented batch, or with `mixup_form='one_pass'` (MixUp on) the mixed
+   images x~_i = lam x_i + (1 - lam) x_perm(i) that `prepare_images` returns
+   before the forward (lam, perm in `ctx.mix`); then every step below works
+   on that mixed forward, with the mixed targets lam t_i + (1 - lam) t_perm(i).
 2. Virtual step on the classifier head only (feature sharing, Sec. 4.2):
    theta* = theta - meta_lr * (optimiser direction of the weighted head
    gradient at eps_i = 1/b, with the optimiser's momentum trace and weight
@@ -19,22 +23,31 @@ One training step (FSR Algorithm 1), inside the shared jitted step:
    with raw = 1/b - grad; then w / (sum w + 1e-5). Uniform 1/b before
    `warmup_epochs` (steps 2-3 and the scores still run).
 5. Meta-margin score P_i = l_i(theta) - l_i(theta*) of every training example
-   of the batch, kept as a per-example EMA (momentum `score_momentum`, Eq. 4-5);
-   "before" is the MixUp loss when MixUp is on (`score_before='train'`, as the
-   reference code), "after" the clean loss at theta*. R is refreshed from it
-   on the host after every epoch (`on_epoch_end`).
+   of the batch, kept as a per-example EMA (momentum `score_momentum`, Eq. 4-5).
+   Two-pass: "before" is the MixUp loss when MixUp is on
+   (`score_before='train'`, as the reference code), "after" the clean loss at
+   theta*. One-pass: both are the MixUp loss of the one mixed forward (at
+   theta and at theta*). R is refreshed from it on the host after every epoch
+   (`on_epoch_end`).
 6. Momentum re-labeling (Sec. 4.3): a per-example EMA of the predicted class
-   probabilities is the soft target of an extra loss with multiplier p,
-   from `relabel_start_epoch` (default: the end of warm-up).
+   probabilities (of the step's forward: clean in two-pass, mixed in one-pass)
+   is the soft target of an extra loss with multiplier p, from
+   `relabel_start_epoch` (default: the end of warm-up).
 7. The actual update, one backward pass:
    - MixUp off: weights through the step's own backward; re-labeling (and the
      label-smoothing correction) as a logit cotangent on the same forward.
-   - MixUp on: one extra forward/backward on the mixed images carries both
-     the weighted loss and the re-labeling loss (mixed soft targets);
-     the clean forward gets no backward at all.
+   - MixUp on, `mixup_form='two_pass'` (default): one extra forward/backward
+     on the mixed images carries both the weighted loss and the re-labeling
+     loss (mixed soft targets), as `extra_grads`; the clean forward gets no
+     backward at all.
+   - MixUp on, `mixup_form='one_pass'`: w_i times example i's whole MixUp loss
+     and the re-labeling loss (mixed soft target on the same logits) as one
+     logit cotangent through the step's own backward: one forward and one
+     backward on the training batch, BatchNorm statistics from the mixed
+     forward.
 
-Where this follows the paper and where the public reference code (design.md
-Sec. 4), and why, is listed in famus_jax/fsr/__init__.py.
+Where this follows the paper and where the public reference code, and why, is
+listed in famus_jax/fsr/__init__.py and explained in docs/design.md.
 """
 
 from typing import NamedTuple, Optional
@@ -79,9 +92,20 @@ class MetaStep(NamedTuple):
   weights: jnp.ndarray          # FSR weights (normalised), before the warm-up switch
   reward: head_lib.RewardGradient
   head_star: dict               # the virtual head theta*
-  targets: jnp.ndarray          # (n, C) (smoothed) training targets
-  loss_before: jnp.ndarray      # l_i(theta) on the clean forward
-  loss_after: jnp.ndarray       # l_i(theta*) on the clean forward
+  targets: jnp.ndarray          # (n, C) training targets (smoothed; one-pass: mixed)
+  loss_before: jnp.ndarray      # l_i(theta) on the step's forward (clean; one-pass: mixed)
+  loss_after: jnp.ndarray       # l_i(theta*) on the same forward
+
+
+class MixUp(NamedTuple):
+  """One batch's MixUp draw: x~_i = lam x_i + (1 - lam) x_perm(i)."""
+  lam: jnp.ndarray              # () ~ Beta(alpha, alpha)
+  perm: jnp.ndarray             # (n,) int32 partner of each example
+
+
+def mixed_targets(targets: jnp.ndarray, mix: MixUp) -> jnp.ndarray:
+  """(n, C) lam t_i + (1 - lam) t_perm(i): CE to it is the MixUp loss of example i."""
+  return mix.lam * targets + (1 - mix.lam) * targets[mix.perm]
 
 
 class FSR(Method):
@@ -104,6 +128,9 @@ class FSR(Method):
     self.relabel_start_epoch = (int(f.relabel_start_epoch) if f.relabel_start_epoch >= 0
                                 else self.warmup_epochs)
     self.mixup_alpha = float(f.mixup_alpha)
+    self.mixup_form = f.mixup_form
+    # One-pass MixUp: the step's own forward runs on the mixed images (`prepare_images`).
+    self.one_pass = self.mixup_form == 'one_pass' and self.mixup_alpha > 0
     self.label_smoothing = float(f.label_smoothing)
     self.score_before = f.score_before
     opt = config.optimizer
@@ -193,10 +220,35 @@ class FSR(Method):
     (_, features), _ = ctx.apply_fn(ctx.params, ctx.batch_stats, images, self.reward_bn_train)
     return jax.lax.stop_gradient(features)
 
-  def meta_step(self, ctx: StepContext, reward_features, reward_labels) -> MetaStep:
-    """Steps 2-4 of the module docstring, closed form from the head inputs."""
+  def draw_mixup(self, rng, n: int, dtype) -> MixUp:
+    """lam ~ Beta(alpha, alpha) (one per batch) and a random partner permutation."""
+    lam_rng, perm_rng = jax.random.split(rng)
+    lam = jax.random.beta(lam_rng, self.mixup_alpha, self.mixup_alpha).astype(dtype)
+    return MixUp(lam, jax.random.permutation(perm_rng, n))
+
+  def prepare_images(self, images, rng):
+    """One-pass MixUp: the step's single training forward sees the mixed images.
+
+    Two-pass form (or MixUp off): the images unchanged, no randomness used.
+    The MixUp key is the one `weights` derives from the same step key
+    (split(rng)[1]), so both forms draw the same lam, partners and reward batch.
+    """
+    if not self.one_pass:
+      return images, None
+    _, mix_rng = jax.random.split(rng)
+    mix = self.draw_mixup(mix_rng, images.shape[0], images.dtype)
+    return mix.lam * images + (1 - mix.lam) * images[mix.perm], mix
+
+  def meta_step(self, ctx: StepContext, reward_features, reward_labels,
+                targets=None) -> MetaStep:
+    """Steps 2-4 of the module docstring, closed form from the head inputs.
+
+    targets: (n, C) the training targets of the step's forward; default the
+    (smoothed) noisy labels; the one-pass form passes the mixed targets.
+    """
     n = ctx.losses.shape[0]
-    targets = head_lib.smoothed_targets(ctx.labels, ctx.num_classes, self.label_smoothing)
+    if targets is None:
+      targets = head_lib.smoothed_targets(ctx.labels, ctx.num_classes, self.label_smoothing)
     errors = jax.nn.softmax(ctx.logits) - targets
     head = ctx.params['head']
     eps = jnp.full((n,), 1.0 / n, ctx.features.dtype)
@@ -217,8 +269,14 @@ class FSR(Method):
     ms = method_state
     reward_rng, mix_rng = jax.random.split(rng)
     reward_images, reward_labels = self.draw_reward_batch(ms, reward_rng)
-    meta = self.meta_step(ctx, self.reward_features(ctx, reward_images), reward_labels)
-    targets = meta.targets
+    targets = head_lib.smoothed_targets(ctx.labels, num_classes, self.label_smoothing)
+    if self.one_pass:
+      if ctx.mix is None:
+        raise ValueError("config.fsr.mixup_form='one_pass' needs the step's forward on the "
+                         'mixed images: build the context with FSR.prepare_images '
+                         '(make_context_fn(..., prepare_images=method.prepare_images))')
+      targets = mixed_targets(targets, ctx.mix)
+    meta = self.meta_step(ctx, self.reward_features(ctx, reward_images), reward_labels, targets)
 
     epoch = ms['epoch']
     reweighting = epoch >= self.warmup_epochs
@@ -240,7 +298,6 @@ class FSR(Method):
       relabel_scale = self.relabel_weight * (epoch >= self.relabel_start_epoch).astype(jnp.float32)
 
     metrics = {
-        'example_weights': weights * n,
         'fsr_reweighting': reweighting.astype(jnp.float32),
         'fsr_zero_weight_fraction': jnp.mean(meta.weights <= 0),
         'fsr_reward_loss': meta.reward.reward_loss,
@@ -249,7 +306,20 @@ class FSR(Method):
         'fsr_epoch': epoch.astype(jnp.float32),
     }
 
-    if self.mixup_alpha > 0:
+    if self.one_pass:
+      # Everything on the one mixed forward: w_i times the whole MixUp loss of example i,
+      # CE(z~_i, lam t_i + (1 - lam) t_perm(i)), and re-labeling with the mixed soft
+      # target, as one logit cotangent through the step's own backward.
+      metrics['weighted_loss'] = jnp.sum(weights * meta.loss_before)
+      cotangent = weights[:, None] * (probs - targets)
+      if self.relabel:
+        lam, perm = ctx.mix.lam, ctx.mix.perm
+        soft = lam * relabel_targets + (1 - lam) * relabel_targets[perm]
+        metrics['fsr_relabel_loss'] = jnp.mean(head_lib.soft_cross_entropy(ctx.logits, soft))
+        cotangent = cotangent + (relabel_scale / n) * (probs - soft)
+      out = dict(weights=None, logit_cotangent=cotangent)
+      before = meta.loss_before
+    elif self.mixup_alpha > 0:
       grads, (weighted_loss, relabel_loss, mixed_losses) = self._mixup_gradient(
           ctx, mix_rng, weights, targets, relabel_targets, relabel_scale)
       metrics['weighted_loss'] = weighted_loss
@@ -279,7 +349,8 @@ class FSR(Method):
         jnp.where(seen, m * ms['score'][idx] + (1 - m) * margins, margins))
     new_state['visits'] = ms['visits'].at[idx].add(1)
     metrics['fsr_meta_margin'] = jnp.mean(margins)
-    return WeightOutput(method_state=new_state, metrics=metrics, **out)
+    return WeightOutput(method_state=new_state, metrics=metrics, example_weights=weights * n,
+                        **out)
 
   def _mixup_gradient(self, ctx, rng, weights, targets, relabel_targets, relabel_scale):
     """Gradient of the weighted MixUp loss (+ re-labeling on the same mixed forward).
@@ -294,9 +365,7 @@ class FSR(Method):
     losses lam l(z~_i, y_i) + (1 - lam) l(z~_i, y_perm(i)))).
     """
     n = ctx.losses.shape[0]
-    lam_rng, perm_rng = jax.random.split(rng)
-    lam = jax.random.beta(lam_rng, self.mixup_alpha, self.mixup_alpha).astype(ctx.images.dtype)
-    perm = jax.random.permutation(perm_rng, n)
+    lam, perm = self.draw_mixup(rng, n, ctx.images.dtype)
     mixed = lam * ctx.images + (1 - lam) * ctx.images[perm]
 
     def loss_fn(params):

@@ -1,6 +1,6 @@
 """The exact meta gradient, written as per-layer inner products.
 
-Notation (FaMUS paper, Sec. 3-4.1; design.md Sec. 2): per-example training
+Notation (FaMUS paper, Sec. 3-4.1; docs/design.md): per-example training
 losses L_i(w), i = 1..n, as a function of the base-network parameters w
 (BatchNorm in training mode couples the batch, which changes nothing below);
 per-example coefficients eps_i of the virtual step
@@ -117,6 +117,18 @@ def per_layer_coefficient_gradients(loss_vec_fn: LossVecFn, params, val_grad: Ma
     by_layer.setdefault(layer_of(key), {})[key] = value
   return {layer: coefficient_gradient(loss_vec_fn, params, tangent, alpha)
           for layer, tangent in by_layer.items()}
+
+
+def head_gradient(features: jnp.ndarray, errors: jnp.ndarray, eps: jnp.ndarray) -> dict:
+  """Closed-form gradient of sum_i eps_i L_i w.r.t. a linear classifier head.
+
+  features (n, D) are the head's inputs h_i and errors (n, C) the logit
+  errors e_i = dL_i/dz_i; returns {'kernel': H^T (eps * E) (D, C),
+  'bias': sum_i eps_i e_i (C,)}. Used by FSR's head-only meta step and
+  FaMUS's L_g.
+  """
+  weighted = eps[:, None] * errors
+  return {'kernel': features.T @ weighted, 'bias': jnp.sum(weighted, axis=0)}
 
 
 def sgd_virtual_params(params, grads, alpha):

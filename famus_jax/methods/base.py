@@ -1,7 +1,9 @@
 """What every method sees and returns inside the one training step.
 
 The step (`famus_jax.train.step`) runs the training forward pass once,
-linearised, and hands the method a `StepContext`. A method answers with a
+linearised, on the images `Method.prepare_images` returns (the augmented
+batch unless a method replaces it, e.g. FSR's one-pass MixUp), and hands the
+method a `StepContext`. A method answers with a
 `WeightOutput`: per-example coefficients eps_i so that the actual update uses
 the gradient of sum_i eps_i L_i (ERM: eps_i = 1/n), optionally an extra
 gradient term (FSR's re-labeling and MixUp losses), its new state and its
@@ -10,7 +12,7 @@ checkpointing are shared.
 """
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 import flax
 import jax.numpy as jnp
@@ -26,8 +28,9 @@ class StepContext:
 
   params, batch_stats, opt_state: the base network's current state.
   step: () int32 step counter (counting from 0). lr: () current learning rate.
-  images: (n, H, W, C) float32 augmented training images; labels: (n,) int32
-    noisy labels; indices: (n,) int32 example ids.
+  images: (n, H, W, C) float32 images the training forward saw: the augmented
+    batch, as replaced by `Method.prepare_images` (FSR's one-pass MixUp: the
+    mixed images); labels: (n,) int32 noisy labels; indices: (n,) int32 ids.
   losses: (n,) per-example training losses L_i(w) (no gradient).
   logits: (n, C); features: (n, D) inputs of the classifier head; errors:
     (n, C) softmax(logits) - onehot(labels) = dL_i/dlogits_i (no gradient).
@@ -43,6 +46,9 @@ class StepContext:
     outputs (for `jax.value_and_grad(..., has_aux=True)`), or None.
   apply_fn: (params, batch_stats, images, train) -> ((logits, features),
     new_batch_stats); for methods that need other forward passes.
+  mix: the `info` that `Method.prepare_images` returned with the images (a
+    pytree of arrays, e.g. FSR's MixUp coefficient and partner permutation),
+    or None (the default hook: the forward saw the augmented batch itself).
   """
   params: PyTree
   batch_stats: PyTree
@@ -64,30 +70,40 @@ class StepContext:
   apply_fn: Callable
   num_classes: int
   val_outputs_fn: Optional[Callable] = None
+  mix: Optional[PyTree] = None
 
 
 @flax.struct.dataclass
 class WeightOutput:
-  """A method's answer for one step.
+  """A method's answer for one step: what the shared step and the trainer read.
 
   weights: (n,) coefficients eps_i of the actual update's loss sum_i eps_i L_i,
     or None when the method supplies its whole gradient otherwise.
   method_state: the method's new state (a pytree of arrays).
-  metrics: dict of scalars (and the (n,) 'example_weights').
+  metrics: dict of scalars and small arrays for the log (method diagnostics).
+  example_weights: (n,) the weight each training example of the batch got in
+    the actual update, scaled so that uniform weights are 1 (ERM: all ones).
+    The trainer reads it for the clean / mislabelled weight statistics.
   logit_cotangent: (n, C) extra cotangent on the step's training logits (a
     loss on the same forward pass, e.g. re-labeling), or None; it shares the
     one backward pass with the weighted loss.
   extra_grads: params-shaped gradient added to the total, or None (a loss on
-    another forward pass, e.g. MixUp inputs).
+    another forward pass, e.g. MixUp inputs, or a gradient the method already
+    computed, e.g. the virtual step's with `meta.actual_step='reuse'`).
   batch_stats: BatchNorm statistics to keep instead of the training forward
     pass's (when the method's own forward pass should set them), or None.
+  dispatch: a small pytree of arrays that the method's host-side `variant` /
+    `accepts` read after the step (FaMUS's `DispatchRecord`), or None. The
+    trainer copies only this (and the finite flag) to the host every step.
   """
   weights: Optional[jnp.ndarray]
   method_state: PyTree
   metrics: dict
+  example_weights: jnp.ndarray
   logit_cotangent: Optional[jnp.ndarray] = None
   extra_grads: Optional[PyTree] = None
   batch_stats: Optional[PyTree] = None
+  dispatch: Optional[PyTree] = None
 
 
 class Method:
@@ -105,33 +121,49 @@ class Method:
     del rng, params, num_train
     return {}
 
+  def prepare_images(self, images: jnp.ndarray, rng) -> Tuple[jnp.ndarray, Optional[PyTree]]:
+    """The images the step's single training forward runs on, and what the method keeps.
+
+    Called inside the jitted step after augmentation and before the training
+    forward, with the same `rng` that `weights` then gets (the step's method
+    key; derive sub-keys from it with split / fold_in). Returns (images of the
+    same shape and dtype, info): info is a pytree of arrays carried to
+    `weights` as `ctx.mix`. The default returns (images, None) and uses no
+    randomness, so a method that does not override it sees exactly the
+    augmented batch (FSR's one-pass MixUp overrides it).
+    """
+    del rng
+    return images, None
+
   def weights(self, ctx: StepContext, method_state: PyTree, batch: dict, rng) -> WeightOutput:
     raise NotImplementedError
 
-  def variant(self, host_metrics: Optional[dict]):
+  def variant(self, dispatch):
     """Key of the compiled step variant to run next (None: the only one).
 
-    Called on the host with the previous step's metrics; methods whose work
+    Called on the host with the previous step's `WeightOutput.dispatch`
+    (copied to the host; None before the first step); methods whose work
     depends on a discrete per-step choice (FaMUS) return a small hashable key
     and `static_variant` gives the step a method specialised to it.
     """
-    del host_metrics
+    del dispatch
     return None
 
   def static_variant(self, key) -> 'Method':
     del key
     return self
 
-  def accepts(self, key, host_metrics: dict) -> bool:
+  def accepts(self, key, dispatch) -> bool:
     """Whether the step run as variant `key` computed what this step needed.
 
-    A method that chose `key` from the previous step's metrics (a guess)
-    returns False when this step's own choice needs another variant; the loop
-    then re-runs the same step (same batch, same keys, so the same choice)
-    with `variant(host_metrics)`. Methods that return False sometimes must set
-    `speculative = True` so the loop keeps the pre-step state (no donation).
+    A method that chose `key` from the previous step's dispatch record (a
+    guess) returns False when this step's own record says it needed another
+    variant; the loop then re-runs the same step (same batch, same keys, so
+    the same choice) with `variant(dispatch)`. Methods that return False
+    sometimes must set `speculative = True` so the loop keeps the pre-step
+    state (no donation).
     """
-    del key, host_metrics
+    del key, dispatch
     return True
 
   speculative = False

@@ -12,5 +12,5 @@ class ERM(Method):
   def weights(self, ctx, method_state, batch, rng):
     n = ctx.losses.shape[0]
     w = jnp.full((n,), 1.0 / n, jnp.float32)
-    return WeightOutput(weights=w, method_state=method_state,
-                        metrics={'example_weights': w * n})
+    return WeightOutput(weights=w, method_state=method_state, metrics={},
+                        example_weights=jnp.ones((n,), jnp.float32))

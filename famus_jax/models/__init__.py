@@ -1,11 +1,11 @@
-"""Classifiers (Flax linen, NHWC) and layer-level parameter helpers.
+"""The classifiers (Flax linen, NHWC) and the layer-level views of their parameters.
 
-Every model is called as ``model.apply(variables, x, train, return_features=
-False)`` with x float32 (B, H, W, C); it returns logits (B, num_classes), or
-``(logits, features)`` where features (B, D) are the inputs of the final Dense
-``head``. Variables: 'params' and 'batch_stats'; ``train=True`` uses batch
-statistics (apply with ``mutable=['batch_stats']``) and, for a WRN with
-dropout > 0, the 'dropout' rng.
+Every model is called as `model.apply(variables, x, train, return_features=False)` with x float32
+(B, H, W, C). It returns the logits (B, num_classes), or the pair (logits, features) when
+`return_features` is set, where features (B, D) are the inputs of the final Dense layer `head`.
+The variables are 'params' and 'batch_stats'. With `train=True` BatchNorm normalises with the
+batch statistics (apply with `mutable=['batch_stats']` to get the updated running statistics),
+and a Wide ResNet with dropout > 0 draws from the 'dropout' rng.
 """
 
 import flax.linen as nn
@@ -31,12 +31,12 @@ __all__ = [
 
 
 def create_model(config, num_classes: int) -> nn.Module:
-  """The model named by ``config.model``.
+  """The untrained Flax module named by `config.model`, with `num_classes` outputs.
 
-  Reads config.model, depth (resnet: 6n+2; wide_resnet: 6n+4), width
-  (wide_resnet widening factor; small_cnn channels), dropout (wide_resnet
-  only; must be 0 for the others) and bn_momentum. Raises ConfigError naming
-  the offending field.
+  It reads config.model, config.depth (6n+2 for 'resnet', 6n+4 for 'wide_resnet'), config.width
+  (the widening factor of 'wide_resnet', the channels of 'small_cnn'), config.dropout ('wide_resnet'
+  only; it must be 0 for the other models) and config.bn_momentum (in [0, 1]). An invalid value
+  raises ConfigError naming the offending field.
   """
   name = config.model
   dropout = config.dropout

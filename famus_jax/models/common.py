@@ -1,9 +1,9 @@
-"""Building blocks shared by the models.
+"""Building blocks shared by the models: convolutions, BatchNorm, the head, residual blocks.
 
-All models are NHWC, float32, and create every parameterised layer directly in
-their top-level ``__call__`` with an explicit name, so the ``params`` dict is one
-level deep (``name -> {'kernel' | 'bias' | 'scale': array}``) and a "layer" is a
-top-level key. See ``famus_jax.models.layers`` for the naming scheme.
+All models are NHWC and float32, and each creates every parameterised layer directly in its
+top-level `__call__` under an explicit name. Their `params` dict is therefore one level deep (a
+layer name maps to {'kernel' | 'bias' | 'scale': array}), and a "layer" is a top-level key; the
+naming scheme is described in `famus_jax.models.layers`.
 """
 
 from typing import Any
@@ -14,30 +14,28 @@ from jax import lax
 
 from famus_jax.errors import ConfigError
 
-# He et al. (2015) initialisation for ReLU networks (fan-out, as in the
-# reference PyTorch ResNet / WRN code).
+# He et al. (2015) initialisation for ReLU networks, fan-out as in the reference PyTorch ResNet and
+# WRN code.
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 BN_EPSILON = 1e-5
 
 
 def materialize(x: jnp.ndarray) -> jnp.ndarray:
-  """``x`` itself, bit for bit, but computed once into its own buffer on XLA:CPU.
+  """`x` itself, bit for bit and with the same shape and dtype, computed once into its own buffer.
 
-  Returns ``x / one`` where ``one`` is exactly 1.0 (so the value, every
-  derivative and every transpose are unchanged: ``x / 1.0 == x`` in IEEE
-  arithmetic, NaN/inf/-0 included), computed at run time from the bits of
-  one element of ``x`` so that XLA cannot fold it away.
+  The result is `x / one`, where `one` is exactly 1.0 but is computed at run time from the bits of
+  one element of `x`, so that XLA cannot fold it away. Since `x / 1.0 == x` in IEEE arithmetic
+  (NaN, inf and -0 included), the value, every derivative and every transpose are unchanged; an
+  empty `x` is returned as is.
 
-  Why: a float division is an "expensive" op to XLA, which never duplicates it
-  into several consumers. Without it XLA:CPU re-derives the post-activation
-  residual stream ``relu(bn(conv) + x)`` of every earlier block inside each of
-  its consumers (quadratic in depth), in particular inside the layout
-  transposes that feed each kernel-gradient convolution, where the recomputed
-  chain is read with a cache-hostile stride: on ResNet-32 (batch 100, 2 CPU
-  cores) those transposes took ~60% of a forward+backward step.
-  ``optimization_barrier`` does not help: XLA:CPU removes it before fusion.
-  ``scripts/profile_backward.py`` measures the effect.
+  The reason is XLA:CPU's fusion. A float division counts as an "expensive" op, which XLA never
+  duplicates into several consumers. Without it, XLA:CPU re-derives the post-activation residual
+  stream `relu(bn(conv) + x)` of every earlier block inside each of its consumers (quadratic in
+  depth), in particular inside the layout transposes that feed each kernel-gradient convolution,
+  where the recomputed chain is read with a cache-hostile stride: on ResNet-32 (batch 100, 2 CPU
+  cores) those transposes took ~60% of a forward+backward step. `optimization_barrier` does not
+  help, because XLA:CPU removes it before fusion. `scripts/profile_backward.py` measures the effect.
   """
   if x.size == 0:
     return x
@@ -49,10 +47,10 @@ def materialize(x: jnp.ndarray) -> jnp.ndarray:
 
 
 class Conv(nn.Conv):
-  """``flax.linen.Conv`` applied to ``materialize(inputs)``.
+  """`flax.linen.Conv` applied to `materialize(inputs)`.
 
-  Same parameters (``kernel``, and ``bias`` if used), initialisation, outputs
-  and derivatives as ``nn.Conv``; only XLA's fusion decisions change.
+  It has the same parameters (`kernel`, and `bias` if used), initialisation, outputs and
+  derivatives as `nn.Conv`; only XLA's fusion decisions change.
   """
 
   def __call__(self, inputs):
@@ -61,12 +59,13 @@ class Conv(nn.Conv):
 
 def conv(features: int, kernel: int, stride: int, name: str,
          materialize_input: bool = True) -> nn.Conv:
-  """Bias-free square conv with PyTorch-style symmetric padding ``kernel // 2``.
+  """A bias-free `kernel` x `kernel` conv with `features` outputs, stride `stride`, named `name`.
 
-  Output spatial size is ``ceil(H / stride)`` for odd kernels, which matches
-  the strided subsampling ``x[:, ::stride, ::stride]`` of option-A shortcuts.
-  The input is materialised first (see ``materialize``) unless
-  ``materialize_input`` is False (plain ``nn.Conv``, kept for comparisons).
+  The padding is PyTorch-style and symmetric (`kernel // 2` on each side), so for odd kernels the
+  output spatial size is `ceil(H / stride)`, which matches the strided subsampling
+  `x[:, ::stride, ::stride]` of option-A shortcuts. The input is materialised first (see
+  `materialize`) unless `materialize_input` is False, which gives a plain `nn.Conv` (kept for
+  comparisons).
   """
   pad = kernel // 2
   cls = Conv if materialize_input else nn.Conv
@@ -77,27 +76,31 @@ def conv(features: int, kernel: int, stride: int, name: str,
 
 
 def batch_norm(train: bool, momentum: float, name: str) -> nn.BatchNorm:
-  """BatchNorm over the channel axis; batch statistics iff ``train``."""
+  """BatchNorm over the channel axis, named `name`: batch statistics if `train`, else running ones.
+
+  `momentum` is the decay of the running statistics; epsilon is `BN_EPSILON`.
+  """
   return nn.BatchNorm(
       use_running_average=not train, momentum=momentum, epsilon=BN_EPSILON,
       name=name)
 
 
 def head(num_classes: int) -> nn.Dense:
-  """The final linear classifier, always named ``head``."""
+  """The final linear classifier (D -> `num_classes`, with bias), always named `head`."""
   return nn.Dense(num_classes, name='head')
 
 
 def global_avg_pool(x: jnp.ndarray) -> jnp.ndarray:
-  """(B, H, W, C) -> (B, C)."""
+  """The mean over the spatial axes: (B, H, W, C) -> (B, C)."""
   return jnp.mean(x, axis=(1, 2))
 
 
 def blocks_per_stage(model: str, depth: Any, offset: int, layers_per_block: int,
                      examples: str) -> int:
-  """Number of residual blocks per stage for ``depth = 6n + offset``.
+  """The number n of residual blocks per stage of `model` for a `depth` of the form step*n + offset.
 
-  Raises ConfigError naming ``depth`` and the allowed form otherwise.
+  step = 3 * `layers_per_block` (6 for two convs per block). A depth that is not an integer of that
+  form with n >= 1 raises ConfigError naming `depth`, the allowed form and the `examples`.
   """
   step = 3 * layers_per_block
   if (isinstance(depth, bool) or not isinstance(depth, int) or
@@ -109,6 +112,7 @@ def blocks_per_stage(model: str, depth: Any, offset: int, layers_per_block: int,
 
 
 def check_positive_int(value: Any, field: str, model: str) -> None:
+  """Raises ConfigError naming `field` and `model` unless `value` is an int >= 1 (not a bool)."""
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
     raise ConfigError(
         f'{field}={value!r} is invalid for model {model!r}: must be an '
@@ -116,6 +120,7 @@ def check_positive_int(value: Any, field: str, model: str) -> None:
 
 
 def check_dropout(rate: Any, model: str) -> None:
+  """Raises ConfigError naming `model` unless the dropout `rate` is a number in [0, 1)."""
   if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (
       0.0 <= rate < 1.0):
     raise ConfigError(
@@ -125,14 +130,13 @@ def check_dropout(rate: Any, model: str) -> None:
 def preact_block(x: jnp.ndarray, out_channels: int, stride: int, prefix: str,
                  train: bool, momentum: float,
                  dropout: float = 0.0) -> jnp.ndarray:
-  """Pre-activation residual block (He et al., "Identity Mappings", 2016).
+  """A pre-activation residual block (He et al., "Identity Mappings", 2016) applied to x.
 
-  BN-ReLU-conv3x3(stride) - BN-ReLU-[dropout]-conv3x3, plus the identity, or,
-  when the shape changes, a 1x1 conv (stride) of the first pre-activation.
-  Creates ``{prefix}preact_bn1, conv1, preact_bn2, conv2[, shortcut_conv]``
-  in that call order. (B, H, W, C) -> (B, ceil(H/stride), ceil(W/stride),
-  out_channels). Dropout draws from the 'dropout' rng only if train and
-  dropout > 0.
+  It computes BN-ReLU-conv3x3(stride) - BN-ReLU-[dropout]-conv3x3 and adds the identity or, when
+  the shape changes, a 1x1 conv (with the stride) of the first pre-activation. It creates the
+  layers `{prefix}preact_bn1, conv1, preact_bn2, conv2[, shortcut_conv]` in that call order, and
+  maps x (B, H, W, C) to (B, ceil(H / stride), ceil(W / stride), out_channels). Dropout draws from
+  the 'dropout' rng, only if `train` and `dropout` > 0.
   """
   act = nn.relu(batch_norm(train, momentum, prefix + 'preact_bn1')(x))
   out = conv(out_channels, 3, stride, prefix + 'conv1')(act)

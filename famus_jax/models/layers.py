@@ -1,32 +1,29 @@
-"""Layer-level views of a model's parameters (for FaMUS-style meta gradients).
+"""Layer-level views of a model's parameters, for FaMUS-style layer-wise meta gradients.
 
-A *layer* is a parameterised leaf module (Conv, BatchNorm, Dense), named by the
-'/'-joined path of its sub-dict in ``params``. All famus_jax models are flat, so
-a layer name is simply a top-level key of ``params``.
+A *layer* is a parameterised leaf module (Conv, BatchNorm, Dense), named by the '/'-joined path of
+its sub-dict in `params`. All famus_jax models are flat, so a layer name is simply a top-level key
+of `params`.
 
-Naming scheme (every model; shows network/forward order)::
+The naming scheme, the same in every model and listed here in network (forward) order:
 
-  stem_conv, stem_bn,                                   # stem
-  stage{s}_block{b}_{sub}   for s = 1, 2, ..., b = 1, 2, ...,  sub in
+  stem_conv, stem_bn,                                    # stem
+  stage{s}_block{b}_{sub}  for s = 1, 2, ..., b = 1, 2, ..., with sub in
       preact_bn1, conv1, bn1, preact_bn2, conv2, bn2, shortcut_conv, shortcut_bn
-      (that order; post-activation blocks use conv/bn, pre-activation blocks
-      preact_bn/conv),
-  final_bn,                                             # pre-activation nets
-  head                                                  # final Dense, last
+      (in that order; post-activation blocks use conv/bn, pre-activation blocks preact_bn/conv),
+  final_bn,                                              # pre-activation networks
+  head                                                   # the final Dense, always last
 
-``layer_names(params)`` sorts by this scheme, so it gives forward order for any
-dict with the model's keys, however its keys are ordered (JAX sorts dict keys
-when it flattens them, so a params tree that went through ``jax.tree.map`` or an
-optimizer update is alphabetical, not in creation order).
-``layer_names_in_call_order(model, variables, x)`` instead records the order in
-which the leaf modules are actually called (``flax.linen.intercept_methods``);
-the tests check the two agree for every model.
+`layer_names(params)` sorts by this scheme, so it gives the forward order for any dict with the
+model's keys, however those keys are ordered (JAX sorts dict keys when it flattens them, so a
+params tree that went through `jax.tree.map` or an optimiser update is alphabetical, not in
+creation order). `layer_names_in_call_order(model, variables, x)` instead records the order in
+which the leaf modules are actually called (`flax.linen.intercept_methods`); the tests check that
+the two agree for every model.
 
-Avg-Pool of a layer's gradient (FaMUS, Xu et al. ICCV 2021, Eq. 8): a kernel is
-averaged over all axes but the output-channel axis (the last axis in Flax:
-conv (kh, kw, in, out) -> mean over (0, 1, 2); dense (in, out) -> mean over 0),
-the bias is left unchanged, and a BatchNorm layer gives its scale and bias
-gradients unchanged.
+Avg-Pool of a layer's gradient (FaMUS, Xu et al., CVPR 2021, Eq. 8): a kernel is averaged over
+every axis but the output-channel axis, which is the last axis in Flax (a conv kernel
+(kh, kw, in, out) is averaged over (0, 1, 2), a dense kernel (in, out) over 0); the bias is kept
+as it is, and a BatchNorm layer gives its scale and bias gradients unchanged.
 """
 
 import math
@@ -45,7 +42,7 @@ _FIXED = {'stem_conv': (0, 0, 0, 0), 'stem_bn': (0, 0, 0, 1),
 _BLOCK_RE = re.compile(r'^stage(\d+)_block(\d+)_(%s)$' % '|'.join(
     BLOCK_SUBLAYERS))
 
-# Leaf-variable names of a layer's sub-dict (params and batch_stats).
+# Leaf-variable names of a layer's sub-dict (in params and in batch_stats).
 LEAF_NAMES = ('kernel', 'bias', 'scale', 'mean', 'var')
 COLLECTIONS = ('params', 'batch_stats')
 # Flax kernels keep the output channels on the last axis.
@@ -55,7 +52,10 @@ Tree = Mapping[str, Any]
 
 
 def _name_key(name: str) -> tuple:
-  """Sort key of one layer-name component under the naming scheme."""
+  """The sort key (a 4-tuple of ints) of one layer-name component under the naming scheme.
+
+  A name outside the scheme raises ValueError (with a hint when it is a collection name).
+  """
   if name in _FIXED:
     return _FIXED[name]
   m = _BLOCK_RE.match(name)
@@ -70,13 +70,13 @@ def _name_key(name: str) -> tuple:
 
 
 def _is_layer(d: Any) -> bool:
-  """A leaf module's dict: a mapping whose values are all arrays."""
+  """Whether `d` is a leaf module's dict: a non-empty mapping none of whose values is a mapping."""
   return isinstance(d, Mapping) and bool(d) and not any(
       isinstance(v, Mapping) for v in d.values())
 
 
 def leaf_layer_paths(params: Tree, prefix: tuple = ()) -> list[tuple]:
-  """Paths (tuples of keys) of every leaf module in ``params``, dict order."""
+  """The paths (tuples of keys, below `prefix`) of every leaf module in `params`, in dict order."""
   paths = []
   for k, v in params.items():
     if _is_layer(v):
@@ -87,12 +87,11 @@ def leaf_layer_paths(params: Tree, prefix: tuple = ()) -> list[tuple]:
 
 
 def layer_names(params: Tree) -> list[str]:
-  """'/'-joined names of all layers of ``params``, in forward order, head last.
+  """The '/'-joined names of all layers of `params`, in forward order with the head last.
 
-  ``params`` is the 'params' collection (``variables['params']``) of a
-  famus_jax model, or any tree with the same keys (e.g. its gradients).
-  Ordered by the naming scheme (module docstring), not by dict order.
-  Raises ValueError for a name outside the scheme.
+  `params` is the 'params' collection (`variables['params']`) of a famus_jax model, or any tree
+  with the same keys (e.g. its gradients). The order comes from the naming scheme (module
+  docstring), not from the dict order; a name outside the scheme raises ValueError.
   """
   paths = leaf_layer_paths(params)
   paths.sort(key=lambda p: tuple(_name_key(k) for k in p))
@@ -101,12 +100,12 @@ def layer_names(params: Tree) -> list[str]:
 
 def layer_names_in_call_order(model: nn.Module, variables: Tree,
                               x: jnp.ndarray, train: bool = False) -> list[str]:
-  """Layer names in the order the leaf modules are first called.
+  """The layer names of `variables['params']` in the order their leaf modules are first called.
 
-  Traces ``model.apply(variables, x, train=train)`` abstractly (no FLOPs) while
-  recording module calls with ``flax.linen.intercept_methods``. ``variables``
-  must hold 'params' (and 'batch_stats' for models with BatchNorm). With
-  ``train=True`` a 'dropout' rng is supplied.
+  It traces `model.apply(variables, x, train=train)` abstractly (no FLOPs) while recording the
+  module calls with `flax.linen.intercept_methods`. `variables` must hold 'params' (and
+  'batch_stats' for models with BatchNorm); with `train=True` a 'dropout' rng is supplied. A layer
+  that is never called raises ValueError.
   """
   wanted = {'/'.join(p) for p in leaf_layer_paths(variables['params'])}
   order: list[str] = []
@@ -132,12 +131,12 @@ def layer_names_in_call_order(model: nn.Module, variables: Tree,
 
 
 def layer_of(path) -> str:
-  """The layer a parameter belongs to.
+  """The name of the layer a parameter belongs to, e.g. 'stage1_block1_conv1'.
 
-  ``path``: a '/'-joined string ('stage1_block1_conv1/kernel') or a key path
-  (tuple of str or of JAX path entries from ``jax.tree_util.tree_flatten_with
-  _path``). A leading collection name ('params', 'batch_stats') and the
-  trailing leaf name ('kernel', 'bias', 'scale', 'mean', 'var') are dropped.
+  `path` is a '/'-joined string ('stage1_block1_conv1/kernel') or a key path (a tuple of str or of
+  the JAX path entries of `jax.tree_util.tree_flatten_with_path`). A leading collection name
+  ('params', 'batch_stats') and the trailing leaf name ('kernel', 'bias', 'scale', 'mean', 'var')
+  are dropped; a path that names no layer raises ValueError.
   """
   if isinstance(path, str):
     keys = path.split('/')
@@ -154,14 +153,14 @@ def layer_of(path) -> str:
 
 
 def get_layer(tree: Tree, name: str) -> Tree:
-  """The sub-dict of layer ``name`` ('/'-joined path)."""
+  """The sub-dict of the layer `name` (a '/'-joined path) in `tree`."""
   for k in name.split('/'):
     tree = tree[k]
   return tree
 
 
 def set_layer(tree: Tree, name: str, value: Any) -> dict:
-  """A copy of ``tree`` (dicts along the path copied) with layer ``name`` set."""
+  """A copy of `tree` with the layer `name` set to `value` (the dicts along the path are copied)."""
   keys = name.split('/')
   out = dict(tree)
   node = out
@@ -173,14 +172,14 @@ def set_layer(tree: Tree, name: str, value: Any) -> dict:
 
 
 def split_by_layers(tree: Tree, names: Sequence[str]) -> dict[str, Tree]:
-  """``{name: subtree}`` for each layer name (order of ``names`` kept)."""
+  """{name: subtree of `tree`} for each layer name in `names`, in the order of `names`."""
   return {n: get_layer(tree, n) for n in names}
 
 
 def merge_layers(layers: Mapping[str, Any], base: Tree | None = None) -> dict:
-  """Inverse of ``split_by_layers``: a nested dict from ``{name: subtree}``.
+  """The inverse of `split_by_layers`: a nested dict built from `layers` = {name: subtree}.
 
-  With ``base``, the given layers replace those of a copy of ``base``.
+  With `base`, the given layers replace those of a copy of `base`.
   """
   out = dict(base) if base is not None else {}
   for n, v in layers.items():
@@ -189,7 +188,10 @@ def merge_layers(layers: Mapping[str, Any], base: Tree | None = None) -> dict:
 
 
 def layer_kind(layer: Tree) -> str:
-  """'conv' (4-D kernel), 'dense' (2-D kernel) or 'norm' (scale/bias only)."""
+  """The kind of a layer's sub-dict: 'conv' (4-D kernel), 'dense' (2-D kernel) or 'norm'.
+
+  'norm' is a layer with a scale and / or a bias but no kernel; anything else raises ValueError.
+  """
   if 'kernel' in layer:
     ndim = len(layer['kernel'].shape)
     if ndim == 4:
@@ -203,16 +205,16 @@ def layer_kind(layer: Tree) -> str:
 
 
 def pooled_axes(kernel_shape: Sequence[int]) -> tuple[int, ...]:
-  """Axes Avg-Pool averages a kernel over: all but the output-channel axis."""
+  """The axes Avg-Pool averages a kernel of `kernel_shape` over: all but the last (output) axis."""
   return tuple(range(len(kernel_shape) - 1))
 
 
 def avg_pool_gradient(layer_grads: Tree) -> jnp.ndarray:
-  """FaMUS Avg-Pool (Eq. 8) of one layer's gradient -> 1-D vector.
+  """FaMUS's Avg-Pool (Eq. 8) of one layer's gradient, a 1-D vector.
 
-  conv/dense: ``concat(mean of kernel over all but the last axis, bias)``
-  -> (D_out,) or (2 * D_out,) with a bias. norm: ``concat(scale, bias)``.
-  Size is ``layer_feature_size(layer_grads)``.
+  For a conv or dense layer it is concat(the kernel's mean over all but the last axis, bias): shape
+  (D_out,), or (2 * D_out,) with a bias. For a norm layer it is concat(scale, bias). Its length is
+  `layer_feature_size(layer_grads)`.
   """
   parts = []
   if 'kernel' in layer_grads:
@@ -227,7 +229,7 @@ def avg_pool_gradient(layer_grads: Tree) -> jnp.ndarray:
 
 
 def layer_feature_size(layer: Tree) -> int:
-  """Length of ``avg_pool_gradient`` for a layer (params or their shapes)."""
+  """The length of `avg_pool_gradient` for a layer (its params, or anything with their shapes)."""
   size = 0
   if 'kernel' in layer:
     size += layer['kernel'].shape[OUTPUT_CHANNEL_AXIS]

@@ -1,17 +1,14 @@
-"""PreAct ResNet-18 (He et al., "Identity Mappings in Deep Residual Networks",
-ECCV 2016), CIFAR variant.
+"""PreAct ResNet-18 (He et al., "Identity Mappings in Deep Residual Networks", ECCV 2016), CIFAR.
 
-A 3x3 stem conv (64 channels, stride 1, no BN: the first block's pre-activation
-normalises it), four stages of two pre-activation blocks with 64 / 128 / 256 /
-512 channels (strides 1, 2, 2, 2; 1x1 conv shortcut where the shape changes),
-the final BN-ReLU the pre-activation design needs, global average pooling and
-the linear ``head``. 11,172,170 parameters for 10 classes (11,171,146 plus the
-1,024 of ``final_bn``).
+The network is a 3x3 stem conv (64 channels, stride 1, no BatchNorm: the first block's
+pre-activation normalises it), four stages of two pre-activation blocks with 64 / 128 / 256 / 512
+channels (strides 1, 2, 2, 2; a 1x1 conv shortcut where the shape changes), the final BN-ReLU that
+the pre-activation design needs, global average pooling and the linear `head`. It has 11,172,170
+parameters for 10 classes (11,171,146 plus the 1,024 of `final_bn`).
 
-Layer names (flat, in call order): ``stem_conv``, per block
-``stage{s}_block{b}_preact_bn1, _conv1, _preact_bn2, _conv2[, _shortcut_conv]``,
-``final_bn``, ``head``. Shapes: x (B, H, W, C) -> logits (B, num_classes);
-features (B, 512).
+The layer names (flat, in call order) are `stem_conv`, per block
+`stage{s}_block{b}_preact_bn1, _conv1, _preact_bn2, _conv2[, _shortcut_conv]`, then `final_bn` and
+`head`. It maps x (B, H, W, C) to logits (B, num_classes); the features are (B, 512).
 """
 
 import flax.linen as nn
@@ -23,7 +20,10 @@ BLOCKS = (2, 2, 2, 2)
 
 
 class PreActResNet18(nn.Module):
-  """PreAct ResNet-18 (see module docstring)."""
+  """PreAct ResNet-18 with `num_classes` outputs (see the module docstring).
+
+  `bn_momentum` is the decay of the BatchNorm running statistics.
+  """
   num_classes: int
   bn_momentum: float = 0.9
 

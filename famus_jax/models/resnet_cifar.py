@@ -1,19 +1,18 @@
 """CIFAR ResNet (He et al., "Deep Residual Learning", CVPR 2016, Sec. 4.2).
 
-Depth 6n+2: a 3x3 stem conv (16 channels), three stages of n BasicBlocks with
-16 / 32 / 64 channels (strides 1, 2, 2), global average pooling and the linear
-``head``. This is the ResNet-32 (n=5) of MW-Net (Shu et al., 2019) when
-``shortcut='A'``.
+For depth 6n+2 the network is a 3x3 stem conv (16 channels) with BatchNorm, three stages of n
+BasicBlocks with 16 / 32 / 64 channels (strides 1, 2, 2), global average pooling and the linear
+`head`. With `shortcut='A'` and n = 5 it is the ResNet-32 of MW-Net (Shu et al., 2019).
 
-Shortcuts where the shape changes:
-  'A' parameter-free: subsample ``x[:, ::s, ::s]`` and zero-pad the channels
-      (half on each side), as in the paper's CIFAR experiments and MW-Net.
-  'B' 1x1 conv (stride s) + BatchNorm.
+Where the shape changes, the shortcut is either
 
-Layer names (flat, in call order): ``stem_conv, stem_bn``, then per block
-``stage{s}_block{b}_conv1, _bn1, _conv2, _bn2[, _shortcut_conv, _shortcut_bn]``,
-and ``head``. Shapes: x (B, H, W, C) -> logits (B, num_classes); features
-(B, 64).
+  'A'  parameter-free: subsample `x[:, ::s, ::s]` and zero-pad the channels (half on each side),
+       as in the paper's CIFAR experiments and in MW-Net; or
+  'B'  a 1x1 conv (stride s) followed by BatchNorm.
+
+The layer names (flat, in call order) are `stem_conv, stem_bn`, then per block
+`stage{s}_block{b}_conv1, _bn1, _conv2, _bn2[, _shortcut_conv, _shortcut_bn]`, and `head`. It maps
+x (B, H, W, C) to logits (B, num_classes); the features are (B, 64).
 """
 
 import flax.linen as nn
@@ -27,13 +26,17 @@ SHORTCUTS = ('A', 'B')
 
 
 def num_blocks(depth) -> int:
-  """Blocks per stage n for depth 6n+2; ConfigError otherwise."""
+  """The number n of blocks per stage for depth 6n+2 (any other depth raises ConfigError)."""
   return common.blocks_per_stage('resnet', depth, offset=2, layers_per_block=2,
                                  examples='20, 32, 44, 56, 110')
 
 
 def shortcut_a(x: jnp.ndarray, out_channels: int, stride: int) -> jnp.ndarray:
-  """Option A: strided subsampling + symmetric zero-padding of channels."""
+  """Option A: x (B, H, W, C) strided-subsampled and zero-padded to `out_channels` channels.
+
+  The output is (B, ceil(H / stride), ceil(W / stride), out_channels); the extra channels are
+  split between both sides (the odd one at the end).
+  """
   if stride != 1:
     x = x[:, ::stride, ::stride, :]
   extra = out_channels - x.shape[-1]
@@ -43,7 +46,11 @@ def shortcut_a(x: jnp.ndarray, out_channels: int, stride: int) -> jnp.ndarray:
 
 
 class ResNetCifar(nn.Module):
-  """CIFAR ResNet-(6n+2) with BasicBlocks (see module docstring)."""
+  """CIFAR ResNet-(6n+2) with BasicBlocks and `num_classes` outputs (see the module docstring).
+
+  `depth` is 6n+2, `shortcut` 'A' or 'B', and `bn_momentum` the decay of the BatchNorm running
+  statistics.
+  """
   num_classes: int
   depth: int = 32
   shortcut: str = 'A'

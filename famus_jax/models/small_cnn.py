@@ -1,12 +1,11 @@
 """A tiny CNN for tests and smoke runs.
 
-conv3x3(width)-BN-ReLU, conv3x3(2*width, stride 2)-BN-ReLU, global average
-pooling, linear ``head``. Has BatchNorm on purpose: meta-gradient tests need
-the batch-statistics path.
+It is conv3x3(width)-BN-ReLU, conv3x3(2 * width, stride 2)-BN-ReLU, global average pooling and the
+linear `head`. It has BatchNorm on purpose: the meta-gradient tests need the batch-statistics path.
 
-Layer names (flat, in call order): ``stem_conv, stem_bn,
-stage1_block1_conv1, stage1_block1_bn1, head``. Shapes: x (B, H, W, C) ->
-logits (B, num_classes); features (B, 2*width).
+The layer names (flat, in call order) are `stem_conv, stem_bn, stage1_block1_conv1,
+stage1_block1_bn1, head`. It maps x (B, H, W, C) to logits (B, num_classes); the features are
+(B, 2 * width).
 """
 
 import flax.linen as nn
@@ -15,7 +14,11 @@ from famus_jax.models import common
 
 
 class SmallCNN(nn.Module):
-  """Two conv-BN-ReLU layers and a linear head (see module docstring)."""
+  """Two conv-BN-ReLU layers and a linear head with `num_classes` outputs (module docstring).
+
+  `width` is the channel count of the first conv, `bn_momentum` the decay of the BatchNorm running
+  statistics.
+  """
   num_classes: int
   width: int = 8
   bn_momentum: float = 0.9

@@ -1,15 +1,13 @@
 """Wide ResNet WRN-d-k (Zagoruyko & Komodakis, "Wide Residual Networks", 2016).
 
-Depth 6n+4: a 3x3 stem conv (16 channels), three stages of n pre-activation
-blocks with 16k / 32k / 64k channels (strides 1, 2, 2; a 1x1 conv shortcut
-where the shape changes; dropout between the two convs of a block), then
-BN-ReLU, global average pooling and the linear ``head``. WRN-28-10 has
-36,479,194 parameters for 10 classes.
+For depth d = 6n+4 and widening factor k the network is a 3x3 stem conv (16 channels), three
+stages of n pre-activation blocks with 16k / 32k / 64k channels (strides 1, 2, 2; a 1x1 conv
+shortcut where the shape changes; dropout between the two convs of a block), then BN-ReLU, global
+average pooling and the linear `head`. WRN-28-10 has 36,479,194 parameters for 10 classes.
 
-Layer names (flat, in call order): ``stem_conv``, per block
-``stage{s}_block{b}_preact_bn1, _conv1, _preact_bn2, _conv2[, _shortcut_conv]``,
-``final_bn``, ``head``. Shapes: x (B, H, W, C) -> logits (B, num_classes);
-features (B, 64k).
+The layer names (flat, in call order) are `stem_conv`, per block
+`stage{s}_block{b}_preact_bn1, _conv1, _preact_bn2, _conv2[, _shortcut_conv]`, then `final_bn` and
+`head`. It maps x (B, H, W, C) to logits (B, num_classes); the features are (B, 64k).
 """
 
 import flax.linen as nn
@@ -18,14 +16,18 @@ from famus_jax.models import common
 
 
 def num_blocks(depth) -> int:
-  """Blocks per stage n for depth 6n+4; ConfigError otherwise."""
+  """The number n of blocks per stage for depth 6n+4 (any other depth raises ConfigError)."""
   return common.blocks_per_stage('wide_resnet', depth, offset=4,
                                  layers_per_block=2,
                                  examples='16, 22, 28, 40')
 
 
 class WideResNet(nn.Module):
-  """WRN-depth-widen_factor (see module docstring)."""
+  """WRN-`depth`-`widen_factor` with `num_classes` outputs (see the module docstring).
+
+  `dropout` is the rate between the two convs of each block (in [0, 1); it draws from the 'dropout'
+  rng when training), `bn_momentum` the decay of the BatchNorm running statistics.
+  """
   num_classes: int
   depth: int = 28
   widen_factor: int = 10

@@ -1,12 +1,16 @@
 """What a run writes for people: metrics.jsonl events and their aggregation.
 
 metrics.jsonl holds one JSON object per line, each with 'event' ('train',
-'eval', 'epoch', ...) and 'step' (the number of finished steps). On resume the
-lines past the restored step are dropped so the file reads as one run.
+'eval', 'epoch', ...) and 'step' (the number of finished steps; for the events
+in PRE_STEP_EVENTS, the number of finished steps when the step's batch was
+drawn). On resume the events of steps the restored state has not done are
+dropped so the file reads as one run. A torn last line (what a full disk or a
+power loss leaves) is dropped with a warning.
 """
 
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -28,13 +32,23 @@ class MetricsLog:
     self.path = os.path.join(workdir, 'metrics.jsonl')
 
   def truncate_after(self, step: int) -> None:
-    """Keep only events with event step <= `step` (used when resuming)."""
+    """Keep only the events of the first `step` steps (used when resuming).
+
+    That is events with event step <= `step`, except PRE_STEP_EVENTS, which need step < `step`
+    (the step they describe is redone). Unreadable lines are dropped with a warning.
+    """
     if not os.path.exists(self.path):
       return
-    with open(self.path) as f:
-      kept = [line for line in f if line.strip() and json.loads(line).get('step', 0) <= step]
-    with open(self.path, 'w') as f:
+    kept = []
+    for record in _parse_lines(self.path):
+      limit_ok = (record.get('step', 0) < step if record.get('event') in PRE_STEP_EVENTS
+                  else record.get('step', 0) <= step)
+      if limit_ok:
+        kept.append(json.dumps(record) + '\n')
+    tmp = self.path + '.tmp'
+    with open(tmp, 'w') as f:
       f.writelines(kept)
+    os.replace(tmp, self.path)
 
   def write(self, event: str, step: int, values: dict) -> None:
     record = {'event': event, 'step': int(step)}
@@ -43,10 +57,38 @@ class MetricsLog:
       f.write(json.dumps(record) + '\n')
 
 
+# Events stamped with the finished steps *before* the step they describe ('weights': the batch
+# of step s is logged with step s): on resume from step s they belong to the redone steps.
+PRE_STEP_EVENTS = ('weights',)
+
+
+def _parse_lines(path: str) -> list:
+  """The JSON objects of a .jsonl file; unreadable lines are dropped with one warning."""
+  records, bad = [], []
+  with open(path, 'rb') as f:
+    lines = f.read().split(b'\n')
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+      if not isinstance(record, dict):
+        raise ValueError('not an object')
+      records.append(record)
+    except ValueError:
+      bad.append(number)
+  if bad:
+    last = len([l for l in lines if l.strip()]) and bad == [max(
+        i for i, l in enumerate(lines, 1) if l.strip())]
+    what = 'a torn last line' if last else f'{len(bad)} unreadable lines'
+    print(f'Warning: {path} has {what} (line {", ".join(map(str, bad[:5]))}); dropped it '
+          f'(an interrupted write, e.g. a full disk or a power loss)', file=sys.stderr)
+  return records
+
+
 def read_metrics(workdir: str) -> list:
-  """All events of a run, in order."""
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """All events of a run, in order (a torn last line is dropped with a warning)."""
+  return _parse_lines(os.path.join(workdir, 'metrics.jsonl'))
 
 
 class WindowMeans:
@@ -65,7 +107,7 @@ class WindowMeans:
       value = np.asarray(value)
       if value.ndim == 0:
         self.sums[key] = self.sums.get(key, 0.0) + float(value)
-      elif key != 'example_weights' and value.size <= 512:
+      elif value.size <= 512:
         self.last_arrays[key] = value
 
   def flush(self) -> dict:

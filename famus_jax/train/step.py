@@ -1,17 +1,19 @@
 """The one training step shared by every method, and the evaluation step.
 
-`train_step(state, batch) -> (state, metrics)` is pure; `make_train_step`
+`train_step(state, batch) -> (state, StepOutput)` is pure; `make_train_step`
 binds the static parts (model, method, optimiser, schedule, augmentation).
 The step
 
-  1. augments the batch on the device (key: fold_in(state.rng, state.step));
+  1. augments the batch on the device (key: fold_in(state.rng, state.step)),
+     and lets the method replace the images the forward sees
+     (`Method.prepare_images`: the identity by default; FSR's one-pass MixUp);
   2. runs the training forward pass once, linearised (`jax.linearize`), which
      yields the per-example losses, a JVP and (by transposition) a VJP;
   3. asks the method for per-example coefficients eps (and optional extra
      gradients) given that context;
   4. applies the real optimiser to grad_w sum_i eps_i L_i(w) (+ extras);
   5. keeps the old state if the loss or gradient is not finite, and says so in
-     `metrics['finite']` (the loop stops with the step number).
+     `StepOutput.finite` (the loop stops with the step number).
 
 Batch dict (global shapes; the leading axis is sharded over devices):
   image (n, H, W, C) uint8, label (n,) int32, index (n,) int32 and, for
@@ -19,8 +21,9 @@ Batch dict (global shapes; the leading axis is sharded over devices):
 """
 
 import functools
-from typing import Callable
+from typing import Any, Callable, Optional
 
+import flax
 import jax
 import jax.numpy as jnp
 import optax
@@ -28,6 +31,22 @@ import optax
 from famus_jax.data import augment_batch
 from famus_jax.methods.base import Method, StepContext
 from famus_jax.train.state import TrainState
+
+
+@flax.struct.dataclass
+class StepOutput:
+  """What one training step returns besides the new state.
+
+  metrics: dict of scalars and small arrays for the log ('train_loss',
+    'train_accuracy', 'weighted_loss', 'grad_norm', 'lr' and the method's own).
+  example_weights: (n,) each example's weight in the actual update (uniform = 1).
+  finite: () bool, False when the loss or gradient was NaN/inf (state kept).
+  dispatch: the method's `WeightOutput.dispatch` (FaMUS: its DispatchRecord) or None.
+  """
+  metrics: dict
+  example_weights: jnp.ndarray
+  finite: jnp.ndarray
+  dispatch: Optional[Any] = None
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
@@ -54,13 +73,14 @@ def _tree_select(ok, new, old):
 
 
 def build_context(model, state: TrainState, batch: dict, images, meta_images, lr,
-                  dropout_rng, num_classes: int, meta_bn_train: bool = True):
+                  dropout_rng, num_classes: int, meta_bn_train: bool = True, mix=None):
   """Run the training forward pass once, linearised, and wrap it in a StepContext.
 
-  images: (n, H, W, C) float32 (augmented); meta_images: (m, H, W, C) float32
-  or None; meta_bn_train: the validation forward pass uses batch statistics
-  (as the reference code, whose meta model is in training mode) or running
-  ones. Returns (ctx, new_batch_stats from the training forward pass).
+  images: (n, H, W, C) float32 (augmented, and prepared by the method);
+  meta_images: (m, H, W, C) float32 or None; meta_bn_train: the validation
+  forward pass uses batch statistics (as the reference code, whose meta model
+  is in training mode) or running ones; mix: `Method.prepare_images`'s info,
+  kept as `ctx.mix`. Returns (ctx, new_batch_stats from the training forward).
   BatchNorm statistics of every other forward pass (virtual, validation) are
   thrown away.
   """
@@ -103,7 +123,7 @@ def build_context(model, state: TrainState, batch: dict, images, meta_images, lr
       train_jvp=lambda t: jnp.sum(errors * logits_jvp(t), axis=-1),
       train_vjp=lambda c: logits_vjp(c[:, None] * errors), logits_vjp=logits_vjp,
       val_loss_fn=val_loss_fn, apply_fn=apply_fn, num_classes=num_classes,
-      val_outputs_fn=val_outputs_fn)
+      val_outputs_fn=val_outputs_fn, mix=mix)
   return ctx, new_stats
 
 
@@ -121,12 +141,15 @@ def combined_gradient(ctx: StepContext, out):
 
 
 def make_context_fn(model, uses_meta_set: bool, lr_fn: Callable, augment_cfg, mean, std,
-                    num_classes: int, meta_bn_train: bool = True):
+                    num_classes: int, meta_bn_train: bool = True,
+                    prepare_images: Optional[Callable] = None):
   """context(state, batch) -> (ctx, new_batch_stats, method_rng): steps 1-2 of the step.
 
   The augmentation, dropout and method keys are fixed by (state.rng,
   state.step), so a diagnostic tool calling this on the same state and batch
-  sees exactly the step's context (e.g. `famus_jax.quality`).
+  sees exactly the step's context (e.g. `famus_jax.tools.quality`).
+  prepare_images: the method's `Method.prepare_images(images, method_rng) ->
+  (images, info)`, run between augmentation and the forward; None = identity.
   """
   augment = functools.partial(augment_batch, crop_padding=augment_cfg.crop_padding,
                               flip=augment_cfg.flip, mean=mean, std=std, train=True)
@@ -135,9 +158,13 @@ def make_context_fn(model, uses_meta_set: bool, lr_fn: Callable, augment_cfg, me
     rng = jax.random.fold_in(state.rng, state.step)
     aug_rng, meta_aug_rng, dropout_rng, method_rng = jax.random.split(rng, 4)
     images = augment(batch['image'], aug_rng)
+    mix = None
+    if prepare_images is not None:
+      images, mix = prepare_images(images, method_rng)
     meta_images = augment(batch['meta_image'], meta_aug_rng) if uses_meta_set else None
     ctx, new_stats = build_context(model, state, batch, images, meta_images,
-                                   lr_fn(state.step), dropout_rng, num_classes, meta_bn_train)
+                                   lr_fn(state.step), dropout_rng, num_classes, meta_bn_train,
+                                   mix=mix)
     return ctx, new_stats, method_rng
 
   return context
@@ -146,9 +173,9 @@ def make_context_fn(model, uses_meta_set: bool, lr_fn: Callable, augment_cfg, me
 def make_train_step(model, method: Method, tx: optax.GradientTransformation,
                     lr_fn: Callable, augment_cfg, mean, std, num_classes: int,
                     meta_bn_train: bool = True):
-  """Build train_step(state, batch) -> (state, metrics); jit it outside."""
+  """Build train_step(state, batch) -> (state, StepOutput); jit it outside."""
   context = make_context_fn(model, method.uses_meta_set, lr_fn, augment_cfg, mean, std,
-                            num_classes, meta_bn_train)
+                            num_classes, meta_bn_train, prepare_images=method.prepare_images)
 
   def train_step(state: TrainState, batch: dict):
     ctx, new_stats, method_rng = context(state, batch)
@@ -159,7 +186,7 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation,
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
 
-    weighted_loss = jnp.sum(out.weights * losses) if out.weights is not None else jnp.nan
+    weighted_loss = jnp.sum(out.example_weights * losses) / losses.shape[0]
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(jnp.mean(losses)) & jnp.isfinite(grad_norm)
     if out.batch_stats is not None:
@@ -173,10 +200,10 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation,
         'train_accuracy': jnp.mean(jnp.argmax(logits, -1) == labels),
         'grad_norm': grad_norm,
         'lr': lr,
-        'finite': finite,
         **out.metrics,
     }
-    return new_state, metrics
+    return new_state, StepOutput(metrics=metrics, example_weights=out.example_weights,
+                                 finite=finite, dispatch=out.dispatch)
 
   return train_step
 

@@ -1,14 +1,23 @@
 """The training run: data, model, method, the compiled step, logging, checkpoints.
 
-`train_and_evaluate(config, workdir)` is what `main.py` calls. It resumes from
-the latest checkpoint in the workdir when there is one; batches are a pure
-function of (seed, step), so a resumed run sees the same data as an
-uninterrupted one.
+`train_and_evaluate(config, workdir, hooks)` is what `famus-train` / `main.py`
+call. It resumes from the latest checkpoint in the workdir when there is one;
+batches are a pure function of (seed, step), so a resumed run sees the same
+data as an uninterrupted one.
+
+Host transfers: every step copies only the finite flag and the method's
+dispatch record to the host (`Run.run_step`); metrics, example weights and
+batch indices stay on the device until the next log event, where they are
+fetched together. Tools plug into this one loop as `Hook`s (e.g. the
+meta-gradient quality tool); they never run a loop of their own.
 """
 
 import dataclasses
+import json
 import os
+import sys
 import time
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -18,14 +27,15 @@ from tqdm.auto import tqdm
 
 from famus_jax import config_check
 from famus_jax.data import DataSplits, batches, build_data
-from famus_jax.errors import ConfigError, NonFiniteLossError
-from famus_jax.methods import create_method
+from famus_jax.errors import ConfigError, NonFiniteLossError, WorkdirMismatchError
+from famus_jax.method_registry import create_method
 from famus_jax.models import create_model
 from famus_jax.train import schedules
-from famus_jax.train.checkpoint import Checkpointer
+from famus_jax.train.checkpoint import (Checkpointer, WorkdirLock, config_fingerprint,
+                                        fingerprint_differences, run_fingerprint)
 from famus_jax.train.logbook import MetricsLog, WindowMeans, write_json
 from famus_jax.train.state import create_optimizer, create_train_state
-from famus_jax.train.step import make_eval_step, make_train_step
+from famus_jax.train.step import StepOutput, make_eval_step, make_train_step
 
 
 @dataclasses.dataclass
@@ -41,6 +51,13 @@ class Progress:
   weight_count_clean: int = 0
   weight_sum_noisy: float = 0.0
   weight_count_noisy: int = 0
+  wall_seconds: float = 0.0  # wall-clock time of the training loops of every process so far
+  resumes: int = 0  # how many times the run was resumed from a checkpoint
+
+  @classmethod
+  def from_record(cls, values: dict) -> 'Progress':
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
 
 
 def data_mesh() -> Mesh:
@@ -55,6 +72,44 @@ def check_divisible(config, num_devices: int) -> None:
                         f'(data parallelism splits every batch evenly)')
 
 
+@dataclasses.dataclass
+class StepResult:
+  """One step as the loop sees it.
+
+  state: the new TrainState; output: the step's StepOutput, still on the
+  device; dispatch: its dispatch record copied to the host (None for methods
+  without one); finite: host bool; compiled: whether a variant was compiled
+  for this step; reruns: how many times the step was re-run because the
+  method's guess of the variant was wrong (0 or 1).
+  """
+  state: Any
+  output: StepOutput
+  dispatch: Any
+  finite: bool
+  compiled: bool
+  reruns: int
+
+
+class Hook:
+  """A tool that plugs into the training loop (e.g. `famus_jax.tools.quality`).
+
+  Every method is optional. `before_step` sees the state the step starts
+  from and the batch (the step has not run yet); `after_step` the StepResult.
+  """
+
+  def on_start(self, run: 'Run', state, start_step: int) -> None:
+    del run, state, start_step
+
+  def before_step(self, run: 'Run', step: int, state, batch: dict) -> None:
+    del run, step, state, batch
+
+  def after_step(self, run: 'Run', step: int, result: StepResult) -> None:
+    del run, step, result
+
+  def on_end(self, run: 'Run', state, summary: dict) -> None:
+    del run, state, summary
+
+
 class Run:
   """One training run's compiled functions and host-side helpers."""
 
@@ -62,7 +117,7 @@ class Run:
     self.config, self.data, self.mesh = config, data, mesh
     self.replicated = NamedSharding(mesh, P())
     self.sharded = NamedSharding(mesh, P('data'))
-    self.num_train = len(data.train_labels)
+    self.num_train = data.num_train
     self.steps_per_epoch = batches.steps_per_epoch(self.num_train, config.batch_size)
     self.total_steps = config.num_steps or config.num_epochs * self.steps_per_epoch
     self.model = create_model(config, data.num_classes)
@@ -76,7 +131,7 @@ class Run:
     self.mean, self.std = jnp.asarray(data.mean), jnp.asarray(data.std)
     self._steps = {}
     self._eval = jax.jit(make_eval_step(self.model, self.mean, self.std))
-    self.is_noisy = np.asarray(data.train_labels != data.train_clean_labels)
+    self.is_noisy = np.asarray(data.is_noisy)
 
   def init_state(self):
     state = create_train_state(jax.random.PRNGKey(self.config.seed), self.model, self.method,
@@ -96,22 +151,25 @@ class Run:
       self._steps[variant] = jax.jit(step, donate_argnums=donate)
     return self._steps[variant]
 
-  def run_step(self, state, batch, last_host):
-    """(new state, host metrics, whether a variant was compiled) for one step.
+  def run_step(self, state, batch, last_dispatch) -> StepResult:
+    """One step: the variant the method guesses from `last_dispatch`, re-run once if wrong.
 
     Re-runs the step when a speculative method's guess of the variant was
     wrong (`Method.accepts`); both runs count towards the step's time.
     """
-    variant = self.method.variant(last_host)
+    variant = self.method.variant(last_dispatch)
     compiled = variant not in self._steps
-    new_state, metrics = self.step_fn(variant)(state, batch)
-    metrics = jax.device_get(metrics)
-    if not self.method.accepts(variant, metrics):
-      variant = self.method.variant(metrics)
+    new_state, out = self.step_fn(variant)(state, batch)
+    dispatch = jax.device_get(out.dispatch)
+    reruns = 0
+    if dispatch is not None and not self.method.accepts(variant, dispatch):
+      variant = self.method.variant(dispatch)
       compiled |= variant not in self._steps
-      new_state, metrics = self.step_fn(variant)(state, batch)
-      metrics = jax.device_get(metrics)
-    return new_state, metrics, compiled
+      new_state, out = self.step_fn(variant)(state, batch)
+      dispatch = jax.device_get(out.dispatch)
+      reruns = 1
+    return StepResult(new_state, out, dispatch, bool(jax.device_get(out.finite)), compiled,
+                      reruns)
 
   def batch(self, step: int) -> dict:
     cfg, data = self.config, self.data
@@ -155,20 +213,21 @@ def _record_weights(progress: Progress, is_noisy: np.ndarray, indices, weights) 
   progress.weight_count_clean += int((~noisy).sum())
 
 
-def _weights_event(run: Run, indices, metrics: dict, step: int) -> dict:
+def _weights_event(run: Run, indices, example_weights, step: int) -> dict:
   """One batch's example weights (mean 1 over the batch) and which labels are wrong.
 
-  Logged every `config.weights_log_every` steps; `famus_jax.report` draws the
+  Logged every `config.weights_log_every` steps; `famus_jax.tools.report` draws the
   clean-vs-mislabelled weight distributions from these (FaMUS Fig. 5).
   Event step = the number of finished steps when the batch was drawn.
   """
   idx = np.asarray(indices)
   return {'epoch': step / run.steps_per_epoch,
-          'weights': np.round(np.asarray(metrics['example_weights'], np.float64), 4),
+          'weights': np.round(np.asarray(example_weights, np.float64), 4),
           'noisy': run.is_noisy[idx].astype(np.int8)}
 
 
 def summarise(run: Run, progress: Progress, step: int, wall_seconds: float) -> dict:
+  """The run's summary.json; `wall_seconds` covers every process's training loop."""
   def mean(s, c):
     return s / c if c else None
   info = run.data.info
@@ -181,6 +240,7 @@ def summarise(run: Run, progress: Progress, step: int, wall_seconds: float) -> d
       'mean_step_time_s': mean(progress.timed_seconds, progress.timed_steps),
       'compile_time_s': progress.compile_seconds,
       'wall_time_s': wall_seconds,
+      'resumes': progress.resumes,
       'realised_noise_rate': info['realised_noise_rate'],
       'num_train': run.num_train, 'num_meta': len(run.data.meta_labels),
       'mean_weight_clean': mean(progress.weight_sum_clean, progress.weight_count_clean),
@@ -189,71 +249,213 @@ def summarise(run: Run, progress: Progress, step: int, wall_seconds: float) -> d
   }
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Train (resuming if a checkpoint exists), evaluate, write summary.json."""
+class PendingHostData:
+  """Per-step device outputs held until the next log event, then fetched in one transfer.
+
+  The clean / mislabelled weight statistics, the `weights` events and the
+  window means are all built from these, in step order, when `flush` runs.
+  """
+
+  def __init__(self):
+    self.items = []
+
+  def add(self, step: int, output: StepOutput, indices) -> None:
+    self.items.append((step, output.metrics, output.example_weights, indices))
+
+  def flush(self, run: 'Run', progress: Progress, window: WindowMeans, log: MetricsLog) -> None:
+    if not self.items:
+      return
+    items, self.items = jax.device_get(self.items), []
+    every = run.config.weights_log_every
+    for step, metrics, weights, indices in items:
+      _record_weights(progress, run.is_noisy, indices, weights)
+      if every and step % every == 0:
+        log.write('weights', step, _weights_event(run, indices, weights, step))
+      window.add(metrics)
+
+
+def check_sizes(config, run: Run) -> None:
+  """Size checks that need the data; they run before anything is written to the workdir."""
+  if config.batch_size > run.num_train:
+    raise ConfigError(f'config.batch_size={config.batch_size} is larger than the training set '
+                      f'({run.num_train} examples after the meta split and subsetting)')
+
+
+FINGERPRINT_FILE = 'fingerprint.json'
+
+
+def _recorded_fingerprint(workdir: str) -> Optional[dict]:
+  """The fingerprint the workdir's records (fingerprint.json, else config.json) hold, or None."""
+  path = os.path.join(workdir, FINGERPRINT_FILE)
+  try:
+    if os.path.exists(path):
+      with open(path) as f:
+        return json.load(f)
+    path = os.path.join(workdir, 'config.json')
+    if os.path.exists(path):
+      with open(path) as f:
+        return {'config': config_fingerprint(json.load(f))}
+  except (OSError, ValueError) as e:
+    print(f'Warning: could not read {path} ({e}); it is not compared with this config',
+          file=sys.stderr)
+  return None
+
+
+def _mismatch_error(workdir: str, where: str, diffs: list, start_hint: str) -> Exception:
+  def show(v):
+    text = json.dumps(v)
+    return text if len(text) <= 80 else text[:77] + '...'
+  rows = '\n'.join(f'  {field}: {show(old)} -> {show(new)}' for field, old, new in diffs)
+  return WorkdirMismatchError(
+      f'{workdir} holds another run: {where} was made with a different config or data. '
+      f'Nothing in the workdir was written. Differences (saved -> this config):\n{rows}\n'
+      f'To proceed: use a new workdir for these settings, or rerun with '
+      f'--config.resume=allow_changes to continue the saved run{start_hint} with the new '
+      f'settings deliberately (e.g. more num_steps).')
+
+
+def train_and_evaluate(config, workdir: str, hooks: Sequence[Hook] = ()) -> dict:
+  """Train (resuming if a checkpoint exists), evaluate, write summary.json.
+
+  Every check (config, data, sizes, the workdir's lock, the run fingerprint against the saved
+  checkpoint or records, checkpoint integrity) runs before config.json, data_info.json or
+  metrics.jsonl are touched.
+  """
   config_check.validate(config)
   mesh = data_mesh()
   check_divisible(config, mesh.size)
-  os.makedirs(workdir, exist_ok=True)
   data = build_data(config)
+  print(f'Data: {data.info["source"]}')
   run = Run(config, data, mesh)
+  check_sizes(config, run)
+  fingerprint = run_fingerprint(config, data)
+  os.makedirs(workdir, exist_ok=True)
+  lock = WorkdirLock(workdir)
+  lock.acquire()
+  try:
+    return _train_locked(config, workdir, hooks, run, data, fingerprint)
+  finally:
+    lock.release()
+
+
+def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
+  checkpointer = Checkpointer(workdir, config.keep_checkpoints)
+  template = run.init_state()
+  changes = []
+
+  def check_record(step, record):
+    saved = record.get('fingerprint') or _recorded_fingerprint(workdir)
+    if saved is None:
+      return  # a checkpoint of an older version without any record: nothing to compare
+    diffs = fingerprint_differences(saved, fingerprint)
+    if diffs and config.resume != 'allow_changes':
+      raise _mismatch_error(workdir, f'its checkpoint at step {step}', diffs,
+                            f' from step {step}')
+    changes[:] = diffs
+
+  found = checkpointer.restore_newest_intact(template, check_record)
+  if found is None:
+    saved = _recorded_fingerprint(workdir)
+    diffs = fingerprint_differences(saved, fingerprint) if saved else []
+    if diffs and config.resume != 'allow_changes':
+      raise _mismatch_error(workdir, 'its config.json (no checkpoint yet)', diffs, '')
+    changes[:] = diffs
+
+  summary_path = os.path.join(workdir, 'summary.json')
+  if found is not None and found[0] >= run.total_steps and os.path.exists(summary_path):
+    checkpointer.close()
+    print(f'The run in {workdir} already finished ({found[0]} of {run.total_steps} steps): '
+          f'nothing to train, {summary_path} is left as it is. To train further, pass a larger '
+          f'num_steps with --config.resume=allow_changes, or use a new workdir.')
+    with open(summary_path) as f:
+      return json.load(f)
+
+  # Every check passed: from here on the workdir is written.
+  damaged = found[3] if found else []
+  if damaged:
+    moved = checkpointer.quarantine([s for s, _ in damaged])
+    names = '; '.join(f'step {s} ({checkpointer.step_path(s)}): {cause}' for s, cause in damaged)
+    print(f'Warning: damaged checkpoint skipped: {names}. Moved to {", ".join(moved)}; '
+          f'resuming from step {found[0]}, the newest intact checkpoint.', file=sys.stderr)
+  if changes:
+    print('Warning: --config.resume=allow_changes: continuing with changed settings: '
+          + ', '.join(f'{f}: {json.dumps(o)} -> {json.dumps(n)}' for f, o, n in changes),
+          file=sys.stderr)
   write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   write_json(os.path.join(workdir, 'data_info.json'), data.info)
+  write_json(os.path.join(workdir, FINGERPRINT_FILE), fingerprint)
 
-  checkpointer = Checkpointer(workdir, config.keep_checkpoints)
   log = MetricsLog(workdir)
-  state = run.init_state()
+  state = template
   progress = Progress()
   window = WindowMeans()
+  pending = PendingHostData()
   start = 0
-  if checkpointer.latest_step() is not None:
-    state, saved = checkpointer.restore(state)
-    progress = Progress(**saved['progress'])
+  if found is not None:
+    start, state, saved, _ = found
+    progress = Progress.from_record(saved['progress'])
+    progress.resumes += 1
     window.sums, window.count = saved['window_sums'], saved['window_count']
-    start = int(state.step)
+    if int(state.step) != start:
+      raise WorkdirMismatchError(f'the checkpoint {checkpointer.step_path(start)} holds the '
+                                 f'state of step {int(state.step)}')
     log.truncate_after(start)
     print(f'Resumed from the checkpoint at step {start} in {checkpointer.directory}')
   else:
     log.truncate_after(0)
     log.write('data', 0, data.info)
     log.write('method', 0, {'method': config.method, **run.method.describe()})
+  if changes or damaged:
+    log.write('resume', start, {
+        'changes': [[f, o, n] for f, o, n in changes],
+        'damaged_checkpoints': [[s, cause] for s, cause in damaged]})
+  for hook in hooks:
+    hook.on_start(run, state, start)
+
+  wall_base = progress.wall_seconds
+  t_start = time.time()
 
   def save(step_now):
+    pending.flush(run, progress, window, log)
+    progress.wall_seconds = wall_base + (time.time() - t_start)
     checkpointer.save(step_now, state, {'progress': dataclasses.asdict(progress),
                                         'window_sums': window.sums, 'window_count': window.count,
                                         'epoch': step_now // run.steps_per_epoch,
-                                        'step_in_epoch': step_now % run.steps_per_epoch})
+                                        'step_in_epoch': step_now % run.steps_per_epoch,
+                                        'fingerprint': fingerprint})
 
-  t_start = time.time()
-  last_host = None
+  last_dispatch = None
   bar = tqdm(total=run.total_steps, initial=start, disable=not config.progress_bar,
              desc=f'{config.method}', dynamic_ncols=True)
   step = start
   try:
     while step < run.total_steps:
       batch = run.batch(step)
+      for hook in hooks:
+        hook.before_step(run, step, state, batch)
       t0 = time.perf_counter()
-      state, metrics, first_call = run.run_step(state, batch, last_host)
+      result = run.run_step(state, batch, last_dispatch)
       elapsed = time.perf_counter() - t0
-      if not bool(metrics['finite']):
+      state = result.state
+      if not result.finite:
         save(step)
         raise NonFiniteLossError(
             f'the training loss or gradient became NaN/inf at step {step + 1} '
-            f'(method {config.method}, lr {float(metrics["lr"]):.4g}); the last good state '
+            f'(method {config.method}, lr {float(run.lr_fn(step)):.4g}); the last good state '
             f'(step {step}) is saved in {checkpointer.directory}')
-      if first_call:
+      if result.compiled:
         progress.compile_seconds += elapsed
       else:
         progress.timed_steps += 1
         progress.timed_seconds += elapsed
-      _record_weights(progress, run.is_noisy, batch['index'], metrics['example_weights'])
-      if config.weights_log_every and step % config.weights_log_every == 0:
-        log.write('weights', step, _weights_event(run, batch['index'], metrics, step))
-      last_host = metrics
-      window.add(metrics)
+      pending.add(step, result.output, batch['index'])
+      for hook in hooks:
+        hook.after_step(run, step, result)
+      last_dispatch = result.dispatch
       step += 1
       bar.update(1)
       if step % config.log_every == 0 or step == run.total_steps:
+        pending.flush(run, progress, window, log)
         values = window.flush()
         values['epoch'] = step / run.steps_per_epoch
         log.write('train', step, values)
@@ -263,13 +465,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
         state = state.replace(method_state=run.method.on_epoch_end(
             state.method_state, step // run.steps_per_epoch, run.data))
       if step % config.eval_every == 0 or step == run.total_steps:
-        result = run.evaluate(state)
-        progress.last_test_accuracy = result['test_accuracy']
-        progress.last_test_loss = result['test_loss']
-        progress.best_test_accuracy = max(progress.best_test_accuracy, result['test_accuracy'])
-        result['train_time_s'] = progress.timed_seconds + progress.compile_seconds
-        log.write('eval', step, result)
-        bar.write(f'step {step}: test accuracy {result["test_accuracy"]:.4f} '
+        pending.flush(run, progress, window, log)
+        scores = run.evaluate(state)
+        progress.last_test_accuracy = scores['test_accuracy']
+        progress.last_test_loss = scores['test_loss']
+        progress.best_test_accuracy = max(progress.best_test_accuracy, scores['test_accuracy'])
+        scores['train_time_s'] = progress.timed_seconds + progress.compile_seconds
+        log.write('eval', step, scores)
+        bar.write(f'step {step}: test accuracy {scores["test_accuracy"]:.4f} '
                   f'(best {progress.best_test_accuracy:.4f})')
       if step % config.checkpoint_every == 0 or step == run.total_steps:
         save(step)
@@ -280,6 +483,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
   finally:
     bar.close()
   checkpointer.close()
-  summary = summarise(run, progress, step, time.time() - t_start)
+  if step == start:  # nothing trained (finished run without a summary.json): saved wall time
+    progress.wall_seconds = wall_base
+  else:
+    progress.wall_seconds = wall_base + (time.time() - t_start)
+  summary = summarise(run, progress, step, progress.wall_seconds)
+  for hook in hooks:
+    hook.on_end(run, state, summary)
   write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary

@@ -1,11 +1,12 @@
 """Meta-gradient quality along a real training run (FaMUS Fig. 1c, Fig. 4, Table 4 in spirit).
 
-  python -m famus_jax.quality --config=configs/fashion_mnist_short.py \\
+  python -m famus_jax.tools.quality --config=configs/fashion_mnist_short.py \\
       --workdir=runs/quality --config.method=famus --config.famus.candidates=all
 
-Trains FaMUS (`config.method='famus'`, MW-Net base) with the production step.
-Every `config.quality.every` steps, on that step's batch and state (before the
-step), it computes every layer's share of the exact meta gradient,
+Trains FaMUS (`config.method='famus'`, MW-Net base) with the one training
+loop (`train_and_evaluate`, so it checkpoints and resumes like any run), with
+a `QualityHook` plugged in. Every `config.quality.every` steps, on that
+step's batch and state (before the step), the hook computes every layer's share of the exact meta gradient,
 
     G_{i,l} = -alpha < grad_{w_hat_l} L^val(w_hat), grad_{w_l} L_i(w) >   (FaMUS Eq. 7, 9)
 
@@ -26,12 +27,13 @@ parameters theta (g = (d eps / d theta)^T dL^val/d eps: what the meta step
 applies) and in the per-example space (dL^val/d eps, shape (n,)): cosine
 similarity, relative error ||g_hat - g|| / ||g|| and norm ratio ||g_hat|| / ||g||.
 
-Writes, in the workdir, `quality.jsonl` (one line per check and estimator,
-appended as the run goes, so an interrupted run keeps its checks) and
+Writes, in the workdir, besides the run's own files, `quality.jsonl` (one
+line per check and estimator, appended as the run goes; a resumed run drops
+the checks past its checkpoint and continues) and
 `quality_summary.json` (per estimator: means and standard deviations across
 checks, the coefficient of variation of ||g_hat|| across steps, the random
 estimator's variance across draws, and the final test accuracy).
-`python -m famus_jax.report WORKDIR --out=DIR` draws them.
+`python -m famus_jax.tools.report WORKDIR --out=DIR` draws them.
 """
 
 import json
@@ -40,19 +42,16 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from jax.flatten_util import ravel_pytree
-from ml_collections import config_flags
-from tqdm.auto import tqdm
 
-from famus_jax import config_check
-from famus_jax.data import build_data
+from famus_jax import cli
 from famus_jax.errors import ConfigError
 from famus_jax.famus import layer_sets as ls_lib
 from famus_jax.meta import meta_gradient as mg
 from famus_jax.train.logbook import write_json
 from famus_jax.train.step import make_context_fn
-from famus_jax.train.trainer import Run, data_mesh
+from famus_jax.train.trainer import Hook, Run, train_and_evaluate
 
 ESTIMATORS = ('learned', 'random', 'block', 'head')
 _TINY = 1e-30
@@ -61,10 +60,10 @@ _TINY = 1e-30
 def check_quality_config(config) -> None:
   """The quality tool needs FaMUS on the MW-Net base (theta space, learned masks)."""
   if config.method != 'famus':
-    raise ConfigError(f"famus_jax.quality needs config.method='famus' (its samplers give the "
+    raise ConfigError(f"famus_jax.tools.quality needs config.method='famus' (its samplers give the "
                       f"'learned' estimate); got {config.method!r}")
   if config.famus.base != 'mwnet':
-    raise ConfigError("famus_jax.quality compares meta gradients of the MW-Net weight net: "
+    raise ConfigError("famus_jax.tools.quality compares meta gradients of the MW-Net weight net: "
                       f"config.famus.base must be 'mwnet', got {config.famus.base!r}")
 
 
@@ -172,54 +171,82 @@ def summarise(records: list, draw_variances: list) -> dict:
   return out
 
 
+class QualityHook(Hook):
+  """Checks the estimators every `config.quality.every` steps inside the training loop."""
+
+  def __init__(self, config, workdir: str):
+    self.config, self.path = config, os.path.join(workdir, 'quality.jsonl')
+    self.summary_path = os.path.join(workdir, 'quality_summary.json')
+    self.records, self.draw_variances, self.pending = [], [], None
+    self.summary = None
+    self.names = self.sets = self.probe = None
+
+  def on_start(self, run, state, start_step):
+    del state
+    self.sets = run.method.estimator.cached_layer_sets
+    self.names = list(self.sets.names)  # forward order, head last
+    self.probe = jax.jit(make_probe(run, self.names))
+    kept = []
+    if start_step and os.path.exists(self.path):
+      with open(self.path) as f:
+        kept = [json.loads(line) for line in f if line.strip()]
+      kept = [r for r in kept if r['step'] < start_step]
+    with open(self.path, 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in kept)
+    self.records = kept
+    self.draw_variances = [r['draw_variance'] for r in kept
+                           if r['estimator'] == 'random' and 'draw_variance' in r]
+
+  def before_step(self, run, step, state, batch):
+    del run
+    if step % self.config.quality.every == 0:
+      self.pending = jax.device_get(self.probe(state, batch))
+
+  def after_step(self, run, step, result):
+    del run
+    if self.pending is None:
+      return
+    g_eps, g_theta = (np.asarray(a, np.float64) for a in self.pending)
+    self.pending = None
+    rng = np.random.default_rng([self.config.seed, step])
+    active = np.asarray(jax.device_get(result.output.metrics['famus_active']))
+    masks = layer_masks(self.names, self.sets, self.config.famus, active, rng,
+                        self.config.quality.random_draws)
+    new, spread = check_records(step, g_eps, g_theta, masks)
+    for r in new:
+      if r['estimator'] == 'random':
+        r['draw_variance'] = spread
+    self.records += new
+    self.draw_variances.append(spread)
+    with open(self.path, 'a') as f:
+      f.writelines(json.dumps(r) + '\n' for r in new)
+
+  def on_end(self, run, state, summary):
+    del run, state
+    out = summarise(self.records, self.draw_variances)
+    out.update({'layers': self.names, 'candidates': list(self.sets.candidates),
+                'always_on': list(self.sets.always_on), 'steps': summary['steps'],
+                'test_accuracy': summary['last_test_accuracy'],
+                'test_loss': summary['last_test_loss']})
+    write_json(self.summary_path, out)
+    self.summary = out
+
+
 def run_quality(config, workdir: str) -> dict:
   """Train with FaMUS and check the estimators every `config.quality.every` steps."""
-  config_check.validate(config)
   check_quality_config(config)
-  os.makedirs(workdir, exist_ok=True)
-  run = Run(config, build_data(config), data_mesh())
-  state = run.init_state()
-  sets = run.method.estimator.cached_layer_sets
-  names = list(sets.names)  # forward order, head last
-  probe = jax.jit(make_probe(run, names))
-  path = os.path.join(workdir, 'quality.jsonl')
-  open(path, 'w').close()
-  write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-  records, draw_variances, last = [], [], None
-  every = config.quality.every
-  for step in tqdm(range(run.total_steps), desc='quality', disable=not config.progress_bar):
-    batch = run.batch(step)
-    checking = step % every == 0
-    if checking:
-      g_eps, g_theta = (np.asarray(a, np.float64) for a in jax.device_get(probe(state, batch)))
-    state, last, _ = run.run_step(state, batch, last)
-    if checking:
-      rng = np.random.default_rng([config.seed, step])
-      masks = layer_masks(names, sets, config.famus, np.asarray(last['famus_active']), rng,
-                          config.quality.random_draws)
-      new, spread = check_records(step, g_eps, g_theta, masks)
-      records += new
-      draw_variances.append(spread)
-      with open(path, 'a') as f:
-        f.writelines(json.dumps(r) + '\n' for r in new)
-    if (step + 1) % run.steps_per_epoch == 0:
-      state = state.replace(method_state=run.method.on_epoch_end(
-          state.method_state, (step + 1) // run.steps_per_epoch, run.data))
-  summary = summarise(records, draw_variances)
-  summary.update({'layers': names, 'candidates': list(sets.candidates),
-                  'always_on': list(sets.always_on), 'steps': run.total_steps,
-                  **run.evaluate(state)})
-  write_json(os.path.join(workdir, 'quality_summary.json'), summary)
-  return summary
-
-
-FLAGS = flags.FLAGS
+  hook = QualityHook(config, workdir)
+  train_and_evaluate(config, workdir, hooks=[hook])
+  if hook.summary is None:  # the run had already finished: nothing was checked anew
+    with open(hook.summary_path) as f:
+      return json.load(f)
+  return hook.summary
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  summary = run_quality(FLAGS.config, FLAGS.workdir)
+  summary = run_quality(flags.FLAGS.config, flags.FLAGS.workdir)
   print(f'{summary["checks"]} checks; test accuracy {summary["test_accuracy"]:.4f}')
   print('| estimator | layers | cosine | rel. error | norm ratio |\n|---|---|---|---|---|')
   for name in ESTIMATORS:
@@ -230,8 +257,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/*.py).',
-                                  lock_config=True)
-  flags.DEFINE_string('workdir', 'runs/quality', 'Where quality.jsonl and the summary go.')
-  flags.mark_flags_as_required(['config'])
-  app.run(main)
+  cli.run_app(main, workdir_default='runs/quality')

@@ -1,12 +1,12 @@
 """Plots and a Markdown report from finished runs and step-time benchmarks.
 
-  python -m famus_jax.report runs/grid bench_resnet32.json --out=results/
+  python -m famus_jax.tools.report runs/grid bench_resnet32.json --out=results/
 
 Each PATH is a run workdir (config.json + metrics.jsonl, usually summary.json;
 what `famus_jax.train.trainer` writes), a directory whose immediate
 subdirectories are run workdirs, a FaMUS estimator-quality workdir
-(config.json + quality.jsonl, from `python -m famus_jax.quality`), or a
-benchmark JSON file (`python -m famus_jax.benchmark --out=F.json`).
+(config.json + quality.jsonl, from `python -m famus_jax.tools.quality`), or a
+benchmark JSON file (`python -m famus_jax.tools.benchmark --out=F.json`).
 
 Writes in --out (a plot is skipped, with one printed line why, when no input
 has its data):
@@ -53,6 +53,8 @@ from matplotlib import lines as mlines  # pylint: disable=g-import-not-at-top,wr
 from matplotlib import patches  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 
+from famus_jax import config as schema  # pylint: disable=wrong-import-position
+from famus_jax.tools import benchmark  # pylint: disable=wrong-import-position
 from famus_jax.train.logbook import read_metrics  # pylint: disable=wrong-import-position
 
 DPI = 120
@@ -145,11 +147,25 @@ def is_run_dir(path: str) -> bool:
                                                           or has('quality.jsonl'))
 
 
+def with_schema_defaults(config: Optional[dict]) -> dict:
+  """A run's config.json over the schema's defaults (famus_jax/config.py).
+
+  Fields a run's record lacks (written by an older version) read as the one
+  default the library declares, not as a second default written here.
+  """
+  def merge(base, over):
+    out = dict(base)
+    for key, value in (over or {}).items():
+      out[key] = merge(base[key], value) if isinstance(base.get(key), dict) else value
+    return out
+  return merge(schema.get_config().to_dict(), config)
+
+
 def load_run(workdir: str) -> RunDir:
   """Everything the report reads from one workdir."""
   join = lambda name: os.path.join(workdir, name)
   events = read_metrics(workdir) if os.path.exists(join('metrics.jsonl')) else []
-  return RunDir(workdir=workdir, config=_read_json(join('config.json')),
+  return RunDir(workdir=workdir, config=with_schema_defaults(_read_json(join('config.json'))),
                 summary=_read_json(join('summary.json')), events=events,
                 quality=_read_jsonl(join('quality.jsonl')),
                 quality_summary=_read_json(join('quality_summary.json')))
@@ -163,7 +179,7 @@ def load_inputs(paths: list) -> tuple:
       data = _read_json(path)
       if not isinstance(data, dict) or 'methods' not in data:
         raise ValueError(f'{path}: a .json input must be a benchmark result (a top-level '
-                         f'"methods" key, from python -m famus_jax.benchmark --out=F.json)')
+                         f'"methods" key, from python -m famus_jax.tools.benchmark --out=F.json)')
       benchmarks.append((path, data))
     elif is_run_dir(path):
       runs.append(load_run(path))
@@ -187,14 +203,25 @@ def load_inputs(paths: list) -> tuple:
 
 # ---- labels and colours -----------------------------------------------------
 def method_label(config: dict) -> str:
-  """config.method, with FaMUS's base ('famus(l2r)') and non-learned strategy ('famus[all]')."""
+  """config.method with what tells its variants apart.
+
+  FaMUS's base ('famus(l2r)') and non-learned strategy ('famus[all]'); the
+  meta methods' actual step when it is 'reuse' ('mwnet[reuse]'); FSR's MixUp
+  form when it is one pass ('fsr[one_pass]').
+  """
   method = config.get('method', '?')
-  if method != 'famus':
-    return method
-  famus = config.get('famus') or {}
-  label = 'famus(l2r)' if famus.get('base', 'mwnet') == 'l2r' else 'famus'
-  strategy = famus.get('strategy', 'learned')
-  return label if strategy == 'learned' else f'{label}[{strategy}]'
+  tags = []
+  if method == 'famus':
+    famus = config.get('famus') or {}
+    if famus.get('base') == 'l2r':
+      method = 'famus(l2r)'
+    if famus.get('strategy', 'learned') != 'learned':
+      tags.append(famus['strategy'])
+  if method in ('mwnet', 'famus') and (config.get('meta') or {}).get('actual_step') == 'reuse':
+    tags.append('reuse')
+  if method == 'fsr' and (config.get('fsr') or {}).get('mixup_form') == 'one_pass':
+    tags.append('one_pass')
+  return method + (f'[{",".join(tags)}]' if tags else '')
 
 
 def schedule_label(config: dict) -> str:
@@ -770,7 +797,6 @@ def benchmark_tables(benchmarks: list) -> list:
   """Markdown lines: title and table of each benchmark file."""
   if not benchmarks:
     return []
-  from famus_jax import benchmark  # pylint: disable=import-outside-toplevel
   lines = ['## Step-time benchmarks', '']
   for path, result in benchmarks:
     lines += [f'**{benchmark.title(result)}** (`{os.path.basename(path)}`)', '',
@@ -839,7 +865,7 @@ def build_report(runs: list, benchmarks: list, out: str) -> dict:
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(
-      prog='python -m famus_jax.report',
+      prog='python -m famus_jax.tools.report',
       description='Plots and a Markdown report from run workdirs and benchmark JSON files.')
   parser.add_argument('paths', nargs='+', metavar='PATH',
                       help='run workdir, directory of run workdirs, or benchmark .json')
@@ -848,7 +874,7 @@ def main(argv=None) -> dict:
   try:
     runs, benchmarks = load_inputs(args.paths)
   except ValueError as e:
-    raise SystemExit(f'famus_jax.report: {e}') from e
+    raise SystemExit(f'famus_jax.tools.report: {e}') from e
   result = build_report(runs, benchmarks, args.out)
   print(f'wrote {result["report"]} and {len(result["figures"])} figures')
   return result

@@ -1,12 +1,12 @@
 """Step-time benchmark of the production training step, method against method.
 
-  python -m famus_jax.benchmark --model=resnet32 --batch_size=100 \\
+  python -m famus_jax.tools.benchmark --model=resnet32 --batch_size=100 \\
       --methods=erm,mwnet,famus,famus_static --out=bench.json
 
 Every method runs the real trainer pieces (`train.trainer.Run`: the jitted
-`make_train_step`, `Run.run_step` with FaMUS's speculative re-runs) on the
-synthetic source at CIFAR shape (32x32x3 uint8, 10 classes). Protocol
-(design.md Sec. 6):
+`make_train_step`, `Run.run_step` with FaMUS's speculative re-runs, whose
+`StepResult.reruns` is counted) on the synthetic source at CIFAR shape
+(32x32x3 uint8, 10 classes). Protocol (docs/design.md, "Measuring speed"):
 
   1. per method: build the run, optionally a settling run (`settle_steps`,
      e.g. FaMUS's samplers), then steps until one runs without compiling;
@@ -39,6 +39,7 @@ the ratios.
 import argparse
 import collections
 import dataclasses
+import importlib
 import json
 import os
 import platform
@@ -46,14 +47,18 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import base as base_config
+from famus_jax import config as base_config
 from famus_jax.data import build_data
+from famus_jax.famus import layer_sets
+from famus_jax.meta import meta_gradient as mg
+from famus_jax.models import create_model, layer_names
+from famus_jax.train.step import cross_entropy
 from famus_jax.train.trainer import Run, data_mesh
 
 
@@ -66,9 +71,9 @@ class MethodSpec:
   derive: Optional[Callable[[dict], dict]] = None
 
 
-def _static_from_learned(results: dict) -> dict:
-  """'famus_static': the layer set famus's samplers chose most often at the end of settling."""
-  layers = results.get('famus', {}).get('settled', {}).get('most_frequent_active_set')
+def _static_from_learned(results: dict, learned: str = 'famus') -> dict:
+  """'famus_static': the layer set `learned`'s samplers chose most often at the end of settling."""
+  layers = results.get(learned, {}).get('settled', {}).get('most_frequent_active_set')
   return {'famus.static_layers': ','.join(layers)} if layers else {}
 
 
@@ -92,10 +97,21 @@ METHODS = {
     'famus_block': MethodSpec({**FAMUS, 'famus.strategy': 'block'}),
     'famus_l2r': MethodSpec({**FAMUS, 'famus.base': 'l2r', 'famus.strategy': 'learned'},
                             settle_steps=40),
+    # The one-backward actual step (meta.actual_step='reuse'); the rows above recompute.
+    'mwnet_reuse': MethodSpec({'method': 'mwnet', 'meta.actual_step': 'reuse'}),
+    'famus_reuse': MethodSpec({**FAMUS, 'famus.strategy': 'learned',
+                               'meta.actual_step': 'reuse'}, settle_steps=40),
+    'famus_static_reuse': MethodSpec({**FAMUS, 'famus.strategy': 'static',
+                                      'meta.actual_step': 'reuse'},
+                                     derive=lambda r: _static_from_learned(r, 'famus_reuse')),
+    'famus_block_reuse': MethodSpec({**FAMUS, 'famus.strategy': 'block',
+                                     'meta.actual_step': 'reuse'}),
     # FSR (famus_jax/fsr): defaults = noise setting (MixUp + re-labeling); warm-up 0 so the
     # timed steps re-weight (the compiled program is the same either way). No meta set used.
     'fsr': MethodSpec({'method': 'fsr', 'fsr.warmup_epochs': 0}),
     'fsr_nomixup': MethodSpec({'method': 'fsr', 'fsr.warmup_epochs': 0, 'fsr.mixup_alpha': 0.0}),
+    'fsr_onepass': MethodSpec({'method': 'fsr', 'fsr.warmup_epochs': 0,
+                               'fsr.mixup_form': 'one_pass'}),
 }
 
 MODELS = {
@@ -141,29 +157,22 @@ class Timed:
     self.wall, self.cpu = [], []
     self.compile_s, self.reruns = 0.0, 0
     self.history = []  # FaMUS: per step (active mask, bucket needed, re-run?, timed?)
-    accepts = self.run.method.accepts
-
-    def counting_accepts(key, metrics):
-      ok = accepts(key, metrics)
-      self.reruns += 0 if ok else 1
-      return ok
-    self.run.method.accepts = counting_accepts
 
   def one_step(self, timed=False):
     """(wall s, cpu s, compiled) of one production step."""
     batch = self.run.batch(self.step)
-    reruns = self.reruns
     t0, c0 = time.perf_counter(), time.process_time()
-    self.state, metrics, compiled = self.run.run_step(self.state, batch, self.last)
-    jax.block_until_ready(self.state)
+    result = self.run.run_step(self.state, batch, self.last)
+    jax.block_until_ready(result.state)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    self.last = metrics
+    self.state, self.last = result.state, result.dispatch
+    self.reruns += result.reruns
     self.step += 1
-    if 'famus_active' in metrics:
-      self.history.append({'active': np.asarray(metrics['famus_active']),
-                           'bucket': int(metrics['famus_bucket_needed']),
-                           'rerun': self.reruns > reruns, 'timed': timed and not compiled})
-    return wall, cpu, compiled
+    if result.dispatch is not None and 'famus_active' in result.output.metrics:
+      self.history.append({'active': np.asarray(result.output.metrics['famus_active']),
+                           'bucket': int(result.dispatch.bucket_needed),
+                           'rerun': result.reruns > 0, 'timed': timed and not result.compiled})
+    return wall, cpu, result.compiled
 
   def settle(self, steps: int):
     for _ in range(steps):
@@ -184,13 +193,38 @@ class Timed:
     self.cpu.append(cpu)
 
 
-def xla_step_bytes(timed: Timed) -> int:
-  """Device bytes the compiled step needs (XLA buffer assignment) for the variant in use."""
+def step_form(config) -> str:
+  """How the method's actual update is computed, for the table's 'actual step' column."""
+  method = config.method
+  if method == 'famus' and config.famus.base == 'l2r' or method == 'l2r':
+    return 'l2r (one form)'
+  if method in ('mwnet', 'famus'):
+    return config.meta.actual_step
+  if method == 'fsr':
+    return config.fsr.mixup_form if config.fsr.mixup_alpha > 0 else 'no mixup'
+  return '-'
+
+
+def xla_step_memory(timed: Timed) -> dict:
+  """XLA's buffer assignment of the compiled step for the variant in use, in bytes.
+
+  peak = arguments (train state, batch) + outputs + temporaries (activations
+  kept for the backward pass, workspaces) - what donation aliases: the device
+  memory the step needs, the quantity the papers' GPU-memory comparisons are
+  about. Also the method state's share of the arguments.
+  """
   run = timed.run
   fn = run.step_fn(run.method.variant(timed.last))
   stats = fn.lower(timed.state, run.batch(timed.step)).compile().memory_analysis()
-  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
-             + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+  out = {'argument_bytes': int(stats.argument_size_in_bytes),
+         'output_bytes': int(stats.output_size_in_bytes),
+         'alias_bytes': int(stats.alias_size_in_bytes),
+         'temp_bytes': int(stats.temp_size_in_bytes),
+         'method_state_bytes': int(sum(x.nbytes for x in jax.tree.leaves(
+             timed.state.method_state)))}
+  out['xla_step_bytes'] = (out['argument_bytes'] + out['output_bytes'] + out['temp_bytes']
+                           - out['alias_bytes'])
+  return out
 
 
 def _rss_bytes() -> int:
@@ -239,7 +273,7 @@ def peak_memory_in_child(name: str, model: str, batch_size: int, image_size: int
   request = json.dumps({'name': name, 'model': model, 'batch_size': batch_size,
                         'image_size': image_size, 'settle': settle,
                         'extra': {**extra, **derived}})
-  proc = subprocess.run([sys.executable, '-m', 'famus_jax.benchmark', '--memory_child', request],
+  proc = subprocess.run([sys.executable, '-m', 'famus_jax.tools.benchmark', '--memory_child', request],
                         capture_output=True, text=True, check=False)
   if proc.returncode:
     raise RuntimeError(f'peak-memory child for {name} failed:\n{proc.stderr[-3000:]}')
@@ -297,10 +331,44 @@ def _settle_steps(spec: MethodSpec, override: Optional[int]) -> int:
   return override if spec.settle_steps else 0
 
 
+# The PyTorch peer's method for each benchmark entry (by the part of its name before '_').
+PEER_METHODS = {'erm': 'erm', 'mwnet': 'mwnet', 'l2r': 'l2r', 'famus': 'famus', 'fsr': 'fsr'}
+
+
+def load_peer_module():
+  """famus_jax.tools.torch_peer, imported on request only (torch is an optional extra)."""
+  try:
+    return importlib.import_module('famus_jax.tools.torch_peer')
+  except ImportError as e:
+    raise SystemExit(f'--peers=torch needs PyTorch: pip install -e ".[peers]" ({e})') from e
+
+
+def make_peers(model: str, batch_size: int, image_size: int, methods: list, threads: int,
+               log=print) -> dict:
+  """{peer method: torch_peer.Peer} for the distinct peer methods of `methods`."""
+  peer_lib = load_peer_module()
+  peers = {}
+  for name in methods:
+    method = PEER_METHODS[name.split('_')[0]]
+    if method not in peers:
+      peers[method] = peer_lib.make_peer(model, batch_size, image_size, method, threads)
+      for _ in range(2):  # warm-up steps, untimed
+        peers[method].step()
+      log(f'torch peer {method}: ready ({peers[method].describe()["device"]})')
+  return peers
+
+
 def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size: int = 32,
               settle_steps: Optional[int] = None, extra: Optional[dict] = None,
-              log=print, peak_memory: bool = False) -> dict:
-  """Run the protocol of the module docstring; returns the JSON-able results."""
+              log=print, peak_memory: bool = False, peers: Sequence[str] = (),
+              threads: int = 1) -> dict:
+  """Run the protocol of the module docstring; returns the JSON-able results.
+
+  peers=('torch',): the PyTorch peer of each method (`torch_peer.py`) is timed in the
+  same rounds, right after ours (torch uses `threads` threads; pin the process with
+  taskset so that both frameworks run on the same cores), and every method's row gets
+  the peer's median step and the ratio peer / ours.
+  """
   unknown = [m for m in methods if m not in METHODS]
   if unknown:
     raise ValueError(f'unknown methods {unknown}; known: {sorted(METHODS)}')
@@ -320,9 +388,15 @@ def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size
     if timed[name].history:  # the settled state, for specs derived from this one
       tail = timed[name].history[-max(settle // 2, 1):]
       results[name]['settled'] = famus_summary(timed[name], tail)
+  torch_peers = make_peers(model, batch_size, image_size, methods, threads, log) \
+      if 'torch' in peers else {}
+  peer_times = {m: ([], []) for m in torch_peers}
   for _ in range(steps):
     for name in methods:
       timed[name].timed_step()
+    for method, peer in torch_peers.items():
+      peer_times[method][0].append(peer.step())
+      peer_times[method][1].append(peer.last_cpu_s)
   out = {}
   for name in methods:
     t = timed[name]
@@ -334,7 +408,8 @@ def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size
         'reruns': t.reruns,
         'variants_compiled': len(t.run._steps),  # pylint: disable=protected-access
         'overrides': {**METHODS[name].overrides, **results.get(name, {}).get('overrides', {})},
-        'xla_step_bytes': xla_step_bytes(t),
+        'actual_step': step_form(t.config),
+        **xla_step_memory(t),
     }
     if peak_memory:
       log(f'{name}: peak memory in a child process')
@@ -345,6 +420,13 @@ def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size
     if t.history:
       out[name]['famus'] = famus_summary(t, [m for m in t.history if m['timed']])
       out[name]['famus_settled'] = results.get(name, {}).get('settled')
+  for name, r in out.items():
+    method = PEER_METHODS[name.split('_')[0]]
+    if method in torch_peers:
+      r['peer_step_time_s'] = float(np.median(peer_times[method][0]))
+      r['peer_cpu_time_s'] = float(np.median(peer_times[method][1]))
+      r['peer_ratio'] = r['peer_step_time_s'] / r['step_time_s']
+      r['peer'] = torch_peers[method].describe()
   erm = out.get('erm')
   for name, r in out.items():
     r['ratio_to_erm'] = r['step_time_s'] / erm['step_time_s'] if erm else None
@@ -375,9 +457,10 @@ def memory_only(model: str, batch_size: int, methods: list, image_size: int = 32
       raise ValueError(f'unknown method {name!r}; known: {sorted(METHODS)}')
     timed = Timed(name, make_config(model, batch_size, image_size, METHODS[name], extra or {}))
     t0 = time.perf_counter()
-    out[name] = {'xla_step_bytes': xla_step_bytes(timed),
+    out[name] = {**xla_step_memory(timed),
                  'compile_time_s': time.perf_counter() - t0,
-                 'overrides': METHODS[name].overrides}
+                 'overrides': METHODS[name].overrides,
+                 'actual_step': step_form(timed.config)}
     log(f'{name}: {out[name]["xla_step_bytes"] / 2**20:.0f} MiB, compiled in '
         f'{out[name]["compile_time_s"]:.1f}s')
   if 'erm' in out:
@@ -389,9 +472,10 @@ def memory_only(model: str, batch_size: int, methods: list, image_size: int = 32
 
 
 def memory_table(result: dict) -> str:
-  rows = ['| method | XLA step MiB | x ERM | compile (s) |', '|---|---|---|---|']
+  rows = ['| method | actual step | XLA step MiB | x ERM | compile (s) |',
+          '|---|---|---|---|---|']
   for name, r in result['methods'].items():
-    rows.append(f'| {name} | {_mib(r["xla_step_bytes"])} | '
+    rows.append(f'| {name} | {r.get("actual_step", "-")} | {_mib(r["xla_step_bytes"])} | '
                 f'{_ratio(r.get("xla_step_ratio_to_erm"))} | {r["compile_time_s"]:.1f} |')
   return '\n'.join(rows)
 
@@ -409,17 +493,32 @@ def markdown_table(result: dict) -> str:
   peak = 'device_peak_bytes' if any('device_peak_bytes' in r for r in result['methods'].values()) \
       else 'peak_rss_bytes'
   peak_label = 'device peak' if peak == 'device_peak_bytes' else 'peak RSS'
-  rows = [f'| method | step (s) | x ERM | x MW-Net | CPU (s) | compile (s) | re-runs '
-          f'| XLA step MiB | x ERM | {peak_label} MiB | x ERM |',
-          '|---|---|---|---|---|---|---|---|---|---|---|']
+  rows = [f'| method | actual step | step (s) | x ERM | x MW-Net | CPU (s) | compile (s) '
+          f'| re-runs | XLA step MiB | x ERM | {peak_label} MiB | x ERM |',
+          '|---|---|---|---|---|---|---|---|---|---|---|---|']
   for name, r in result['methods'].items():
     rows.append(
-        f'| {name} | {r["step_time_s"]:.3f} | {_ratio(r.get("ratio_to_erm"))} | '
+        f'| {name} | {r.get("actual_step", "-")} | {r["step_time_s"]:.3f} | {_ratio(r.get("ratio_to_erm"))} | '
         f'{_ratio(r.get("ratio_to_mwnet"))} | {r["cpu_time_s"]:.3f} | '
         f'{r["compile_time_s"]:.1f} | {r["reruns"]} | {_mib(r.get("xla_step_bytes"))} | '
         f'{_ratio(r.get("xla_step_ratio_to_erm"))} | {_mib(r.get(peak))} | '
         f'{_ratio(r.get(peak.replace("_bytes", "_ratio_to_erm")))} |')
   return '\n'.join(rows)
+
+
+def peer_table(result: dict) -> str:
+  """Ours against the PyTorch peer, per method (empty when no peer ran)."""
+  rows = [r for r in result['methods'].items() if 'peer_step_time_s' in r[1]]
+  if not rows:
+    return ''
+  threads = rows[0][1]['peer'].get('threads')
+  out = [f'| method | ours (s) | PyTorch peer (s) | peer / ours | ours CPU (s) | peer CPU (s) |',
+         '|---|---|---|---|---|---|']
+  for name, r in rows:
+    out.append(f'| {name} | {r["step_time_s"]:.3f} | {r["peer_step_time_s"]:.3f} | '
+               f'{r["peer_ratio"]:.2f} | {r["cpu_time_s"]:.3f} | {r["peer_cpu_time_s"]:.3f} |')
+  return '\n'.join(out) + f'\n\n(Peer: {rows[0][1]["peer"].get("framework", "")}, ' \
+      f'{threads} thread(s); peer / ours > 1 means ours is faster.)'
 
 
 def title(result: dict) -> str:
@@ -430,8 +529,11 @@ def title(result: dict) -> str:
 
 
 def table(result: dict) -> str:
-  """The Markdown table that fits the result (timed, or memory only)."""
-  return memory_table(result) if result.get('memory_only') else markdown_table(result)
+  """The Markdown table(s) that fit the result (timed, or memory only; peers if any)."""
+  if result.get('memory_only'):
+    return memory_table(result)
+  peers = peer_table(result)
+  return markdown_table(result) + ('\n\n' + peers if peers else '')
 
 
 # ---- per-part profile -------------------------------------------------------
@@ -444,11 +546,6 @@ def profile_parts(model_name: str, batch_size: int, image_size: int = 32, repeat
   piece is the difference between two entries. top_from: the first layer
   group of the 'top' set (default: the last residual block).
   """
-  from famus_jax.famus import layer_sets  # pylint: disable=import-outside-toplevel
-  from famus_jax.meta import meta_gradient as mg  # pylint: disable=import-outside-toplevel
-  from famus_jax.models import create_model, layer_names  # pylint: disable=import-outside-toplevel
-  from famus_jax.train.step import cross_entropy  # pylint: disable=import-outside-toplevel
-
   config = make_config(model_name, batch_size, image_size, METHODS['erm'], {})
   model = create_model(config, 10)
   rng = np.random.default_rng(0)
@@ -538,6 +635,10 @@ def main(argv=None):
                       help='write the results as JSON here (and the table next to it as .md)')
   parser.add_argument('--memory_only', action='store_true',
                       help='only compile each step and report its XLA memory (no timing)')
+  parser.add_argument('--peers', default='', help="'torch': also time the PyTorch peer of "
+                      'each method in the same rounds (needs the [peers] extra)')
+  parser.add_argument('--threads', type=int, default=1,
+                      help='threads of the PyTorch peer (pin the process with taskset)')
   parser.add_argument('--memory_child', default='', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.memory_child:
@@ -557,7 +658,8 @@ def main(argv=None):
   else:
     result = benchmark(args.model, args.batch_size, args.methods.split(','), args.steps,
                        args.image_size, args.settle_steps, extra, log=log,
-                       peak_memory=args.peak_memory)
+                       peak_memory=args.peak_memory,
+                       peers=[p for p in args.peers.split(',') if p], threads=args.threads)
   if args.profile:
     result['profile'] = profile_parts(args.model, args.batch_size, args.image_size)
   print(title(result))

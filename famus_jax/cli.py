@@ -1,0 +1,97 @@
+"""Command-line entry points: `famus-train` (= `python main.py`) and the shared flags.
+
+  famus-train --config=configs/cifar10.py --workdir=runs/cifar10 --config.method=famus
+  famus-train --config=tiny --workdir=/tmp/tiny        # a preset by name
+
+`--config` takes a config file (any `get_config()` module) or the name of a
+preset shipped in famus_jax/presets, so an installed package trains from any
+directory. Every field can be overridden with `--config.field=value`.
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from famus_jax import errors, presets
+from famus_jax.train.trainer import train_and_evaluate
+
+
+def resolve_config_arg(argv: list) -> list:
+  """argv with `--config=NAME` (a preset name, not a file) replaced by the preset's path.
+
+  A value that names an existing file, or carries a ':' argument suffix of a
+  file, is left as it is; an unknown name that is not a file either raises
+  ValueError listing the presets.
+  """
+  out = list(argv)
+  for i, arg in enumerate(out):
+    if arg.startswith('--config='):
+      prefix, value = '--config=', arg[len('--config='):]
+    elif arg == '--config' and i + 1 < len(out):
+      prefix, value, i = '', out[i + 1], i + 1
+    else:
+      continue
+    path = value.split(':', 1)[0]
+    if os.path.exists(path) or path.endswith('.py'):
+      return out
+    out[i] = prefix + presets.preset_path(value)
+    return out
+  return out
+
+
+def define_run_flags(workdir_default=None) -> None:
+  """--config (file or preset) and --workdir, as every run-like tool takes them."""
+  config_flags.DEFINE_config_file(
+      'config', None, f'A config file (e.g. configs/cifar10.py) or a preset name: '
+      f'{", ".join(presets.preset_names())}.', lock_config=True)
+  flags.DEFINE_string('workdir', workdir_default,
+                      'Directory for checkpoints, metrics.jsonl and summary.json.')
+  flags.mark_flags_as_required(['config'])
+  for name in ('config', 'workdir'):  # shown by --help of the script that runs (absl's main)
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
+
+
+def default_workdir(config) -> str:
+  return f'runs/{config.dataset}_{config.method}'
+
+
+def print_summary(summary: dict, workdir: str) -> None:
+  print(f'{summary["method"]} on {summary["dataset"]}: best test accuracy '
+        f'{summary["best_test_accuracy"]:.4f}, last {summary["last_test_accuracy"]:.4f}, '
+        f'{summary["steps"]} steps, mean step {summary["mean_step_time_s"] or 0:.4f}s; '
+        f'summary in {workdir}/summary.json')
+
+
+# Errors whose message says what is wrong and what to do: printed as one line, no traceback.
+USER_ERRORS = (errors.ConfigError, errors.DataNotFoundError, errors.NonFiniteLossError,
+               errors.WorkdirMismatchError, errors.CheckpointDamagedError,
+               errors.CheckpointSaveError, errors.WorkdirLockedError)
+
+
+def _train_main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
+  config = flags.FLAGS.config
+  workdir = flags.FLAGS.workdir or default_workdir(config)
+  try:
+    summary = train_and_evaluate(config, workdir)
+  except USER_ERRORS as e:
+    sys.exit(f'error ({type(e).__name__}): {e}')
+  print_summary(summary, workdir)
+
+
+def run_app(main_fn, workdir_default=None) -> None:
+  """Define the run flags, resolve a preset name in argv and run `main_fn` under absl."""
+  define_run_flags(workdir_default)
+  try:
+    argv = resolve_config_arg(sys.argv)
+  except ValueError as e:
+    sys.exit(f'error: {e}')
+  app.run(main_fn, argv=argv)
+
+
+def train() -> None:
+  """The `famus-train` console script."""
+  run_app(_train_main)

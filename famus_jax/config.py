@@ -1,0 +1,155 @@
+"""The configuration schema: every field famus_jax reads, with its one default.
+
+The presets (famus_jax/presets/*.py, re-exported by the repository's
+configs/*.py) start from `get_config()` and change a few fields. Library code never invents a value that is not
+declared here; `famus_jax.config_check.validate` rejects unknown names and
+out-of-range values with a message naming the field.
+
+Durations: `num_epochs` is the run length unless `num_steps` > 0, which then
+wins. Learning-rate boundaries are in epochs.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # ---- data ---------------------------------------------------------------
+  c.dataset = 'cifar10'          # cifar10 | cifar100 | fashion_mnist | synthetic
+  c.data_source = 'auto'         # auto | tfds | idx | cifar_archive | synthetic
+  c.data_dir = ''                # TFDS data_dir, IDX directory or CIFAR archive directory
+  c.download = True  # fetch the official CIFAR archive into data_dir (or ~/.cache/famus_jax) when missing
+  c.cifar_url = ''  # '' = the official URL; a file:// or http(s) URL of the same archive
+  c.noise_type = 'symmetric'     # none | symmetric | asymmetric
+  c.noise_rate = 0.4             # in [0, 1)
+  c.imbalance_factor = 1.0       # n_max / n_min; 1 = balanced
+  c.num_meta = 1000              # clean, class-balanced meta images (removed from train)
+  c.train_subset = 0             # > 0: class-balanced subset of this many training images
+  c.synthetic = ml_collections.ConfigDict()
+  c.synthetic.num_train = 512    # synthetic source only (tests, smoke runs)
+  c.synthetic.num_test = 128
+  c.synthetic.image_size = 8
+  c.synthetic.channels = 3
+  c.synthetic.num_classes = 10
+  c.augment = ml_collections.ConfigDict()
+  c.augment.crop_padding = 4     # 0 disables random crops
+  c.augment.flip = True          # random horizontal flips
+
+  # ---- model --------------------------------------------------------------
+  c.model = 'wide_resnet'        # resnet | wide_resnet | preact_resnet18 | small_cnn
+  c.depth = 28                   # resnet: 6n+2 (e.g. 32); wide_resnet: 6n+4 (e.g. 28)
+  c.width = 10                   # wide_resnet widening factor; small_cnn channels
+  c.dropout = 0.0                # wide_resnet dropout inside blocks
+  c.bn_momentum = 0.9            # running-statistics decay
+
+  # ---- optimisation -------------------------------------------------------
+  c.method = 'mwnet'             # erm | mwnet | l2r | famus | fsr
+  c.batch_size = 100
+  c.meta_batch_size = 100
+  c.eval_batch_size = 500
+  c.num_epochs = 120
+  c.num_steps = 0                # > 0 overrides num_epochs
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.momentum = 0.9
+  c.optimizer.nesterov = False
+  c.optimizer.weight_decay = 5e-4
+  c.lr = ml_collections.ConfigDict()
+  c.lr.schedule = 'multistep'    # constant | multistep | cosine
+  c.lr.base = 0.1
+  c.lr.boundaries_epochs = (80, 100)
+  c.lr.decay = 0.1
+  c.lr.warmup_epochs = 0.0
+
+  # ---- meta re-weighting --------------------------------------------------
+  c.mwnet = ml_collections.ConfigDict()
+  c.mwnet.hidden = 100           # Linear(1, hidden) - ReLU - Linear(hidden, 1) - sigmoid
+  c.mwnet.lr = 1e-3
+  c.mwnet.momentum = 0.9
+  c.mwnet.weight_decay = 1e-4
+  c.mwnet.normalize = True       # divide weights by their sum (if non-zero)
+  c.l2r = ml_collections.ConfigDict()
+  c.l2r.zero_sum = 'uniform'     # uniform | zero: weights when all clipped weights are 0
+  c.meta = ml_collections.ConfigDict()
+  # The actual update of mwnet / famus (L2R has one form only):
+  #   recompute: grad of sum_i eps_i(theta') L_i, the new meta model's weights (paper Eq. 5);
+  #              a second backward pass over the training batch.
+  #   reuse:     the virtual step's gradient sum_i eps_i(theta) grad L_i, already computed:
+  #              one training backward per step; theta' acts from the next step on.
+  c.meta.actual_step = 'recompute'
+  c.meta_gradient = 'jvp'        # jvp (production) | reverse_over_reverse (reference path)
+  c.meta_bn_train_mode = True    # meta / reward forward passes use batch statistics (else running)
+
+  # ---- FaMUS (famus_jax/famus) -------------------------------------------
+  c.famus = ml_collections.ConfigDict()
+  c.famus.base = 'mwnet'         # mwnet | l2r: the re-weighting method FaMUS accelerates
+  c.famus.strategy = 'learned'   # learned (samplers) | all (exact) | block | random | static
+  c.famus.candidates = 'reference'  # reference (last stage, head on) | all (paper) | regexes
+  c.famus.always_on = ''         # regexes of layers in every estimate ('' = none)
+  c.famus.target_active = 4.0    # K of L_r = (sum_l r_l - K)^2
+  c.famus.lambda_r = 0.1         # lambda1
+  c.famus.lambda_g = 0.1         # lambda2
+  c.famus.lg_form = 'avgpool'    # avgpool (paper Eq. 11) | meanstd (reference code)
+  c.famus.lc_weight = 1.0        # weight of the linearised L_c term in the samplers' loss
+  c.famus.lc_normalize = True    # L_c term as a share of ||g'||^2 (False: raw first-order term)
+  c.famus.sampler_lr = 0.1       # delta (1e-2 for long-tail in the paper)
+  c.famus.sampler_momentum = 0.9
+  c.famus.sampler_hidden = 128
+  c.famus.sampler_depth = 2      # linear layers: 2 (paper) | 3 (reference code)
+  c.famus.standardize_inputs = True  # (x - mean) / (std + 1e-9) per sampler input
+  c.famus.temperature = 5.0      # Gumbel-softmax temperature (straight-through gradient)
+  c.famus.block = -1             # strategy=block: residual block b (1-based; -1 = top block)
+  c.famus.num_random = 4         # strategy=random: s random candidate layers per step
+  c.famus.static_layers = 'top'  # strategy=static: regexes of layers, or top (last K candidates)
+  c.famus.floor_buckets = 'block'  # layer | block | stage: one compiled variant per floor group
+  c.famus.jvp = 'sparse'         # sparse (step's JVP, zeros skipped) | restricted | linearized
+  c.famus.l2r_sampler_input = 'uniform_grad'  # base=l2r: uniform_grad | momentum
+  c.famus.variance_decay = 0.98  # EMA decay of the running variance of ||g'||
+  c.famus.guess_window = 16      # learned: run the lowest floor bucket of the last N steps
+
+  # ---- FSR (famus_jax/fsr) ------------------------------------------------
+  c.fsr = ml_collections.ConfigDict()
+  c.fsr.dictionary_size = 2000   # |R|: class-balanced training ids (noisy labels); multiple of classes
+  c.fsr.reward_batch_size = 100  # q: class-balanced reward batch drawn from R every step
+  c.fsr.meta_lr = 0.1            # constant step size of the virtual head update
+  c.fsr.score_momentum = 0.9     # EMA momentum of the per-example meta-margin score
+  c.fsr.score_before = 'train'   # margin's loss before the step: train (MixUp forward) | clean
+  c.fsr.warmup_epochs = 2        # uniform weights before this epoch (deferred start: e.g. 160)
+  c.fsr.weight_mode = 'noise'    # noise: max(-grad, 0) | longtail: raw - min(raw) + 1/b
+  c.fsr.relabel = True           # momentum re-labeling (EMA of predictions as soft targets)
+  c.fsr.relabel_momentum = 0.9   # decay of the prediction EMA
+  c.fsr.relabel_weight = 2.0     # p: multiplier of the re-labeling loss
+  c.fsr.relabel_start_epoch = -1  # -1: same as warmup_epochs
+  c.fsr.mixup_alpha = 1.0        # MixUp Beta(alpha, alpha) on the weighted loss; 0 = off
+  # How MixUp (mixup_alpha > 0) enters the step (famus_jax/fsr/__init__.py):
+  #   two_pass: the step's forward is clean (head-only meta step, scores, prediction EMA);
+  #             one extra forward/backward on the mixed images carries the weighted loss.
+  #   one_pass: the step's single forward runs on the mixed images and feeds the meta step,
+  #             the scores and the weighted loss (the reference code); one backward.
+  c.fsr.mixup_form = 'two_pass'
+  c.fsr.label_smoothing = 0.0    # on the training loss (0.1 for long-tail)
+
+  # ---- meta-gradient quality tool (python -m famus_jax.quality) -------------
+  c.quality = ml_collections.ConfigDict()
+  c.quality.every = 10           # compare the estimators with the exact gradient every N steps
+  c.quality.random_draws = 8     # random layer sets drawn per check (their variance)
+
+  # ---- run ----------------------------------------------------------------
+  c.log_every = 50
+  c.eval_every = 1000            # steps; evaluation also runs at the end
+  c.checkpoint_every = 1000      # steps; a checkpoint is also written at the end
+  c.keep_checkpoints = 2
+  c.progress_bar = True
+  c.diagnostics_every = 0        # > 0: exact-vs-estimate meta-gradient checks
+  c.weights_log_every = 10       # > 0: log the batch's example weights + noisy flags (report plots)
+  # What to do when the workdir holds a checkpoint whose run fingerprint (the config minus the
+  # fields in famus_jax.train.checkpoint.RESUMABLE_FIELDS, plus the data's identity) differs
+  # from this config's:
+  #   auto:          resume when the fingerprints match; otherwise stop, listing the differences,
+  #                  before anything in the workdir is written;
+  #   allow_changes: resume anyway (a deliberate change, e.g. more num_steps or a new lr); the
+  #                  differences are printed and recorded in metrics.jsonl ('resume' event).
+  # A change of the state's structure (method, model, width...) can never be resumed.
+  c.resume = 'auto'
+  return c

@@ -1,0 +1,691 @@
+"""A PyTorch peer of famus_jax's training steps, computed the way the reference code does.
+
+The benchmark compares our steps with what a user would otherwise run: the public PyTorch
+code of MW-Net (Shu et al. 2019), L2R (Ren et al. 2018), FaMUS (Xu et al. 2021) and FSR
+(Zhang & Pfister 2021). This module rebuilds those steps in PyTorch on the same networks,
+batch and image size, with the same optimiser, so that the step times are like for like
+and `tests/test_torch_peer.py` can check, in float64, that the peer computes the same
+numbers as famus_jax. torch is imported at the top: import this module only when the
+peer is requested (`pip install -e ".[peers]"`).
+
+Networks (NCHW; layer names, widths, strides and BatchNorm placement as famus_jax.models):
+  `ResNetCifar(depth 6n+2)`  3x3 stem (16), three stages of n BasicBlocks with 16 / 32 / 64
+      channels (strides 1, 2, 2), option-A shortcut (subsample ::2 and zero-pad the
+      channels, half each side), global average pooling, `head`.
+  `WideResNet(depth 6n+4, k)`  pre-activation blocks with 16k / 32k / 64k channels, a 1x1
+      conv shortcut where the shape changes, `final_bn`, pooling, `head` (no dropout).
+  `WeightNet(h)`  MW-Net's meta model, Linear(1, h) - ReLU - Linear(h, 1) - sigmoid.
+Every parameterised layer is an attribute of the top module named as our flat Flax layer
+(`stage3_block5_conv2`), so `load_flax_params` maps a famus_jax params / batch_stats tree
+onto it: conv kernel (kh, kw, in, out) -> weight (out, in, kh, kw); dense kernel (in, out)
+-> weight (out, in); BatchNorm scale / bias / mean / var -> weight / bias / running_mean /
+running_var. BatchNorm: epsilon 1e-5 both sides; our running-statistics decay 0.9 is
+torch's momentum 0.1 (torch keeps the unbiased batch variance in running_var where Flax
+keeps the biased one; the training-mode forward, the only one used here, uses the biased
+variance on both sides).
+
+Optimiser (as `famus_jax.train.state.create_optimizer`): SGD, momentum 0.9, weight decay
+added to the gradient (torch.optim.SGD's `weight_decay`, the same as optax's
+`add_decayed_weights` before `sgd`), lr alpha (0.1, constant). The meta model: SGD,
+lr 1e-3, momentum 0.9, weight decay 1e-4 (our `config.mwnet`).
+
+Steps (n training examples x_i with losses L_i(w), m meta examples; one call = one step):
+  `erm_step`    L = mean_i L_i(w); backward; SGD step.
+  `mwnet_step`  V_i = Psi(L_i; theta), eps_i = V_i / sum_k V_k; g = grad_w sum_i eps_i L_i
+                with create_graph=True; w_hat = w - alpha g (torch.func.functional_call);
+                L^val(w_hat) backward into theta only; meta-model SGD step; then a fresh
+                forward / backward of sum_i eps_i(theta') L_i(w) (eps' detached) and the
+                real SGD step (the official MW-Net code's structure).
+  `l2r_step`    the same with eps = 0 (a leaf requiring grad): w = max(-dL^val/d eps, 0),
+                w / sum w (uniform when every weight is clipped, our `l2r.zero_sum`).
+  `famus_step`  MW-Net with the reference code's gating: only the candidate tensors (the
+                last stage's and `final_bn`'s parameters, each tensor its own "layer") and
+                the head keep the second-order path; every other tensor's virtual-step
+                gradient is `g.detach()`. Per candidate tensor a sampler (input: the
+                per-output-channel sum of its virtual gradient, standardised
+                (x - mean) / (std + 1e-9); Linear(D, 128) - PReLU - Linear(128, 128) - PReLU
+                - Linear(128, 2); hard Gumbel-softmax with temperature 5, straight-through)
+                gives r in {0, 1}; the gradient used is r g when r = 1 and (1 - r) g.detach()
+                when r = 0 (a Python branch, as the reference: an off tensor's second-order
+                work is skipped). Meta objective L^val + 0.1 (sum r - 4)^2, backward into
+                the meta model and the samplers, SGD steps on both (samplers: lr 0.1,
+                momentum 0.9), then the actual step as MW-Net.
+  `fsr_step`    one forward of the training batch; head-only look-ahead from eps = 1/n:
+                theta* = theta - 0.1 (grad_head sum_i eps_i L_i + wd theta + 0.9 trace),
+                trace = the real optimiser's momentum buffer of the head; the reward (meta)
+                batch's head inputs (no grad) give L_R(theta*); w = max(-dL_R/d eps, 0),
+                w / (sum w + 1e-5); the weighted loss sum_i w_i L_i backward on the *same*
+                forward outputs; SGD step (the reference code's one-pass form; no MixUp or
+                re-labeling).
+
+`make_peer(model_name, batch_size, image_size, method, threads)` builds one of these on
+fixed random CIFAR-shaped data for timing: `.step()` runs a step and synchronises.
+"""
+
+import dataclasses
+import math
+import re
+import time
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.1          # torch convention: 1 - famus_jax's decay 0.9
+LR = 0.1                   # base network (config.lr.base, constant schedule)
+MOMENTUM = 0.9
+WEIGHT_DECAY = 5e-4        # config.optimizer.weight_decay
+META_LR, META_MOMENTUM, META_WEIGHT_DECAY = 1e-3, 0.9, 1e-4   # config.mwnet
+META_HIDDEN = 100          # config.mwnet.hidden
+SAMPLER_HIDDEN = 128
+SAMPLER_LR, SAMPLER_MOMENTUM = 0.1, 0.9
+GUMBEL_TEMPERATURE = 5.0
+TARGET_ACTIVE, LAMBDA_R = 4.0, 0.1
+STD_EPS = 1e-9
+FSR_META_LR = 0.1
+FSR_NORM_EPS = 1e-5
+METHODS = ('erm', 'mwnet', 'l2r', 'famus', 'fsr')
+
+
+# ---- networks ----------------------------------------------------------------------------
+def _conv(cin: int, cout: int, kernel: int, stride: int) -> nn.Conv2d:
+  """Bias-free square conv, symmetric padding kernel // 2 (as `famus_jax.models.common`)."""
+  return nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+  return nn.BatchNorm2d(channels, eps=BN_EPSILON, momentum=BN_MOMENTUM)
+
+
+def shortcut_a(x: torch.Tensor, out_channels: int, stride: int) -> torch.Tensor:
+  """Option A: x[:, :, ::s, ::s] and zero channels, extra // 2 before and the rest after."""
+  if stride != 1:
+    x = x[:, :, ::stride, ::stride]
+  extra = out_channels - x.shape[1]
+  if extra:
+    x = F.pad(x, (0, 0, 0, 0, extra // 2, extra - extra // 2))
+  return x
+
+
+class ResNetCifar(nn.Module):
+  """CIFAR ResNet-(6n+2), option-A shortcuts; (B, 3, H, W) -> (logits (B, C), features (B, 64))."""
+
+  def __init__(self, num_classes: int, depth: int = 32):
+    super().__init__()
+    if depth < 8 or (depth - 2) % 6:
+      raise ValueError(f'resnet depth must be 6n+2 with n >= 1, got {depth}')
+    self.blocks = []   # (prefix, out channels, stride) in forward order
+    self.stem_conv, self.stem_bn = _conv(3, 16, 3, 1), _bn(16)
+    cin = 16
+    for s, ch in enumerate((16, 32, 64), start=1):
+      for b in range(1, (depth - 2) // 6 + 1):
+        stride = 2 if (s > 1 and b == 1) else 1
+        p = f'stage{s}_block{b}_'
+        setattr(self, p + 'conv1', _conv(cin, ch, 3, stride))
+        setattr(self, p + 'bn1', _bn(ch))
+        setattr(self, p + 'conv2', _conv(ch, ch, 3, 1))
+        setattr(self, p + 'bn2', _bn(ch))
+        self.blocks.append((p, ch, stride))
+        cin = ch
+    self.head = nn.Linear(cin, num_classes)
+
+  def forward(self, x):
+    x = F.relu(self.stem_bn(self.stem_conv(x)))
+    for p, ch, stride in self.blocks:
+      out = F.relu(getattr(self, p + 'bn1')(getattr(self, p + 'conv1')(x)))
+      out = getattr(self, p + 'bn2')(getattr(self, p + 'conv2')(out))
+      if stride != 1 or x.shape[1] != ch:
+        x = shortcut_a(x, ch, stride)
+      x = F.relu(out + x)
+    features = x.mean(dim=(2, 3))
+    return self.head(features), features
+
+
+class WideResNet(nn.Module):
+  """WRN-(6n+4)-k with pre-activation blocks; (B, 3, H, W) -> (logits, features (B, 64k))."""
+
+  def __init__(self, num_classes: int, depth: int = 28, widen_factor: int = 10):
+    super().__init__()
+    if depth < 10 or (depth - 4) % 6:
+      raise ValueError(f'wide_resnet depth must be 6n+4 with n >= 1, got {depth}')
+    k = widen_factor
+    self.blocks = []   # (prefix, stride, has a shortcut conv)
+    self.stem_conv = _conv(3, 16, 3, 1)
+    cin = 16
+    for s, ch in enumerate((16 * k, 32 * k, 64 * k), start=1):
+      for b in range(1, (depth - 4) // 6 + 1):
+        stride = 2 if (s > 1 and b == 1) else 1
+        p = f'stage{s}_block{b}_'
+        setattr(self, p + 'preact_bn1', _bn(cin))
+        setattr(self, p + 'conv1', _conv(cin, ch, 3, stride))
+        setattr(self, p + 'preact_bn2', _bn(ch))
+        setattr(self, p + 'conv2', _conv(ch, ch, 3, 1))
+        shortcut = stride != 1 or cin != ch
+        if shortcut:
+          setattr(self, p + 'shortcut_conv', _conv(cin, ch, 1, stride))
+        self.blocks.append((p, shortcut))
+        cin = ch
+    self.final_bn = _bn(cin)
+    self.head = nn.Linear(cin, num_classes)
+
+  def forward(self, x):
+    x = self.stem_conv(x)
+    for p, shortcut in self.blocks:
+      act = F.relu(getattr(self, p + 'preact_bn1')(x))
+      out = getattr(self, p + 'conv1')(act)
+      out = F.relu(getattr(self, p + 'preact_bn2')(out))
+      out = getattr(self, p + 'conv2')(out)
+      x = out + (getattr(self, p + 'shortcut_conv')(act) if shortcut else x)
+    features = F.relu(self.final_bn(x)).mean(dim=(2, 3))
+    return self.head(features), features
+
+
+class WeightNet(nn.Module):
+  """MW-Net's meta model: losses (n,) -> weights sigmoid(fc2(relu(fc1(L)))) in (0, 1), (n,)."""
+
+  def __init__(self, hidden: int = META_HIDDEN):
+    super().__init__()
+    self.fc1, self.fc2 = nn.Linear(1, hidden), nn.Linear(hidden, 1)
+
+  def forward(self, losses):
+    return torch.sigmoid(self.fc2(F.relu(self.fc1(losses[:, None]))))[:, 0]
+
+
+def create_model(model_name: str, num_classes: int = 10) -> nn.Module:
+  """'resnet<6n+2>' (e.g. resnet32, resnet8) or 'wrn-<6n+4>-<k>' (wrn-28-2, wrn-28-10)."""
+  m = re.fullmatch(r'resnet(\d+)', model_name)
+  if m:
+    return ResNetCifar(num_classes, int(m.group(1)))
+  m = re.fullmatch(r'wrn-(\d+)-(\d+)', model_name)
+  if m:
+    return WideResNet(num_classes, int(m.group(1)), int(m.group(2)))
+  raise ValueError(f'the torch peer has no model {model_name!r}: use resnet<6n+2> or '
+                   'wrn-<6n+4>-<k> (e.g. resnet32, wrn-28-2, wrn-28-10)')
+
+
+# ---- famus_jax <-> torch parameter layout -----------------------------------------------
+def _to_torch_layout(module: nn.Module, leaf: str, value: np.ndarray) -> tuple:
+  """(torch attribute name, array in torch layout) of one Flax leaf of `module`."""
+  if leaf == 'kernel':
+    return 'weight', (value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T)
+  if leaf == 'scale':
+    return 'weight', value
+  if leaf in ('mean', 'var'):
+    return 'running_' + leaf, value
+  if leaf == 'bias':
+    return 'bias', value
+  raise KeyError(f'unknown Flax leaf {leaf!r} of {type(module).__name__}')
+
+
+def load_flax_params(torch_model: nn.Module, params: Mapping,
+                     batch_stats: Optional[Mapping] = None) -> None:
+  """Copy a famus_jax variables tree into `torch_model` in place.
+
+  params: {layer: {'kernel' | 'scale' | 'bias': array}}; batch_stats: {layer: {'mean',
+  'var'}} (or None for a model without BatchNorm). Layouts: conv kernel HWIO -> OIHW, dense
+  (in, out) -> (out, in); the values are cast to the torch tensors' dtype. Raises KeyError
+  when a torch parameter or running statistic is left unset or a Flax layer is unknown.
+  """
+  targets = dict(torch_model.named_parameters())
+  targets.update({k: v for k, v in torch_model.named_buffers()
+                  if not k.endswith('num_batches_tracked')})
+  done = set()
+  for tree in (params, batch_stats or {}):
+    for layer, leaves in tree.items():
+      module = getattr(torch_model, layer, None)
+      if not isinstance(module, nn.Module):
+        raise KeyError(f'the torch model has no layer {layer!r}')
+      for leaf, value in leaves.items():
+        attr, array = _to_torch_layout(module, leaf, np.asarray(value))
+        name = f'{layer}.{attr}'
+        target = targets[name]
+        if tuple(target.shape) != array.shape:
+          raise ValueError(f'{name}: torch shape {tuple(target.shape)} != {array.shape}')
+        with torch.no_grad():
+          target.copy_(torch.from_numpy(np.array(array, copy=True)).to(target.dtype))
+        done.add(name)
+  missing = sorted(set(targets) - done)
+  if missing:
+    raise KeyError(f'not set from the Flax tree: {missing}')
+
+
+def to_flax_tree(torch_model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> dict:
+  """{'layer.weight': tensor} (parameters or their gradients) -> {layer: {leaf: np array}}.
+
+  The inverse layout of `load_flax_params`: a conv weight OIHW -> HWIO, a Linear weight
+  (out, in) -> (in, out), a BatchNorm weight -> 'scale'.
+  """
+  out = {}
+  for name, value in tensors.items():
+    layer, attr = name.rsplit('.', 1)
+    array = value.detach().cpu().numpy()
+    module = getattr(torch_model, layer)
+    if attr == 'weight' and isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+      leaf = 'scale'
+    elif attr == 'weight':
+      leaf, array = 'kernel', (array.transpose(2, 3, 1, 0) if array.ndim == 4 else array.T)
+    elif attr.startswith('running_'):
+      leaf = attr[len('running_'):]
+    else:
+      leaf = attr
+    out.setdefault(layer, {})[leaf] = array
+  return out
+
+
+# ---- step pieces -------------------------------------------------------------------------
+@dataclasses.dataclass
+class Batch:
+  """images (n, 3, H, W) float, labels (n,) int64; meta_* the meta / reward batch (m, ...)."""
+  images: torch.Tensor
+  labels: torch.Tensor
+  meta_images: Optional[torch.Tensor] = None
+  meta_labels: Optional[torch.Tensor] = None
+
+
+def _params(model: nn.Module) -> dict:
+  return dict(model.named_parameters())
+
+
+def _forward_discarding_stats(model: nn.Module, params: Mapping, images: torch.Tensor):
+  """model(images) with `params` in place of its own, BatchNorm in training mode.
+
+  The running statistics are copies, so this pass leaves the model's untouched (the
+  virtual and meta forward passes of the reference code run on a throw-away copy).
+  """
+  buffers = {k: b.clone() for k, b in model.named_buffers()}
+  return functional_call(model, ({**params, **buffers},), (images,))
+
+
+def normalise_by_sum(v: torch.Tensor) -> torch.Tensor:
+  """v / sum(v) when the sum is positive, else v (the reference code's `norm_weight`)."""
+  total = v.sum()
+  return v / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def sgd(params, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY) -> torch.optim.SGD:
+  """Our optimiser: d = g + wd w; buf = momentum buf + d; w -= lr buf."""
+  return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def weighted_virtual_gradient(model: nn.Module, images, labels, weights_fn):
+  """The virtual step's inputs: (losses (n,), eps (n,), {name: g}, params).
+
+  eps = weights_fn(losses detached); g = grad_w sum_i eps_i L_i(w) with create_graph=True,
+  so that g stays a function of eps (and through it of the meta parameters).
+  """
+  params = _params(model)
+  logits, _ = _forward_discarding_stats(model, params, images)
+  losses = F.cross_entropy(logits, labels, reduction='none')
+  eps = weights_fn(losses.detach())
+  grads = torch.autograd.grad((eps * losses).sum(), list(params.values()), create_graph=True)
+  return losses, eps, dict(zip(params, grads)), params
+
+
+def meta_loss_at(model: nn.Module, params: Mapping, grads: Mapping, lr, meta_images,
+                 meta_labels):
+  """L^val(w_hat) = mean_j CE(f(x_j; w - lr g), y_j) with the virtual weights w_hat.
+
+  w enters detached: only the path through g (to eps and the meta parameters) is kept.
+  """
+  w_hat = {k: p.detach() - lr * grads[k] for k, p in params.items()}
+  logits, _ = _forward_discarding_stats(model, w_hat, meta_images)
+  return F.cross_entropy(logits, meta_labels)
+
+
+def mwnet_meta_gradient(model: nn.Module, vnet: nn.Module, batch: Batch, lr,
+                        normalize: bool = True):
+  """MW-Net's meta gradient before the meta step: ({vnet name: dL^val/dtheta}, L^val, eps).
+
+  eps_i = V_i / sum V (normalize) or V_i / n; w_hat = w - lr grad_w sum_i eps_i L_i;
+  the gradient of L^val(w_hat) with respect to theta by reverse-over-reverse autodiff.
+  """
+  n = batch.labels.shape[0]
+
+  def weights_fn(losses):
+    v = vnet(losses)
+    return normalise_by_sum(v) if normalize else v / n
+
+  _, eps, grads, params = weighted_virtual_gradient(model, batch.images, batch.labels,
+                                                     weights_fn)
+  meta_loss = meta_loss_at(model, params, grads, lr, batch.meta_images, batch.meta_labels)
+  theta = _params(vnet)
+  meta_grads = torch.autograd.grad(meta_loss, list(theta.values()))
+  return dict(zip(theta, meta_grads)), meta_loss.detach(), eps.detach()
+
+
+def l2r_eps_gradient(model: nn.Module, batch: Batch, lr):
+  """L2R's dL^val/d eps at eps = 0, (n,), through the (identity-valued) virtual step."""
+  n = batch.labels.shape[0]
+  eps = torch.zeros(n, dtype=batch.images.dtype, device=batch.images.device,
+                    requires_grad=True)
+  _, _, grads, params = weighted_virtual_gradient(model, batch.images, batch.labels,
+                                                   lambda losses: eps)
+  meta_loss = meta_loss_at(model, params, grads, lr, batch.meta_images, batch.meta_labels)
+  return torch.autograd.grad(meta_loss, eps)[0], meta_loss.detach()
+
+
+def l2r_weights(grad_eps: torch.Tensor) -> torch.Tensor:
+  """w = max(-grad, 0) / sum; uniform 1/n when every weight is clipped to 0."""
+  w = torch.clamp(-grad_eps, min=0.0)
+  total = w.sum()
+  uniform = torch.full_like(w, 1.0 / w.shape[0])
+  return torch.where(total > 0, w / torch.where(total > 0, total, torch.ones_like(total)),
+                     uniform)
+
+
+def _actual_step(model, opt, batch: Batch, weights_fn):
+  """A fresh forward / backward of sum_i w_i L_i(w), w = weights_fn(losses) detached."""
+  logits, _ = model(batch.images)
+  losses = F.cross_entropy(logits, batch.labels, reduction='none')
+  with torch.no_grad():
+    w = weights_fn(losses.detach())
+  loss = (w * losses).sum()
+  opt.zero_grad(set_to_none=True)
+  loss.backward()
+  opt.step()
+  return loss.detach()
+
+
+def _apply(opt: torch.optim.Optimizer, params: Sequence[torch.Tensor], grads) -> None:
+  for p, g in zip(params, grads):
+    p.grad = None if g is None else g.detach()
+  opt.step()
+
+
+# ---- FaMUS samplers ----------------------------------------------------------------------
+class GateSampler(nn.Module):
+  """One tensor's gate: x (D,) -> r, a hard {0, 1} sample with a straight-through gradient.
+
+  x is standardised, (x - mean) / (std + 1e-9) (unbiased std, as torch's `Tensor.std` in
+  the reference code), then Linear(D, 128) - PReLU - Linear(128, 128) - PReLU -
+  Linear(128, 2) and `gumbel_softmax(hard=True, tau=5)`; r is the 'on' entry.
+  """
+
+  def __init__(self, size: int, hidden: int = SAMPLER_HIDDEN):
+    super().__init__()
+    self.fc1, self.act1 = nn.Linear(size, hidden), nn.PReLU()
+    self.fc2, self.act2 = nn.Linear(hidden, hidden), nn.PReLU()
+    self.out = nn.Linear(hidden, 2)
+
+  def forward(self, x):
+    x = (x - x.mean()) / (x.std() + STD_EPS)
+    h = self.act2(self.fc2(self.act1(self.fc1(x[None]))))
+    return F.gumbel_softmax(self.out(h), tau=GUMBEL_TEMPERATURE, hard=True)[0, 1]
+
+
+def famus_candidates(model: nn.Module) -> list:
+  """Parameter names with a sampler: the last stage's tensors and `final_bn`'s, in order."""
+  names = list(_params(model))
+  last = max(int(m.group(1)) for m in (re.match(r'stage(\d+)_', n) for n in names) if m)
+  return [n for n in names if n.startswith(f'stage{last}_') or n.startswith('final_bn.')]
+
+
+def channel_sums(grad: torch.Tensor) -> torch.Tensor:
+  """Per-output-channel sum of a gradient: conv (O, I, h, w) / dense (O, I) -> (O,)."""
+  return grad.sum(dim=tuple(range(1, grad.dim()))) if grad.dim() > 1 else grad
+
+
+def build_samplers(model: nn.Module) -> nn.ModuleDict:
+  """{candidate index: GateSampler(D_out)} for every `famus_candidates` tensor."""
+  params = _params(model)
+  return nn.ModuleDict({str(i): GateSampler(params[n].shape[0])
+                        for i, n in enumerate(famus_candidates(model))})
+
+
+def famus_meta_objective(model, vnet, samplers, batch: Batch, lr,
+                         force_gates: Optional[Sequence[float]] = None):
+  """(L^val(w_hat) + 0.1 (sum r - 4)^2, L^val, r) with the reference code's gating.
+
+  Head tensors: g; candidate tensor c: r_c g_c if r_c = 1 else (1 - r_c) g_c.detach();
+  every other tensor: g.detach(). `force_gates` (one 0 / 1 per candidate, tests) replaces
+  the samples' values, keeping their straight-through gradient.
+  """
+  _, _, grads, params = weighted_virtual_gradient(
+      model, batch.images, batch.labels, lambda losses: normalise_by_sum(vnet(losses)))
+  candidates = famus_candidates(model)
+  gated, gates = {}, []
+  for name, g in grads.items():
+    if name.startswith('head.'):
+      gated[name] = g
+    elif name in candidates:
+      i = candidates.index(name)
+      r = samplers[str(i)](channel_sums(g.detach()))
+      if force_gates is not None:
+        r = r - r.detach() + float(force_gates[i])
+      gates.append(r)
+      gated[name] = r * g if r.item() > 0.5 else (1.0 - r) * g.detach()
+    else:
+      gated[name] = g.detach()
+  meta_loss = meta_loss_at(model, params, gated, lr, batch.meta_images, batch.meta_labels)
+  count = torch.stack(gates).sum()
+  total = meta_loss + LAMBDA_R * (count - TARGET_ACTIVE) ** 2
+  return total, meta_loss.detach(), torch.stack(gates).detach()
+
+
+# ---- FSR head look-ahead -----------------------------------------------------------------
+def fsr_weights_and_losses(model: nn.Module, opt: torch.optim.Optimizer, batch: Batch,
+                           meta_lr=FSR_META_LR, weight_decay=WEIGHT_DECAY,
+                           momentum=MOMENTUM):
+  """(w (n,), losses (n,) with their graph, dL_R/d eps (n,)): FSR's one-pass look-ahead.
+
+  eps = 1/n (leaf); G = grad_head sum_i eps_i L_i (create_graph, from the training
+  forward's logits); theta* = theta - meta_lr (G + wd theta + momentum trace), trace the
+  optimiser's momentum buffer of the head (0 before the first step); the reward batch's
+  head inputs r (no grad, throw-away BatchNorm statistics); L_R = mean_j CE(r_j theta*, y_j);
+  w = max(-dL_R/d eps, 0) / (sum + 1e-5).
+  """
+  logits, _ = model(batch.images)
+  losses = F.cross_entropy(logits, batch.labels, reduction='none')
+  n = losses.shape[0]
+  eps = torch.full((n,), 1.0 / n, dtype=losses.dtype, device=losses.device,
+                   requires_grad=True)
+  head = [model.head.weight, model.head.bias]
+  grads = torch.autograd.grad((eps * losses).sum(), head, create_graph=True)
+  star = []
+  for p, g in zip(head, grads):
+    trace = opt.state.get(p, {}).get('momentum_buffer')
+    d = g + weight_decay * p.detach()
+    if trace is not None:
+      d = d + momentum * trace
+    star.append(p.detach() - meta_lr * d)
+  with torch.no_grad():
+    _, reward_features = _forward_discarding_stats(model, _params(model), batch.meta_images)
+  reward_loss = F.cross_entropy(F.linear(reward_features, star[0], star[1]), batch.meta_labels)
+  grad_eps = torch.autograd.grad(reward_loss, eps)[0]
+  w = torch.clamp(-grad_eps, min=0.0)
+  return w / (w.sum() + FSR_NORM_EPS), losses, grad_eps
+
+
+# ---- whole steps -------------------------------------------------------------------------
+@dataclasses.dataclass
+class PeerState:
+  """The base network and its optimiser, and the method's own modules and optimisers."""
+  model: nn.Module
+  opt: torch.optim.Optimizer
+  lr: float = LR
+  vnet: Optional[nn.Module] = None
+  vnet_opt: Optional[torch.optim.Optimizer] = None
+  samplers: Optional[nn.Module] = None
+  sampler_opt: Optional[torch.optim.Optimizer] = None
+
+
+def erm_step(s: PeerState, batch: Batch) -> torch.Tensor:
+  """Plain step: mean CE, backward, SGD step. Returns the loss."""
+  logits, _ = s.model(batch.images)
+  loss = F.cross_entropy(logits, batch.labels)
+  s.opt.zero_grad(set_to_none=True)
+  loss.backward()
+  s.opt.step()
+  return loss.detach()
+
+
+def mwnet_step(s: PeerState, batch: Batch) -> torch.Tensor:
+  """MW-Net: meta gradient, meta-model step, fresh forward / backward with eps(theta')."""
+  meta_grads, _, _ = mwnet_meta_gradient(s.model, s.vnet, batch, s.lr)
+  _apply(s.vnet_opt, list(s.vnet.parameters()), meta_grads.values())
+  return _actual_step(s.model, s.opt, batch, lambda losses: normalise_by_sum(s.vnet(losses)))
+
+
+def l2r_step(s: PeerState, batch: Batch) -> torch.Tensor:
+  """L2R: dL^val/d eps at eps = 0, clipped and normalised weights, fresh forward / backward."""
+  grad_eps, _ = l2r_eps_gradient(s.model, batch, s.lr)
+  w = l2r_weights(grad_eps)
+  return _actual_step(s.model, s.opt, batch, lambda losses: w)
+
+
+def famus_step(s: PeerState, batch: Batch) -> torch.Tensor:
+  """FaMUS (reference gating + samplers): meta and sampler steps, then MW-Net's actual step."""
+  total, _, _ = famus_meta_objective(s.model, s.vnet, s.samplers, batch, s.lr)
+  theta, phi = list(s.vnet.parameters()), list(s.samplers.parameters())
+  grads = torch.autograd.grad(total, theta + phi, allow_unused=True)
+  _apply(s.vnet_opt, theta, grads[:len(theta)])
+  _apply(s.sampler_opt, phi, grads[len(theta):])
+  return _actual_step(s.model, s.opt, batch, lambda losses: normalise_by_sum(s.vnet(losses)))
+
+
+def fsr_step(s: PeerState, batch: Batch) -> torch.Tensor:
+  """FSR: head look-ahead weights, then the weighted loss on the same forward outputs."""
+  w, losses, _ = fsr_weights_and_losses(s.model, s.opt, batch)
+  loss = (w.detach() * losses).sum()
+  s.opt.zero_grad(set_to_none=True)
+  loss.backward()
+  s.opt.step()
+  return loss.detach()
+
+
+STEPS = {'erm': erm_step, 'mwnet': mwnet_step, 'l2r': l2r_step, 'famus': famus_step,
+         'fsr': fsr_step}
+
+
+def make_state(model: nn.Module, method: str, lr: float = LR) -> PeerState:
+  """The optimisers (and meta model / samplers) `method` needs, around `model`."""
+  if method not in STEPS:
+    raise ValueError(f'unknown peer method {method!r}; known: {METHODS}')
+  p = next(model.parameters())
+  s = PeerState(model=model, opt=sgd(model.parameters(), lr=lr), lr=lr)
+  if method in ('mwnet', 'famus'):
+    s.vnet = WeightNet().to(device=p.device, dtype=p.dtype)
+    s.vnet_opt = sgd(s.vnet.parameters(), META_LR, META_MOMENTUM, META_WEIGHT_DECAY)
+  if method == 'famus':
+    s.samplers = build_samplers(model).to(device=p.device, dtype=p.dtype)
+    s.sampler_opt = torch.optim.SGD(s.samplers.parameters(), lr=SAMPLER_LR,
+                                    momentum=SAMPLER_MOMENTUM)
+  return s
+
+
+# ---- timing API --------------------------------------------------------------------------
+def default_device() -> str:
+  return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+class Peer:
+  """One method's PyTorch step on fixed random data; `.step()` runs it and synchronises.
+
+  Attributes: model_name, method, batch_size, meta_batch_size, image_size, threads, device
+  ('cpu' or 'cuda'), state (PeerState), batch (Batch), last_loss and last_cpu_s (floats,
+  after a step).
+  """
+
+  def __init__(self, model_name: str, batch_size: int, image_size: int, method: str,
+               threads: int, device: Optional[str] = None,
+               meta_batch_size: Optional[int] = None, num_classes: int = 10, seed: int = 0,
+               dtype: torch.dtype = torch.float32):
+    if threads:
+      torch.set_num_threads(int(threads))
+    self.model_name, self.method = model_name, method
+    self.batch_size, self.image_size, self.threads = batch_size, image_size, threads
+    self.meta_batch_size = meta_batch_size or batch_size
+    self.device = device or default_device()
+    torch.manual_seed(seed)
+    if self.device.startswith('cuda'):
+      torch.backends.cudnn.benchmark = True   # as the reference scripts
+    model = create_model(model_name, num_classes).to(device=self.device, dtype=dtype)
+    model.train()
+    self.state = make_state(model, method)
+    gen = torch.Generator().manual_seed(seed)
+
+    def data(n):
+      x = torch.randn(n, 3, image_size, image_size, generator=gen, dtype=dtype)
+      y = torch.randint(0, num_classes, (n,), generator=gen)
+      return x.to(self.device), y.to(self.device)
+
+    self.batch = Batch(*data(batch_size), *data(self.meta_batch_size))
+    self._fn = STEPS[method]
+    self.last_loss = self.last_cpu_s = None
+
+  def synchronize(self) -> None:
+    if self.device.startswith('cuda'):
+      torch.cuda.synchronize()
+
+  def step(self) -> float:
+    """One training step; returns its wall time in seconds (after synchronising).
+
+    Also sets `last_cpu_s`, the process's CPU time during the step (all threads).
+    """
+    t0, c0 = time.perf_counter(), time.process_time()
+    loss = self._fn(self.state, self.batch)
+    self.synchronize()
+    wall = time.perf_counter() - t0
+    self.last_cpu_s = time.process_time() - c0
+    self.last_loss = float(loss)
+    if not math.isfinite(self.last_loss):
+      raise FloatingPointError(f'torch peer {self.method}: non-finite loss')
+    return wall
+
+  def describe(self) -> dict:
+    """JSON-able facts about the peer (for the benchmark's output)."""
+    name = (torch.cuda.get_device_name(0) if self.device.startswith('cuda')
+            else 'cpu')
+    return {'framework': f'torch {torch.__version__}', 'device': f'{self.device}:{name}',
+            'threads': torch.get_num_threads(), 'model': self.model_name,
+            'method': self.method, 'batch_size': self.batch_size,
+            'meta_batch_size': self.meta_batch_size, 'image_size': self.image_size}
+
+
+def make_peer(model_name: str, batch_size: int, image_size: int, method: str,
+              threads: int, **kwargs) -> Peer:
+  """A `Peer` (see its docstring); kwargs: device, meta_batch_size, num_classes, seed, dtype."""
+  return Peer(model_name, batch_size, image_size, method, threads, **kwargs)
+
+
+def cuda_available() -> bool:
+  """Whether the peer can run on a CUDA GPU (torch built with CUDA and a device present)."""
+  return torch.cuda.is_available()
+
+
+def main(argv=None):
+  """python -m famus_jax.tools.torch_peer --model=resnet32 --methods=erm,mwnet --steps=5."""
+  import argparse  # pylint: disable=import-outside-toplevel
+  import json  # pylint: disable=import-outside-toplevel
+  parser = argparse.ArgumentParser(description='Time the PyTorch peer steps alone.')
+  parser.add_argument('--model', default='resnet32')
+  parser.add_argument('--batch_size', type=int, default=100)
+  parser.add_argument('--image_size', type=int, default=32)
+  parser.add_argument('--methods', default='erm,mwnet')
+  parser.add_argument('--steps', type=int, default=5)
+  parser.add_argument('--threads', type=int, default=1)
+  parser.add_argument('--device', default=None)
+  args = parser.parse_args(argv)
+  out = {}
+  for method in args.methods.split(','):
+    peer = make_peer(args.model, args.batch_size, args.image_size, method, args.threads,
+                     device=args.device)
+    peer.step()   # warm-up (allocations, cudnn autotuning)
+    times, cpus = [], []
+    for _ in range(args.steps):
+      times.append(peer.step())
+      cpus.append(peer.last_cpu_s)
+    out[method] = {'step_time_s': float(np.median(times)), 'cpu_time_s': float(np.median(cpus)),
+                   'times_s': times, **peer.describe()}
+    print(f'{method}: {out[method]["step_time_s"]:.3f} s (median of {args.steps})',
+          flush=True)
+  print(json.dumps(out))
+  return out
+
+
+if __name__ == '__main__':
+  main()

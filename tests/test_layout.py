@@ -1,0 +1,92 @@
+"""The import structure points one way, and the docs describe the tree that exists.
+
+Layers, bottom to top: core (errors, data, models, meta, methods, famus, fsr, train),
+then config / presets / config_check / method_registry, then cli and tools. A
+module may import only its own layer or those below; nothing imports lazily inside
+a function (a loop hidden behind a lazy import); nothing imports the top-level
+`configs/` (a plain install does not ship it).
+"""
+
+import ast
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / 'famus_jax'
+LEVEL = {'errors': 0, 'data': 1, 'models': 1, 'meta': 2, 'methods': 3, 'famus': 4, 'fsr': 4,
+         'train': 5, 'config': 6, 'presets': 6, 'method_registry': 6, 'config_check': 7,
+         'cli': 8, 'tools': 9}
+# train/ builds the method from its name, so the trainer sits above the registry.
+EXCEPTIONS = {('train', 'method_registry'), ('train', 'config_check')}
+
+
+def modules():
+  for path in sorted(PACKAGE.rglob('*.py')):
+    yield path, path.relative_to(PACKAGE).parts[0].removesuffix('.py')
+
+
+def imports(tree):
+  """(module name, at top level) of every import of the module."""
+  top = set(id(n) for n in tree.body)
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and node.module:
+      names = [node.module] + [f'{node.module}.{a.name}' for a in node.names]
+    elif isinstance(node, ast.Import):
+      names = [a.name for a in node.names]
+    else:
+      continue
+    for name in names:
+      yield name, id(node) in top
+
+
+def test_imports_point_down_and_are_at_top_level():
+  problems = []
+  for path, part in modules():
+    if part == '__init__':
+      continue
+    for name, at_top in imports(ast.parse(path.read_text())):
+      if name == 'configs' or name.startswith('configs.'):
+        problems.append(f'{path}: imports the top-level configs/ ({name})')
+      if not name.startswith('famus_jax.'):
+        continue
+      target = name.split('.')[1]
+      if target not in LEVEL:
+        continue
+      if not at_top:
+        problems.append(f'{path}: imports {name} inside a function')
+      if LEVEL[target] > LEVEL[part] and (part, target) not in EXCEPTIONS:
+        problems.append(f'{path} ({part}) imports {name} ({target}), a layer above it')
+  assert not problems, '\n'.join(problems)
+
+
+def test_no_file_cites_a_document_that_is_not_in_the_repo():
+  for path in list(PACKAGE.rglob('*.py')) + [ROOT / 'README.md', ROOT / 'main.py']:
+    for match in re.finditer(r'(\S*design\.md)', path.read_text()):
+      cited = match.group(1).strip('`()[],.')
+      assert cited.endswith('docs/design.md') and (ROOT / 'docs' / 'design.md').exists(), (
+          f'{path} cites {cited}')
+    assert '../shared' not in path.read_text(), path
+
+
+def test_readme_layout_table_matches_the_tree():
+  text = (ROOT / 'README.md').read_text()
+  section = text[text.index('## Layout'):text.index('## Evidence tools')]
+  paths = re.findall(r'^\| `([^`]+)`', section, flags=re.M)
+  assert len(paths) > 10
+  for entry in paths:
+    for part in entry.split(', '):
+      assert (ROOT / part.strip('`')).exists(), part
+  listed = {p.rstrip('/') for entry in paths for p in entry.split('`, `')}
+  for child in PACKAGE.iterdir():
+    if child.name.startswith('_') or child.suffix not in ('', '.py'):
+      continue
+    assert f'famus_jax/{child.name}' in listed, f'README layout misses famus_jax/{child.name}'
+
+
+def test_configs_re_export_the_presets():
+  from famus_jax import presets  # pylint: disable=import-outside-toplevel
+  files = sorted(p.stem for p in (ROOT / 'configs').glob('*.py') if p.stem != 'base')
+  assert files == presets.preset_names()
+  for name in files:
+    assert f'from famus_jax.presets.{name} import get_config' in (
+        ROOT / 'configs' / f'{name}.py').read_text()
