@@ -1,9 +1,9 @@
 """The configuration schema: every field famus_jax reads, with its one default.
 
 The presets (famus_jax/presets/*.py, re-exported by the repository's
-configs/*.py) start from `get_config()` and change a few fields. Library code never invents a value that is not
-declared here; `famus_jax.config_check.validate` rejects unknown names and
-out-of-range values with a message naming the field.
+configs/*.py) start from `get_config()` and change a few fields. Library code
+never invents a value that is not declared here; `famus_jax.config_check.validate`
+rejects unknown names and out-of-range values with a message naming the field.
 
 Durations: `num_epochs` is the run length unless `num_steps` > 0, which then
 wins. Learning-rate boundaries are in epochs.
@@ -20,7 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.dataset = 'cifar10'          # cifar10 | cifar100 | fashion_mnist | synthetic
   c.data_source = 'auto'         # auto | tfds | idx | cifar_archive | synthetic
   c.data_dir = ''                # TFDS data_dir, IDX directory or CIFAR archive directory
-  c.download = True  # fetch the official CIFAR archive into data_dir (or ~/.cache/famus_jax) when missing
+  c.download = True  # fetch the official CIFAR archive into data_dir (or ~/.cache/famus_jax)
   c.cifar_url = ''  # '' = the official URL; a file:// or http(s) URL of the same archive
   c.noise_type = 'symmetric'     # none | symmetric | asymmetric
   c.noise_rate = 0.4             # in [0, 1)
@@ -110,7 +110,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- FSR (famus_jax/fsr) ------------------------------------------------
   c.fsr = ml_collections.ConfigDict()
-  c.fsr.dictionary_size = 2000   # |R|: class-balanced training ids (noisy labels); multiple of classes
+  c.fsr.dictionary_size = 2000   # |R|: class-balanced ids by noisy label; a multiple of the classes
   c.fsr.reward_batch_size = 100  # q: class-balanced reward batch drawn from R every step
   c.fsr.meta_lr = 0.1            # constant step size of the virtual head update
   c.fsr.score_momentum = 0.9     # EMA momentum of the per-example meta-margin score

@@ -90,3 +90,15 @@ def test_configs_re_export_the_presets():
   for name in files:
     assert f'from famus_jax.presets.{name} import get_config' in (
         ROOT / 'configs' / f'{name}.py').read_text()
+
+
+def test_one_docstring_style_and_line_length():
+  """Prose docstrings (no Google Args:/Returns: sections) and lines of at most 100 columns."""
+  problems = []
+  for path, _ in modules():
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+      if len(line) > 100:
+        problems.append(f'{path}:{number}: {len(line)} columns')
+      if re.match(r'\s*(Args|Returns|Raises|Attributes):\s*$', line):
+        problems.append(f'{path}:{number}: a Google-style section ({line.strip()})')
+  assert not problems, '\n'.join(problems)

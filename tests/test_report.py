@@ -208,7 +208,7 @@ def test_quality_and_benchmark_tables(built):
   assert '| learned | 1.0 | 0.900 ± 0.010 | 0.950 | 0.300 ± 0.020 | 0.980 | 0.100 | - |' in text
   assert '| random | 2.0 | 0.700 ± 0.050 | 0.800 | 0.500 ± 0.040 | 0.900 | 0.200 | 0.0123 |' in text
   assert '**resnet32, batch 100, cpu, JAX 0.0, median of 10 steps**' in text
-  assert '| mwnet | 0.300 | 3.00 | 1.00 |' in text
+  assert '| mwnet | - | 0.300 | 3.00 | 1.00 |' in text  # no actual-step record in the file
 
 
 def test_no_fsr_run_skips_purity_plot(built, tmp_path):
@@ -233,3 +233,19 @@ def test_bad_path_names_the_path(tmp_path, kind):
   with pytest.raises(SystemExit) as info:
     report.main([str(path), f'--out={tmp_path / "out"}'])
   assert str(path) in str(info.value)
+
+
+def test_weight_shape_by_hand():
+  """Zero fraction and effective batch (sum w)^2 / (n sum w^2), second half of the run only."""
+  events = [{'event': 'weights', 'step': 0, 'weights': [1.0, 1.0, 1.0, 1.0], 'noisy': [0] * 4},
+            {'event': 'weights', 'step': 10, 'weights': [2.0, 0.0, 2.0, 0.0], 'noisy': [0] * 4},
+            {'event': 'weights', 'step': 20, 'weights': [4.0, 0.0, 0.0, 0.0], 'noisy': [0] * 4}]
+  run = report.RunDir(workdir='w', config={}, summary=None, events=events, quality=[],
+                      quality_summary=None)
+  shape = report.weight_shape([run])
+  assert shape['zero_weight_fraction'] == pytest.approx((0.5 + 0.75) / 2)
+  assert shape['effective_batch_fraction'] == pytest.approx((16 / 32 + 16 / 64) / 2)
+  assert report.method_label({'method': 'mwnet', 'meta': {'actual_step': 'reuse'}}) == \
+      'mwnet[reuse]'
+  assert report.method_label({'method': 'fsr', 'fsr': {'mixup_form': 'one_pass'}}) == \
+      'fsr[one_pass]'

@@ -4,9 +4,8 @@ Typical use:
 
   splits = data.build_data(config)                  # host numpy arrays
   idx = data.batches.train_batch_indices(seed, step, splits.num_train, bs)
-  x = data.augment_batch(splits.train_images[idx], rng, crop_padding=4,
-                         flip=True, mean=splits.mean, std=splits.std,
-                         train=True)                # float32 (B, H, W, C)
+  x = data.augment_batch(splits.train_images[idx], rng, crop_padding=4, flip=True,
+                         mean=splits.mean, std=splits.std, train=True)  # float32 (B, H, W, C)
 """
 
 from famus_jax.data import batches

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 def _random_crop(images: jax.Array, rng: jax.Array, padding: int) -> jax.Array:
   """Zero-pads by `padding` on each side, then crops back at random offsets.
 
-  images: float (B, H, W, C) -> float (B, H, W, C); one offset per example.
+  `images` is float (B, H, W, C) and so is the result; each example gets its own offset.
   """
   b, h, w, c = images.shape
   padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding),
@@ -29,24 +29,18 @@ def _random_flip(images: jax.Array, rng: jax.Array) -> jax.Array:
 def augment_batch(images_uint8: jax.Array, rng: jax.Array, *,
                   crop_padding: int, flip: bool, mean, std,
                   train: bool) -> jax.Array:
-  """Random crop + horizontal flip (if train), then normalisation.
+  """Random crop + horizontal flip (if `train`), then normalisation.
 
-  Args:
-    images_uint8: uint8 (B, H, W, C) images (numpy or jax).
-    rng: PRNG key; the same key gives the same augmentation.
-    crop_padding: zero padding of the random crop in pixels (0 = no crop).
-      Padding is black (0) before normalisation, as in the usual
-      pad-and-crop CIFAR recipe. Static.
-    flip: random horizontal flips. Static.
-    mean: float (C,) per-channel mean in [0, 1] units (DataSplits.mean).
-    std: float (C,) per-channel std in [0, 1] units (DataSplits.std).
-    train: False -> no randomness, only normalisation. Static.
+  `images_uint8` is a uint8 (B, H, W, C) batch (numpy or jax) with pixels x; the result is float32
+  (B, H, W, C), (x / 255 - mean) / std, where `mean` and `std` are the float (C,) per-channel mean
+  and std in [0, 1] units (`DataSplits.mean`, `DataSplits.std`). `rng` is a PRNG key; the same key
+  gives the same augmentation. `crop_padding` is the zero padding of the random crop in pixels
+  (0 = no crop); the padding is black (0) before normalisation, as in the usual pad-and-crop CIFAR
+  recipe. `flip` turns on random horizontal flips. With `train=False` there is no randomness, only
+  the normalisation. `crop_padding`, `flip` and `train` are static.
 
-  Returns:
-    float32 (B, H, W, C): (x / 255 - mean) / std.
-
-  Shapes are static, so under `jax.jit` (with crop_padding, flip, train
-  static, e.g. bound with functools.partial) it compiles once per batch shape.
+  Shapes are static, so under `jax.jit` (with `crop_padding`, `flip`, `train` static, e.g. bound
+  with `functools.partial`) it compiles once per batch shape.
   """
   x = jnp.asarray(images_uint8).astype(jnp.float32) / 255.0
   if train:

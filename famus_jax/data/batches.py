@@ -1,16 +1,15 @@
 """Deterministic host-side batch order: a pure function of (seed, step).
 
-A resumed run that restores `step` sees exactly the batches it would have seen
-without the interruption; nothing about the order lives in mutable state.
+A resumed run that restores `step` sees exactly the batches it would have seen without the
+interruption; nothing about the order lives in mutable state.
 
-- Training: epoch e is the permutation `epoch_permutation(seed, e, n)`; step s
-  is batch s % steps_per_epoch of epoch s // steps_per_epoch, where
-  steps_per_epoch = n // batch_size (the last incomplete batch is dropped).
-- Meta: an endless stream made of the meta permutations of cycles 0, 1, 2...
-  laid end to end; meta step s takes positions [s * B, (s + 1) * B) of the
-  stream. Nothing is dropped, a batch may straddle two cycles, and if
-  B > num_meta a batch spans several cycles, so examples repeat within a
-  batch but every example is used equally often (to within one per batch).
+- Training: epoch e is the permutation `epoch_permutation(seed, e, n)`; step s is batch
+  s % steps_per_epoch of epoch s // steps_per_epoch, where steps_per_epoch = n // batch_size (the
+  last incomplete batch is dropped).
+- Meta: an endless stream made of the meta permutations of cycles 0, 1, 2... laid end to end; meta
+  step s takes positions [s * B, (s + 1) * B) of the stream. Nothing is dropped, a batch may
+  straddle two cycles, and if B > num_meta a batch spans several cycles, so examples repeat within
+  a batch but every example is used equally often (to within one per batch).
 """
 
 import functools
@@ -25,7 +24,7 @@ _META_STREAM = 0x6d45  # 'mE'
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
-  """Full batches per epoch: num_examples // batch_size."""
+  """Full batches per epoch: `num_examples // batch_size`."""
   return num_examples // batch_size
 
 
@@ -37,16 +36,15 @@ def _permutation(seed: int, stream: int, epoch: int, n: int) -> np.ndarray:
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-  """int64 (n,) training order of `epoch` (read-only array)."""
+  """The int64 (n,) training order of `epoch` (a read-only array)."""
   return _permutation(int(seed), _TRAIN_STREAM, int(epoch), int(n))
 
 
 def train_batch_indices(seed: int, step: int, num_examples: int,
                         batch_size: int) -> np.ndarray:
-  """int64 (batch_size,) training indices of `step` (counted from 0).
+  """The int64 (batch_size,) training indices of `step` (counted from 0).
 
-  Raises:
-    ConfigError: batch_size is not in [1, num_examples].
+  Raises ConfigError when `batch_size` is not in [1, num_examples].
   """
   if batch_size < 1 or batch_size > num_examples:
     raise ConfigError(f'batch_size={batch_size} must be in [1, number of '
@@ -59,13 +57,11 @@ def train_batch_indices(seed: int, step: int, num_examples: int,
 
 def meta_batch_indices(seed: int, step: int, num_meta: int,
                        meta_batch_size: int) -> np.ndarray:
-  """int64 (meta_batch_size,) meta-set indices of meta step `step`.
+  """The int64 (meta_batch_size,) meta-set indices of meta step `step`.
 
-  See the module docstring: cycling permutations of the meta set, consumed
-  as one stream, so any meta_batch_size works (also > num_meta).
-
-  Raises:
-    ConfigError: num_meta or meta_batch_size is < 1.
+  See the module docstring: cycling permutations of the meta set, consumed as one stream, so any
+  `meta_batch_size` works (also > `num_meta`). Raises ConfigError when `num_meta` or
+  `meta_batch_size` is < 1.
   """
   if num_meta < 1:
     raise ConfigError(f'num_meta={num_meta}: this method needs a meta set '

@@ -2,22 +2,19 @@
 
 On-disk format (https://www.cs.toronto.edu/~kriz/cifar.html):
 
-- CIFAR-10: `cifar-10-python.tar.gz` holding `cifar-10-batches-py/` with
-  `data_batch_1` .. `data_batch_5`, `test_batch` and `batches.meta`.
-- CIFAR-100: `cifar-100-python.tar.gz` holding `cifar-100-python/` with
-  `train`, `test` and `meta`.
+- CIFAR-10: `cifar-10-python.tar.gz` holding `cifar-10-batches-py/` with `data_batch_1` ..
+  `data_batch_5`, `test_batch` and `batches.meta`.
+- CIFAR-100: `cifar-100-python.tar.gz` holding `cifar-100-python/` with `train`, `test` and `meta`.
 
-Each file is a pickled dict (written by Python 2; read with
-`encoding='bytes'`, so keys are bytes): b'data' is a uint8 (N, 3072) array,
-each row a 32x32 image stored channel-major (1024 red, 1024 green, 1024 blue,
-each row-major); labels are b'labels' (CIFAR-10) or b'fine_labels' and
-b'coarse_labels' (CIFAR-100); the meta file names the classes
-(b'label_names', or b'fine_label_names' / b'coarse_label_names').
+Each file is a pickled dict (written by Python 2; read with `encoding='bytes'`, so keys are bytes):
+b'data' is a uint8 (N, 3072) array, each row a 32x32 image stored channel-major (1024 red, 1024
+green, 1024 blue, each row-major); labels are b'labels' (CIFAR-10) or b'fine_labels' and
+b'coarse_labels' (CIFAR-100); the meta file names the classes (b'label_names', or
+b'fine_label_names' / b'coarse_label_names').
 
-The tarball is read in one streaming pass without extracting it; an already
-extracted folder works too. Pickles are loaded with an unpickler that only
-allows the numpy array constructors these files need, so a tampered file
-cannot run arbitrary code.
+The tarball is read in one streaming pass without extracting it; an already extracted folder works
+too. Pickles are loaded with an unpickler that only allows the numpy array constructors these files
+need, so a tampered file cannot run arbitrary code.
 """
 
 import dataclasses
@@ -33,8 +30,7 @@ import numpy as np
 
 from famus_jax.data import datasets
 
-# dataset -> (archive file name, folder name inside / extracted, train files,
-#             test files, meta file)
+# dataset -> (archive file name, folder name inside / extracted, train files, test files, meta file)
 ARCHIVE_LAYOUT = {
     'cifar10': ('cifar-10-python.tar.gz', 'cifar-10-batches-py',
                 tuple(f'data_batch_{i}' for i in range(1, 6)), ('test_batch',),
@@ -80,14 +76,13 @@ def _load_pickle(data: bytes, name: str) -> dict[bytes, Any]:
 class CifarArrays:
   """Arrays read from a CIFAR archive.
 
-  Attributes:
-    train_images, test_images: uint8 (N, 32, 32, 3).
-    train_labels, test_labels: int32 (N,) (fine labels for CIFAR-100).
-    train_coarse_labels, test_coarse_labels: int32 (N,) CIFAR-100 super-class
-      labels, None for CIFAR-10.
-    class_names: fine class names from the meta file.
-    coarse_class_names: CIFAR-100 super-class names, else None.
-    path: the archive or folder that was read.
+  train_images, test_images: uint8 (N, 32, 32, 3).
+  train_labels, test_labels: int32 (N,) (fine labels for CIFAR-100).
+  train_coarse_labels, test_coarse_labels: int32 (N,) CIFAR-100 super-class labels, None for
+    CIFAR-10.
+  class_names: fine class names from the meta file.
+  coarse_class_names: CIFAR-100 super-class names, else None.
+  path: the archive or folder that was read.
   """
   train_images: np.ndarray
   train_labels: np.ndarray
@@ -101,14 +96,10 @@ class CifarArrays:
 
 
 def find_cifar_data(directory: str, dataset: str) -> str | None:
-  """Locates CIFAR data under `directory`.
+  """Locates CIFAR data under `directory`: the path of the archive or extracted folder, or None.
 
-  Looks for, in order: `directory` itself being the `.tar.gz`, the official
-  `.tar.gz` inside `directory`, the extracted folder inside `directory`, and
-  `directory` being the extracted folder.
-
-  Returns:
-    path of the archive or extracted folder, or None.
+  It looks for, in order: `directory` itself being the `.tar.gz`, the official `.tar.gz` inside
+  `directory`, the extracted folder inside `directory`, and `directory` being the extracted folder.
   """
   if not directory:
     return None
@@ -204,16 +195,10 @@ def _to_nhwc(data: Any, name: str) -> np.ndarray:
 def read_cifar(path: str, dataset: str) -> CifarArrays:
   """Reads CIFAR-10 or CIFAR-100 from the official archive or its folder.
 
-  Args:
-    path: from `find_cifar_data` (a .tar.gz file or an extracted folder).
-    dataset: 'cifar10' or 'cifar100'.
-
-  Returns:
-    CifarArrays with NHWC uint8 images and int32 labels.
-
-  Raises:
-    FileNotFoundError: a batch file is missing from the archive / folder.
-    ValueError: a batch file is malformed.
+  `path` comes from `find_cifar_data` (a .tar.gz file or an extracted folder) and `dataset` is
+  'cifar10' or 'cifar100'. The result is a `CifarArrays` with NHWC uint8 images and int32 labels.
+  Raises FileNotFoundError when a batch file is missing from the archive / folder, and ValueError
+  when a batch file is malformed.
   """
   _, _, train_files, test_files, meta_file = ARCHIVE_LAYOUT[dataset]
   wanted = set(train_files) | set(test_files) | {meta_file}

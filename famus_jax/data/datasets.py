@@ -1,8 +1,7 @@
 """Names and fixed facts of the supported data sets.
 
-Everything here is a constant: allowed config values, class names, image
-shapes and the CIFAR-100 fine -> super-class assignment. Images are always
-NHWC uint8; labels are int32 class indices.
+Everything here is a constant: allowed config values, class names, image shapes and the CIFAR-100
+fine -> super-class assignment. Images are always NHWC uint8; labels are int32 class indices.
 """
 
 import dataclasses
@@ -42,8 +41,8 @@ CIFAR100_CLASSES = (
     'trout', 'tulip', 'turtle', 'wardrobe', 'whale', 'willow_tree', 'wolf',
     'woman', 'worm')
 
-# CIFAR-100 super-classes (coarse labels, index = coarse label) with the fine
-# labels that belong to each (5 per super-class).
+# CIFAR-100 super-classes (coarse labels, index = coarse label) with the fine labels that belong to
+# each (5 per super-class).
 _CIFAR100_SUPERCLASS_MEMBERS = (
     ('aquatic_mammals', (4, 30, 55, 72, 95)),
     ('fish', (1, 32, 67, 73, 91)),
@@ -87,12 +86,11 @@ CIFAR100_FINE_TO_COARSE = _fine_to_coarse_table()
 class DatasetSpec:
   """Fixed facts of a real data set.
 
-  Attributes:
-    num_classes: number of (fine) classes.
-    image_shape: (H, W, C) of one image.
-    tfds_name: name of the TFDS builder.
-    class_names: class names indexed by label.
-    num_train / num_test: sizes of the official splits.
+  num_classes: number of (fine) classes.
+  image_shape: (H, W, C) of one image.
+  tfds_name: name of the TFDS builder.
+  class_names: class names indexed by label.
+  num_train / num_test: sizes of the official splits.
   """
   num_classes: int
   image_shape: tuple[int, int, int]

@@ -1,10 +1,9 @@
 """Fetching the official CIFAR archives over plain HTTP (no TensorFlow).
 
-The archive is streamed with `urllib` into a temporary file next to its final
-place, checked (md5 for the official URL; a tar check for any other URL),
-then renamed atomically, so an interrupted download never leaves a partial
-archive under the name the readers look for. `cifar_archive.read_cifar` then
-reads it like any local copy.
+The archive is streamed with `urllib` into a temporary file next to its final place, checked (md5
+for the official URL; a tar check for any other URL), then renamed atomically, so an interrupted
+download never leaves a partial archive under the name the readers look for.
+`cifar_archive.read_cifar` then reads it like any local copy.
 """
 
 import hashlib
@@ -35,10 +34,9 @@ _REPORT_EVERY_S = 0.5  # Seconds between progress updates.
 
 
 def default_data_dir() -> str:
-  """Where CIFAR is looked for and downloaded when config.data_dir is ''.
+  """Where CIFAR is looked for and downloaded when `config.data_dir` is ''.
 
-  Returns:
-    $FAMUS_JAX_DATA if set, else ~/.cache/famus_jax.
+  That is $FAMUS_JAX_DATA if set, else ~/.cache/famus_jax.
   """
   return (os.environ.get(CACHE_ENV)
           or os.path.join(os.path.expanduser('~'), '.cache', 'famus_jax'))
@@ -53,8 +51,11 @@ def resolve_url(dataset: str, url: str = '') -> tuple[str, str | None]:
 
 
 def archive_path(dataset: str, directory: str) -> str:
-  """Where the archive for `dataset` goes: `directory` itself if it names a
-  `.tar.gz` file, else the official archive name inside `directory`."""
+  """Where the archive for `dataset` goes.
+
+  That is `directory` itself if it names a `.tar.gz` file, else the official archive name inside
+  `directory`.
+  """
   if directory.endswith('.tar.gz'):
     return directory
   return os.path.join(directory, cifar_archive.ARCHIVE_LAYOUT[dataset][0])
@@ -73,23 +74,16 @@ def _progress(stream: TextIO, url: str, done: int, total: int | None,
 
 def fetch_cifar(dataset: str, directory: str, url: str = '',
                 stream: TextIO | None = None) -> str:
-  """Downloads the CIFAR archive for `dataset` into `directory`.
+  """Downloads the CIFAR archive for `dataset` ('cifar10' or 'cifar100') into `directory`.
 
-  Args:
-    dataset: 'cifar10' or 'cifar100'.
-    directory: target directory (created if needed), or the `.tar.gz` path.
-    url: '' for the official URL (md5-checked), or any URL urllib opens
-      (http, https, file) serving the same archive (not md5-checked).
-    stream: where the one-line progress message goes (default stderr).
+  `directory` is the target directory (created if needed), or the `.tar.gz` path; the result is
+  the path of the archive (see `archive_path`). `url` is '' for the official URL (md5-checked), or
+  any URL urllib opens (http, https, file) serving the same archive (not md5-checked). The one-line
+  progress message goes to `stream` (default stderr).
 
-  Returns:
-    path of the archive (see `archive_path`).
-
-  Raises:
-    OSError: network / file errors (urllib.error.URLError included).
-    ValueError: bad md5, a file that is not a tar archive, or an unknown URL
-      scheme.
-    http.client.HTTPException: a broken HTTP response.
+  Raises OSError on network / file errors (urllib.error.URLError included), ValueError on a bad
+  md5, a file that is not a tar archive, or an unknown URL scheme, and http.client.HTTPException on
+  a broken HTTP response.
   """
   url, md5 = resolve_url(dataset, url)
   target = archive_path(dataset, directory)

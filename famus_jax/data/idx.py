@@ -1,8 +1,8 @@
 """Reader for the IDX format of (Fashion-)MNIST, plain or gzip-compressed.
 
-An IDX file is: two zero bytes, a type code (0x08 = unsigned byte), the number
-of dimensions d, then d big-endian uint32 sizes, then the data in C order.
-Images are magic 0x00000803 (N, rows, cols), labels 0x00000801 (N,).
+An IDX file is: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions d,
+then d big-endian uint32 sizes, then the data in C order. Images are magic 0x00000803
+(N, rows, cols), labels 0x00000801 (N,).
 """
 
 import gzip
@@ -25,16 +25,10 @@ def parse_idx(data: bytes, expected_magic: int, name: str = '<bytes>'
               ) -> np.ndarray:
   """Parses uncompressed IDX bytes of unsigned bytes into a uint8 array.
 
-  Args:
-    data: the file's contents.
-    expected_magic: IMAGES_MAGIC (-> (N, rows, cols)) or LABELS_MAGIC (-> (N,)).
-    name: file name used in error messages.
-
-  Returns:
-    uint8 array with the shape stored in the header.
-
-  Raises:
-    ValueError: wrong magic number or a size that does not match the header.
+  `data` is the file's contents and `name` the file name used in error messages. `expected_magic`
+  is IMAGES_MAGIC (giving (N, rows, cols)) or LABELS_MAGIC (giving (N,)); the result has the shape
+  stored in the header. Raises ValueError on a wrong magic number or a size that does not match the
+  header.
   """
   if len(data) < 4:
     raise ValueError(f'{name}: too short to be an IDX file ({len(data)} bytes)')
@@ -91,16 +85,10 @@ def read_idx_file(path: str, expected_magic: int) -> np.ndarray:
 def read_idx_split(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   """Reads one split of an MNIST-style directory.
 
-  Args:
-    directory: folder holding the IDX files (`.gz` or raw).
-    split: 'train' or 'test' (files `t10k-*`).
-
-  Returns:
-    images uint8 (N, rows, cols, 1) and labels int32 (N,).
-
-  Raises:
-    FileNotFoundError: a file is missing.
-    ValueError: malformed files, or images and labels disagree on N.
+  `directory` is the folder holding the IDX files (`.gz` or raw) and `split` is 'train' or 'test'
+  (files `t10k-*`). The result is images uint8 (N, rows, cols, 1) and labels int32 (N,). Raises
+  FileNotFoundError when a file is missing, and ValueError on malformed files or when images and
+  labels disagree on N.
   """
   image_stem, label_stem = IDX_FILES[split]
   paths = []
@@ -122,10 +110,10 @@ def read_idx_split(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_idx(path: str, array: np.ndarray) -> None:
-  """Writes a uint8 array as an IDX file (gzip-compressed if path ends .gz).
+  """Writes a uint8 array as an IDX file (gzip-compressed if `path` ends .gz).
 
-  Used by tests to build small files; 1-d arrays get the labels magic and 3-d
-  arrays the images magic.
+  Used by tests to build small files; 1-d arrays get the labels magic and 3-d arrays the images
+  magic.
   """
   array = np.ascontiguousarray(array, dtype=np.uint8)
   header = bytes([0, 0, 0x08, array.ndim])

@@ -11,27 +11,17 @@ def class_balanced_split(clean_labels: np.ndarray, num_meta: int,
                          ) -> tuple[np.ndarray, np.ndarray]:
   """Splits training indices into a class-balanced meta set and the rest.
 
-  The meta set takes num_meta // num_classes randomly chosen examples of every
-  class, chosen by their CLEAN labels; those examples are removed from the
-  training set. Each class must keep at least one training example.
+  `clean_labels` are the int (N,) clean labels of the (possibly long-tailed) training set and
+  `num_classes` is C. The meta set takes num_meta // num_classes examples of every class, chosen
+  at random (by the numpy Generator `rng`) by their CLEAN labels; those examples are removed from
+  the training set. `num_meta` is the total meta size (0 gives an empty meta set) and must be a
+  multiple of `num_classes`; each class must keep at least one training example. `field` is the
+  config field named in error messages (the same split also draws `train_subset`).
 
-  Args:
-    clean_labels: int (N,) clean labels of the (possibly long-tailed)
-      training set.
-    num_meta: total meta size; 0 gives an empty meta set. Must be a multiple
-      of num_classes.
-    num_classes: C.
-    rng: numpy Generator.
-    field: the config field named in error messages (the same split also
-      draws `train_subset`).
-
-  Returns:
-    (meta_idx, rest_idx): disjoint sorted int64 index arrays, of sizes
-    num_meta and N - num_meta, that together cover range(N).
-
-  Raises:
-    ConfigError: num_meta negative, not a multiple of num_classes, or larger
-      than some class allows (the message names the class and its count).
+  The result is (meta_idx, rest_idx): disjoint sorted int64 index arrays, of sizes num_meta and
+  N - num_meta, that together cover range(N). Raises ConfigError when `num_meta` is negative, not a
+  multiple of `num_classes`, or larger than some class allows (the message names the class and its
+  count).
   """
   clean_labels = np.asarray(clean_labels)
   n = len(clean_labels)

@@ -4,14 +4,12 @@ Order of operations (all on host numpy arrays, once per run):
 
 1. load the source (clean labels);
 2. long-tail subsampling of the training set (on clean labels);
-3. clean, class-balanced meta split, removed from the training set; then,
-   when `train_subset` > 0, a class-balanced subset of what is left;
-4. label noise on the remaining training labels only (the meta set and the
-   test set stay clean).
+3. clean, class-balanced meta split, removed from the training set; then, when `train_subset` > 0,
+   a class-balanced subset of what is left;
+4. label noise on the remaining training labels only (the meta set and the test set stay clean).
 
-Each random step draws from its own generator
-`np.random.default_rng([config.seed, STREAM])`, so changing e.g. the noise
-settings does not change which examples are in the meta set.
+Each random step draws from its own generator `np.random.default_rng([config.seed, STREAM])`, so
+changing e.g. the noise settings does not change which examples are in the meta set.
 """
 
 import dataclasses
@@ -39,25 +37,22 @@ _STATS_CHUNK = 4096
 class DataSplits:
   """Everything a run needs, in host memory.
 
-  Attributes:
-    train_images: uint8 (N, H, W, C).
-    train_labels: int32 (N,) labels training sees (noisy).
-    train_clean_labels: int32 (N,) true labels; diagnostics only, never for
-      training.
-    meta_images: uint8 (M, H, W, C) clean, class-balanced meta set (M may be
-      0).
-    meta_labels: int32 (M,) clean labels.
-    test_images: uint8 (T, H, W, C).
-    test_labels: int32 (T,).
-    num_classes: number of classes.
-    class_names: tuple of num_classes names.
-    mean: float32 (C,) per-channel mean of train_images in [0, 1] units
-      (pixel / 255), for `augment_batch`.
-    std: float32 (C,) per-channel standard deviation, same units.
-    info: dict (JSON-serialisable) with dataset, source, num_train, num_meta,
-      num_test, realised_noise_rate, class_counts (clean per-class counts of
-      the training set), noisy_class_counts, noise_type, noise_rate,
-      imbalance_factor, seed, and pair_map_source for asymmetric noise.
+  train_images: uint8 (N, H, W, C).
+  train_labels: int32 (N,) labels training sees (noisy).
+  train_clean_labels: int32 (N,) true labels; diagnostics only, never for training.
+  meta_images: uint8 (M, H, W, C) clean, class-balanced meta set (M may be 0).
+  meta_labels: int32 (M,) clean labels.
+  test_images: uint8 (T, H, W, C).
+  test_labels: int32 (T,).
+  num_classes: number of classes.
+  class_names: tuple of num_classes names.
+  mean: float32 (C,) per-channel mean of train_images in [0, 1] units (pixel / 255), for
+    `augment_batch`.
+  std: float32 (C,) per-channel standard deviation, same units.
+  info: dict (JSON-serialisable) with dataset, source, num_train, num_meta, num_test,
+    realised_noise_rate, class_counts (clean per-class counts of the training set),
+    noisy_class_counts, noise_type, noise_rate, imbalance_factor, seed, and pair_map_source for
+    asymmetric noise.
   """
   train_images: np.ndarray
   train_labels: np.ndarray
@@ -111,9 +106,8 @@ def validate_data_config(config: Any) -> None:
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Per-channel mean and std of uint8 (N, H, W, C) images, in [0, 1] units.
 
-  Returns:
-    (mean, std), float32 (C,) each. std is floored at 1e-3 so normalising
-    never divides by zero.
+  The result is (mean, std), float32 (C,) each. std is floored at 1e-3 so normalising never
+  divides by zero.
   """
   channels = images.shape[-1]
   total = np.zeros((channels,), np.float64)
@@ -146,17 +140,12 @@ def _pair_map(dataset: str, raw: sources.RawData,
 
 
 def build_data(config: Any) -> DataSplits:
-  """Loads and corrupts the data set described by `config`.
+  """Loads and corrupts the data set described by `config`, into a `DataSplits`.
 
-  Reads config.seed, dataset, data_source, data_dir, noise_type, noise_rate,
-  imbalance_factor, num_meta, train_subset and synthetic.*.
-
-  Returns:
-    DataSplits (see its docstring for shapes).
-
-  Raises:
-    ConfigError: invalid data fields (the message names the field).
-    DataNotFoundError: the data set is not where the config says.
+  It reads config.seed, dataset, data_source, data_dir, noise_type, noise_rate, imbalance_factor,
+  num_meta, train_subset and synthetic.*; see the `DataSplits` docstring for the shapes of the
+  result. Raises ConfigError on invalid data fields (the message names the field), and
+  DataNotFoundError when the data set is not where the config says.
   """
   validate_data_config(config)
   seed = int(config.seed)

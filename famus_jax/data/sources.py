@@ -2,21 +2,20 @@
 
 Sources (config.data_source):
 
-- `tfds`: `tfds.data_source(name, split=..., data_dir=..., download=False)`
-  (random access, no TensorFlow needed; the data set must already be prepared
-  in array_record format).
-- `idx`: a directory with the four (Fashion-)MNIST IDX files, `.gz` or raw.
-  Default for Fashion-MNIST: Debian's `dataset-fashion-mnist` directory.
+- `tfds`: `tfds.data_source(name, split=..., data_dir=..., download=False)` (random access, no
+  TensorFlow needed; the data set must already be prepared in array_record format).
+- `idx`: a directory with the four (Fashion-)MNIST IDX files, `.gz` or raw. Default for
+  Fashion-MNIST: Debian's `dataset-fashion-mnist` directory.
 - `cifar_archive`: a directory holding the official `cifar-10-python.tar.gz` /
-  `cifar-100-python.tar.gz` or their extracted folders (data_dir, or when it
-  is '' `download.default_data_dir()`: $FAMUS_JAX_DATA or ~/.cache/famus_jax).
-  With `download=True` a missing archive is fetched there from the official
-  URL (or `url`) over plain HTTP (see `download.py`).
+  `cifar-100-python.tar.gz` or their extracted folders (data_dir, or when it is ''
+  `download.default_data_dir()`: $FAMUS_JAX_DATA or ~/.cache/famus_jax). With `download=True` a
+  missing archive is fetched there from the official URL (or `url`) over plain HTTP (see
+  `download.py`).
 - `synthetic`: a deterministic, learnable toy set (tests and smoke runs).
 - `auto`: the first of the above that has the data (see `load_source`).
 
-Only the CIFAR archives are ever downloaded, and only with `download=True`.
-Every loader returns `RawData` with NHWC uint8 images and int32 labels.
+Only the CIFAR archives are ever downloaded, and only with `download=True`. Every loader returns
+`RawData` with NHWC uint8 images and int32 labels.
 """
 
 import dataclasses
@@ -49,17 +48,16 @@ ALLOWED_SOURCES = {
 class RawData:
   """A complete data set in host memory, before any corruption.
 
-  Attributes:
-    train_images: uint8 (N, H, W, C).
-    train_labels: int32 (N,), clean labels in [0, num_classes).
-    test_images: uint8 (M, H, W, C).
-    test_labels: int32 (M,).
-    num_classes: number of classes.
-    class_names: tuple of num_classes names, index = label.
-    description: where the data came from (source and path), for logs.
-    train_coarse_labels: int32 (N,) CIFAR-100 super-class labels when the
-      source provides them, else None.
-    test_coarse_labels: int32 (M,) or None, likewise.
+  train_images: uint8 (N, H, W, C).
+  train_labels: int32 (N,), clean labels in [0, num_classes).
+  test_images: uint8 (M, H, W, C).
+  test_labels: int32 (M,).
+  num_classes: number of classes.
+  class_names: tuple of num_classes names, index = label.
+  description: where the data came from (source and path), for logs.
+  train_coarse_labels: int32 (N,) CIFAR-100 super-class labels when the source provides them, else
+    None.
+  test_coarse_labels: int32 (M,) or None, likewise.
   """
   train_images: np.ndarray
   train_labels: np.ndarray
@@ -87,8 +85,8 @@ def check_dataset_and_source(dataset: str, source: str) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Individual sources. Each raises _SourceFailed(reason) when its data is not
-# there; load_source turns the collected reasons into one DataNotFoundError.
+# Individual sources. Each raises _SourceFailed(reason) when its data is not there; load_source
+# turns the collected reasons into one DataNotFoundError.
 
 
 class _SourceFailed(Exception):
@@ -110,9 +108,8 @@ def _first_line(e: BaseException) -> str:
 def _read_tfds_split(source: Any) -> dict[str, np.ndarray]:
   """Reads every record of a TFDS data source into stacked numpy arrays.
 
-  Returns:
-    {'image': uint8 (N, H, W, C), 'label': int32 (N,)} plus 'coarse_label'
-    when the records have it.
+  The result is {'image': uint8 (N, H, W, C), 'label': int32 (N,)} plus 'coarse_label' when the
+  records have it.
   """
   n = len(source)
   if n == 0:
@@ -216,7 +213,7 @@ def _load_cifar_archive(dataset: str, directory: str) -> RawData:
 
 
 def _download_cifar(dataset: str, directory: str, url: str) -> RawData:
-  """Fetches the archive into `directory` (download.fetch_cifar); reads it."""
+  """Fetches the archive into `directory` (`download.fetch_cifar`); reads it."""
   try:
     path = download_lib.fetch_cifar(dataset, directory, url)
   except (OSError, ValueError, http.client.HTTPException) as e:
@@ -225,16 +222,12 @@ def _download_cifar(dataset: str, directory: str, url: str) -> RawData:
 
 
 def load_synthetic(synthetic_cfg: Any, seed: int) -> RawData:
-  """A deterministic, learnable toy data set.
+  """A deterministic, learnable toy data set: `RawData` with images uint8 (N, S, S, channels).
 
-  Each class c has a fixed random mean image (uniform in [40, 215]); an
-  example is its class mean plus Gaussian noise (std 30), clipped to uint8.
-  Training labels are balanced (arange % C, shuffled). Everything is a
-  function of `seed` and `synthetic_cfg` (num_train, num_test, image_size,
-  channels, num_classes).
-
-  Returns:
-    RawData with images uint8 (N, S, S, channels).
+  Each class c has a fixed random mean image (uniform in [40, 215]); an example is its class mean
+  plus Gaussian noise (std 30), clipped to uint8. Training labels are balanced (arange % C,
+  shuffled). Everything is a function of `seed` and `synthetic_cfg` (num_train, num_test,
+  image_size, channels, num_classes).
   """
   c = synthetic_cfg
   num_classes, size, channels = c.num_classes, c.image_size, c.channels
@@ -299,35 +292,28 @@ def load_source(dataset: str, source: str, data_dir: str, synthetic_cfg: Any,
                 url: str = '') -> RawData:
   """Loads `dataset` from `source` into host memory.
 
+  The result is a `RawData` (images uint8 (N, H, W, C), labels int32 (N,)). `dataset` is one of
+  DATASETS and `source` one of SOURCES, compatible with `dataset`. `data_dir` is the directory for
+  the source ('' = the source's default: the Debian directory for idx, the TFDS default data_dir
+  for tfds, $FAMUS_JAX_DATA or ~/.cache/famus_jax for cifar_archive). `synthetic_cfg` is
+  `config.synthetic` (only read for the synthetic source) and `seed` the seed of the synthetic
+  source (ignored by the others). `download` is `config.download`: fetch a missing CIFAR archive
+  over the network; it is False by default, so callers that do not pass it stay offline. `url` is
+  `config.cifar_url`: '' = the official URL (md5-checked), else an http(s) or file:// URL of the
+  same archive (not md5-checked).
+
   `auto` tries, in order:
   - fashion_mnist: idx in data_dir (if set), idx in the Debian directory
     /usr/share/datasets/fashion-mnist, then tfds.
-  - cifar10 / cifar100: cifar_archive in data_dir (or, if data_dir is '',
-    in `download.default_data_dir()`), then tfds, then (if `download`)
-    fetching the archive into that same directory.
+  - cifar10 / cifar100: cifar_archive in data_dir (or, if data_dir is '', in
+    `download.default_data_dir()`), then tfds, then (if `download`) fetching the archive into that
+    same directory.
   - synthetic: synthetic.
   `cifar_archive` tries the local archive, then the download (if `download`).
 
-  Args:
-    dataset: one of DATASETS.
-    source: one of SOURCES, compatible with dataset.
-    data_dir: directory for the source ('' = the source's default: Debian
-      directory for idx, TFDS default data_dir for tfds, $FAMUS_JAX_DATA or
-      ~/.cache/famus_jax for cifar_archive).
-    synthetic_cfg: `config.synthetic` (only read for the synthetic source).
-    seed: seed of the synthetic source (ignored by the others).
-    download: `config.download`: fetch a missing CIFAR archive over the
-      network. False by default, so callers that do not pass it stay offline.
-    url: `config.cifar_url`: '' = the official URL (md5-checked), else an
-      http(s) or file:// URL of the same archive (not md5-checked).
-
-  Returns:
-    RawData (images uint8 (N, H, W, C), labels int32 (N,)).
-
-  Raises:
-    ConfigError: unknown dataset/source or a source that cannot serve it.
-    DataNotFoundError: no tried source had the data; the message lists each
-      attempt (paths, URL and error) and how to provide the data.
+  Raises ConfigError for an unknown dataset/source or a source that cannot serve it, and
+  DataNotFoundError when no tried source had the data; its message lists each attempt (paths, URL
+  and error) and how to provide the data.
   """
   check_dataset_and_source(dataset, source)
   if dataset == 'synthetic':

@@ -1,10 +1,9 @@
 """Helpers for tests: small data sets written in the official on-disk formats.
 
-`write_fake_cifar_archive` builds a `cifar-10-python.tar.gz` /
-`cifar-100-python.tar.gz` laid out exactly like the official one (pickled
-dicts with bytes keys, (N, 3072) uint8 channel-major rows), only smaller.
-Images are a per-class mean pattern plus noise, so a small model can learn
-them; labels are balanced over the training set.
+`write_fake_cifar_archive` builds a `cifar-10-python.tar.gz` / `cifar-100-python.tar.gz` laid out
+exactly like the official one (pickled dicts with bytes keys, (N, 3072) uint8 channel-major rows),
+only smaller. Images are a per-class mean pattern plus noise, so a small model can learn them;
+labels are balanced over the training set.
 """
 
 import io
@@ -21,7 +20,7 @@ from famus_jax.data import idx
 
 def _class_images(labels: np.ndarray, patterns: np.ndarray,
                   rng: np.random.Generator, noise_std: float) -> np.ndarray:
-  """uint8 (N, *pattern_shape): patterns[labels] + Gaussian noise."""
+  """uint8 (N, *pattern_shape): `patterns[labels]` + Gaussian noise."""
   noise = rng.normal(0.0, noise_std, size=(len(labels),) + patterns.shape[1:])
   return np.clip(patterns[labels] + noise, 0, 255).astype(np.uint8)
 
@@ -34,21 +33,15 @@ def _balanced_labels(n: int, num_classes: int,
 def write_fake_cifar_archive(directory: str, dataset: str = 'cifar10',
                              per_batch: int = 20, seed: int = 0,
                              extracted: bool = False) -> str:
-  """Writes a small CIFAR archive in the official format.
+  """Writes a small CIFAR archive in the official format; returns the path of the `.tar.gz`.
 
-  Args:
-    directory: where to write (created if needed).
-    dataset: 'cifar10' or 'cifar100'.
-    per_batch: images per batch file. CIFAR-10 gets 5 training batches and
-      one test batch (5 * per_batch training images); CIFAR-100 gets one
-      `train` file with 5 * per_batch images and a `test` file with per_batch.
-      Training labels are balanced (arange % C, shuffled), so per_batch=20
-      gives 10 images per class for CIFAR-10 and 1 per class for CIFAR-100.
-    seed: makes the content deterministic.
-    extracted: also write the extracted folder next to the archive.
-
-  Returns:
-    path of the written `.tar.gz` (pass its directory as `config.data_dir`).
+  The archive goes into `directory` (created if needed; pass it as `config.data_dir`), for
+  `dataset` 'cifar10' or 'cifar100'. `per_batch` is the number of images per batch file: CIFAR-10
+  gets 5 training batches and one test batch (5 * per_batch training images); CIFAR-100 gets one
+  `train` file with 5 * per_batch images and a `test` file with per_batch. Training labels are
+  balanced (arange % C, shuffled), so per_batch=20 gives 10 images per class for CIFAR-10 and 1 per
+  class for CIFAR-100. `seed` makes the content deterministic, and `extracted=True` also writes
+  the extracted folder next to the archive.
   """
   if dataset not in cifar_archive.ARCHIVE_LAYOUT:
     raise ValueError(f'dataset must be cifar10 or cifar100, got {dataset!r}')
@@ -113,11 +106,7 @@ def write_fake_cifar_archive(directory: str, dataset: str = 'cifar10',
 
 def write_fake_idx_dir(directory: str, num_train: int = 60, num_test: int = 20,
                        seed: int = 0, compress: bool = True) -> str:
-  """Writes the four Fashion-MNIST IDX files (28x28, 10 classes) to directory.
-
-  Returns:
-    directory.
-  """
+  """Writes the four Fashion-MNIST IDX files (28x28, 10 classes) to `directory`; returns it."""
   rng = np.random.default_rng(seed)
   patterns = rng.uniform(40.0, 215.0, size=(10, 28, 28))
   os.makedirs(directory, exist_ok=True)

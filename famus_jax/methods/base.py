@@ -109,7 +109,7 @@ class WeightOutput:
 class Method:
   """Interface of a training method (ERM, MW-Net, L2R, FaMUS, FSR).
 
-  Attributes:
+  Class attributes:
     name: the config value that selects it.
     uses_meta_set: whether the step needs a clean meta batch.
   """

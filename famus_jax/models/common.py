@@ -9,6 +9,7 @@ naming scheme is described in `famus_jax.models.layers`.
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -36,8 +37,12 @@ def materialize(x: jnp.ndarray) -> jnp.ndarray:
   where the recomputed chain is read with a cache-hostile stride: on ResNet-32 (batch 100, 2 CPU
   cores) those transposes took ~60% of a forward+backward step. `optimization_barrier` does not
   help, because XLA:CPU removes it before fusion. `scripts/profile_backward.py` measures the effect.
+
+  It is a CPU workaround, so it applies only when the default backend (where the traced program
+  runs) is the CPU; elsewhere `x` is returned untouched (no division in the program at all). Not
+  measured on a GPU yet: `scripts/gpu_check.sh` times the GPU step without it.
   """
-  if x.size == 0:
+  if x.size == 0 or jax.default_backend() != 'cpu':
     return x
   ref = lax.stop_gradient(x).reshape(-1)[0].astype(jnp.float32)
   bits = lax.bitcast_convert_type(ref, jnp.int32)

@@ -273,7 +273,8 @@ def peak_memory_in_child(name: str, model: str, batch_size: int, image_size: int
   request = json.dumps({'name': name, 'model': model, 'batch_size': batch_size,
                         'image_size': image_size, 'settle': settle,
                         'extra': {**extra, **derived}})
-  proc = subprocess.run([sys.executable, '-m', 'famus_jax.tools.benchmark', '--memory_child', request],
+  proc = subprocess.run([sys.executable, '-m', 'famus_jax.tools.benchmark', '--memory_child',
+                         request],
                         capture_output=True, text=True, check=False)
   if proc.returncode:
     raise RuntimeError(f'peak-memory child for {name} failed:\n{proc.stderr[-3000:]}')
@@ -498,7 +499,8 @@ def markdown_table(result: dict) -> str:
           '|---|---|---|---|---|---|---|---|---|---|---|---|']
   for name, r in result['methods'].items():
     rows.append(
-        f'| {name} | {r.get("actual_step", "-")} | {r["step_time_s"]:.3f} | {_ratio(r.get("ratio_to_erm"))} | '
+        f'| {name} | {r.get("actual_step", "-")} | {r["step_time_s"]:.3f} | '
+        f'{_ratio(r.get("ratio_to_erm"))} | '
         f'{_ratio(r.get("ratio_to_mwnet"))} | {r["cpu_time_s"]:.3f} | '
         f'{r["compile_time_s"]:.1f} | {r["reruns"]} | {_mib(r.get("xla_step_bytes"))} | '
         f'{_ratio(r.get("xla_step_ratio_to_erm"))} | {_mib(r.get(peak))} | '

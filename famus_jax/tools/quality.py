@@ -6,7 +6,8 @@
 Trains FaMUS (`config.method='famus'`, MW-Net base) with the one training
 loop (`train_and_evaluate`, so it checkpoints and resumes like any run), with
 a `QualityHook` plugged in. Every `config.quality.every` steps, on that
-step's batch and state (before the step), the hook computes every layer's share of the exact meta gradient,
+step's batch and state (before the step), the hook computes every layer's share
+of the exact meta gradient,
 
     G_{i,l} = -alpha < grad_{w_hat_l} L^val(w_hat), grad_{w_l} L_i(w) >   (FaMUS Eq. 7, 9)
 

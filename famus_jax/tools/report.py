@@ -698,8 +698,33 @@ def aggregate(runs: list) -> dict:
         'wall_time_min': _mean([w / 60 if w is not None else None for w in wall]),
         'weight_clean': _mean([s.get('mean_weight_clean') for s in summ]),
         'weight_noisy': _mean([s.get('mean_weight_noisy') for s in summ]),
+        **weight_shape([r for r in used]),
     }
   return out
+
+
+def weight_shape(runs: list) -> dict:
+  """Zero-weight fraction and effective batch size of the logged batches, last half of training.
+
+  Per logged batch with weights w (n,): zero fraction mean(w == 0) (weights are logged to 4
+  decimals) and effective batch (sum w)^2 / (n sum w^2) (1 for uniform weights, s/n when s
+  weights are equal and the rest 0). Means over the batches logged in the second half of each
+  run, then over runs; None without weights events.
+  """
+  zeros, ess = [], []
+  for run in runs:
+    events = run.of('weights')
+    if not events:
+      continue
+    half = max(e['step'] for e in events) / 2
+    for e in events:
+      w = np.asarray(e['weights'], np.float64)
+      if e['step'] < half or not w.size or not np.any(w):
+        continue
+      zeros.append(float(np.mean(w == 0)))
+      ess.append(float(np.sum(w) ** 2 / (w.size * np.sum(w ** 2))))
+  return {'zero_weight_fraction': _mean(zeros) if zeros else None,
+          'effective_batch_fraction': _mean(ess) if ess else None}
 
 
 def fmt_mean_std(pair: tuple, digits: int = 2) -> str:
@@ -713,6 +738,10 @@ def _fmt(value, spec: str) -> str:
   return '-' if value is None else format(value, spec)
 
 
+def _pct(value) -> str:
+  return '-' if value is None else f'{100 * value:.0f}'
+
+
 def accuracy_tables(acc: dict) -> list:
   """Markdown lines: one table per setting and the settings pivot."""
   lines = ['## Test accuracy', '',
@@ -722,8 +751,9 @@ def accuracy_tables(acc: dict) -> list:
   for setting, methods in acc.items():
     lines += [f'### {setting}', '',
               '| method | runs (seeds) | best top-1 % | last top-1 % | mean step (s) | '
-              'wall-clock (min) | mean weight clean / mislabelled |',
-              '|---|---|---|---|---|---|---|']
+              'wall-clock (min) | mean weight clean / mislabelled | zero weights % | '
+              'effective batch % |',
+              '|---|---|---|---|---|---|---|---|---|']
     for method, a in methods.items():
       seeds = ', '.join(f's{s} unfinished' if s in a['unfinished_seeds'] else f's{s}'
                         for s in a['seeds'])
@@ -732,8 +762,11 @@ def accuracy_tables(acc: dict) -> list:
           f'| {name} | {len(a["seeds"])} ({seeds}) | {fmt_mean_std(a["best_mean_std"])} | '
           f'{fmt_mean_std(a["last_mean_std"])} | {_fmt(a["step_time_s"], ".3f")} | '
           f'{_fmt(a["wall_time_min"], ".1f")} | {_fmt(a["weight_clean"], ".2f")} / '
-          f'{_fmt(a["weight_noisy"], ".2f")} |')
+          f'{_fmt(a["weight_noisy"], ".2f")} | {_pct(a.get("zero_weight_fraction"))} | '
+          f'{_pct(a.get("effective_batch_fraction"))} |')
     lines.append('')
+  lines += ['Zero weights and effective batch ((sum w)^2 / (n sum w^2)) are over the batches '
+            'logged in the second half of each run.', '']
   lines += pivot_table(acc)
   return lines
 
