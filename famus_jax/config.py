@@ -118,10 +118,16 @@ def get_config() -> ml_collections.ConfigDict:
   c.fsr.warmup_epochs = 2        # uniform weights before this epoch (deferred start: e.g. 160)
   c.fsr.weight_mode = 'noise'    # noise: max(-grad, 0) | longtail: raw - min(raw) + 1/b
   c.fsr.relabel = True           # momentum re-labeling (EMA of predictions as soft targets)
-  c.fsr.relabel_momentum = 0.9   # decay of the prediction EMA
+  c.fsr.relabel_momentum = 0.9   # decay b of the EMA (share of the old value kept per visit)
+  # prob_ema: EMA of softmax predictions, the target (paper Eq. 7) | logit_ema: EMA of logits,
+  # target softmax of their RMS-normalised value (the reference code)
+  c.fsr.relabel_target = 'prob_ema'
   c.fsr.relabel_weight = 2.0     # p: multiplier of the re-labeling loss
   c.fsr.relabel_start_epoch = -1  # -1: same as warmup_epochs
   c.fsr.mixup_alpha = 1.0        # MixUp Beta(alpha, alpha) on the weighted loss; 0 = off
+  # batch: one lam per batch (MixUp) | example_max: lam_i per example, max(lam_i, 1 - lam_i)
+  # (MixMatch; the reference code), so each mixed example is mostly its own
+  c.fsr.mixup_lambda = 'batch'
   # How MixUp (mixup_alpha > 0) enters the step (famus_jax/fsr/__init__.py):
   #   two_pass: the step's forward is clean (head-only meta step, scores, prediction EMA);
   #             one extra forward/backward on the mixed images carries the weighted loss.

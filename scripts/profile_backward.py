@@ -35,17 +35,22 @@ Sections:
   numerics  loss, batch_stats and gradients of both variants in float32
           against the plain model in float64 (ResNet-32's float32 gradients
           are only good to ~1e-3 at init, for the plain model as well).
+  torch   XLA:CPU against PyTorch (the benchmark's peer, famus_jax/tools/
+          torch_peer.py; needs the `peers` extra) on the same shapes, timed in
+          the same interleaved rounds on the same threads: each conv's
+          forward, input gradient (dX) and kernel gradient (dW) alone,
+          BatchNorm forward and forward+backward, and the whole model's
+          forward and forward+backward (value_and_grad vs loss.backward());
+          then the per-step totals of the conv parts, weighted by how often
+          each shape occurs in ResNet-32.
 """
 
 import argparse
 import collections
 import contextlib
 import functools
-import glob
 import os
-import re
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -59,6 +64,7 @@ import numpy as np
 from famus_jax.models import common
 from famus_jax.models import ResNetCifar
 from famus_jax.models.resnet_cifar import shortcut_a
+from famus_jax.tools import xla_trace
 
 NUM_CLASSES = 10
 VARIANTS = ('plain', 'current')
@@ -279,69 +285,10 @@ def section_ops(opts):
 
 # ---- trace ----------------------------------------------------------------
 
-def _hlo_index(hlo_text):
-  """instruction name -> (shape, op_names, has_conv) for the entry computation."""
-  bodies = {m.group(1): m.group(2) for m in re.finditer(
-      r'^%(\S+) \(.*?\n((?:.*\n)*?)\}', hlo_text, re.M)}
-  entry = hlo_text[hlo_text.index('ENTRY'):]
-  index = {}
-  for line in entry.split('\n'):
-    m = re.match(r'\s+(?:ROOT )?%(\S+) = (\S+) ', line)
-    if not m:
-      continue
-    text = line
-    called = re.search(r'calls=%([\w.\-]+)', line)
-    if called and called.group(1) in bodies:
-      text += bodies[called.group(1)]
-    index[m.group(1)] = (m.group(2), re.findall(r'op_name="([^"]*)"', text),
-                         ' convolution(' in text)
-  return index
-
-
-def _category(name, info, batch):
-  if info is None:
-    return 'other (no HLO info)'
-  shape, op_names, has_conv = info
-  inside = re.search(r'\[([\d,]*)\]', shape)
-  dims = [int(d) for d in inside.group(1).split(',') if d] if inside else []
-  bwd = any('transpose(' in o for o in op_names)
-  if has_conv:
-    if len(dims) == 4 and dims[0] != batch:
-      return 'conv kernel grads (dW)'
-    return 'conv input grads (dX)' if bwd else 'conv forward'
-  if 'transpose' in name or name.startswith('copy'):
-    return 'layout transposes/copies (+ fused producers)'
-  if name.startswith('dot') or 'dot_general' in ''.join(op_names[-1:]):
-    return 'head (dot)'
-  layers = [o.split('/')[-2] for o in op_names if '/' in o]
-  kinds = collections.Counter(
-      'BatchNorm' if re.search(r'(^|_)bn\d*$', layer) else 'elementwise/other'
-      for layer in layers)
-  kind = kinds.most_common(1)[0][0] if kinds else 'elementwise/other'
-  return f'{kind} {"bwd" if bwd else "fwd"}'
-
-
 def profile_step(compiled, args, batch, steps=3):
-  from jax.profiler import ProfileData  # pylint: disable=g-import-not-at-top
-  jax.block_until_ready(compiled(*args))
-  with tempfile.TemporaryDirectory() as d:
-    with jax.profiler.trace(d):
-      for _ in range(steps):
-        jax.block_until_ready(compiled(*args))
-    data = ProfileData.from_file(glob.glob(d + '/**/*.xplane.pb', recursive=True)[0])
-    per_instr = collections.Counter()
-    for plane in data.planes:
-      for line in plane.lines:
-        if 'XLA' not in line.name:
-          continue
-        for ev in line.events:
-          if not ev.name.startswith(('ThunkExecutor', 'end: ')):
-            per_instr[ev.name] += ev.duration_ns / steps / 1e9
-  index = _hlo_index(compiled.as_text())
-  cats = collections.Counter()
-  for name, t in per_instr.items():
-    cats[_category(name, index.get(name), batch)] += t
-  return cats, per_instr
+  per_instr = xla_trace.instruction_seconds(
+      lambda: jax.block_until_ready(compiled(*args)), steps)
+  return xla_trace.categorize(per_instr, compiled.as_text(), batch), per_instr
 
 
 def section_trace(opts):
@@ -351,7 +298,7 @@ def section_trace(opts):
     _, vg, args = model_problem(name, opts.batch)
     cats = {}
     for v in VARIANTS:
-      compiled = compile_fn(vg, args, v, {'xla_cpu_enable_xprof_traceme': True})
+      compiled = compile_fn(vg, args, v, {xla_trace.TRACEME_OPTION: True})
       cats[v], per_instr = profile_step(compiled, args, opts.batch)
       if opts.top:
         print(f'-- {name} [{v}] top instructions:')
@@ -574,9 +521,119 @@ def section_flags(opts):
     print(f'{label:20s} {ms(med)} ({ms(lo)})  {res["default"][0] / med:5.2f}x')
 
 
+# ---- XLA:CPU against PyTorch -------------------------------------------------
+
+# (label, H = W, C_in, C_out, kernel, stride, count in ResNet-32): every conv of the model.
+RESNET32_CONVS = [
+    ('stem conv3x3 32x32x3->16', 32, 3, 16, 3, 1, 1),
+    ('conv3x3 s1 32x32x16->16', 32, 16, 16, 3, 1, 10),
+    ('conv3x3 s2 32x32x16->32', 32, 16, 32, 3, 2, 1),
+    ('conv3x3 s1 16x16x32->32', 16, 32, 32, 3, 1, 9),
+    ('conv3x3 s2 16x16x32->64', 16, 32, 64, 3, 2, 1),
+    ('conv3x3 s1 8x8x64->64', 8, 64, 64, 3, 1, 9),
+]
+
+
+def _torch_conv_fns(torch, b, hw, cin, cout, k, stride):
+  """{'fwd' | 'dx' | 'dw': () -> None} for one conv in PyTorch (NCHW, like the peer)."""
+  g = torch.Generator().manual_seed(0)
+  x = torch.randn(b, cin, hw, hw, generator=g)
+  w = torch.randn(cout, cin, k, k, generator=g)
+  y = torch.nn.functional.conv2d(x, w, stride=stride, padding=k // 2)
+  gy = torch.ones_like(y)
+  conv_bwd = torch.ops.aten.convolution_backward
+
+  def bwd(mask):
+    return lambda: conv_bwd(gy, x, w, None, [stride, stride], [k // 2, k // 2], [1, 1], False,
+                            [0, 0], 1, mask)
+
+  return {'fwd': lambda: torch.nn.functional.conv2d(x, w, stride=stride, padding=k // 2),
+          'dx': bwd([True, False, False]), 'dw': bwd([False, True, False])}
+
+
+def _jax_conv_fns(b, hw, cin, cout, k, stride):
+  """{'fwd' | 'dx' | 'dw': (compiled, args)} for the same conv in XLA (NHWC)."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(b, hw, hw, cin)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(k, k, cin, cout)), jnp.float32)
+  fn = conv_op(stride, k // 2)
+  ct = jnp.ones_like(jax.eval_shape(fn, x, w))
+  dx = lambda x, w, ct: jax.vjp(lambda z: fn(z, w), x)[1](ct)
+  dw = lambda x, w, ct: jax.vjp(lambda z: fn(x, z), w)[1](ct)
+  return {'fwd': (compile_fn(fn, (x, w)), (x, w)),
+          'dx': (compile_fn(dx, (x, w, ct)), (x, w, ct)),
+          'dw': (compile_fn(dw, (x, w, ct)), (x, w, ct))}
+
+
+def _torch_model_fns(torch, tp, name, batch):
+  """{'forward' | 'value_and_grad': () -> None}: the peer's model in train mode."""
+  depth, hwc = MODEL_SPECS[name]
+  model = tp.ResNetCifar(NUM_CLASSES, depth=depth) if hwc[-1] == 3 else None
+  if model is None:
+    return {}
+  model.train()
+  g = torch.Generator().manual_seed(0)
+  x = torch.randn(batch, hwc[2], hwc[0], hwc[1], generator=g)
+  y = torch.randint(0, NUM_CLASSES, (batch,), generator=g)
+
+  def forward():
+    with torch.no_grad():
+      torch.nn.functional.cross_entropy(model(x)[0], y)
+
+  def value_and_grad():
+    model.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(model(x)[0], y).backward()
+
+  return {'forward': forward, 'value_and_grad': value_and_grad}
+
+
+def section_torch(opts):
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    from famus_jax.tools import torch_peer as tp  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    print(f'\n== torch: skipped, PyTorch is not installed ({e}); pip install -e ".[peers]"')
+    return
+  torch.set_num_threads(opts.threads)
+  b = opts.batch
+  print(f'\n== torch: XLA:CPU vs PyTorch {torch.__version__} ({opts.threads} thread(s)), '
+        f'batch {b} (ms, median of {opts.runs}) ==')
+  fns = {}
+  for label, hw, cin, cout, k, stride, _ in RESNET32_CONVS:
+    for part, fc in _jax_conv_fns(b, hw, cin, cout, k, stride).items():
+      fns[(label, part, 'xla')] = fc
+    for part, f in _torch_conv_fns(torch, b, hw, cin, cout, k, stride).items():
+      fns[(label, part, 'torch')] = (f, ())
+  for name in opts.models:
+    loss, vg, args = model_problem(name, opts.batch)
+    fns[(name, 'forward', 'xla')] = (compile_fn(loss, args), args)
+    fns[(name, 'value_and_grad', 'xla')] = (compile_fn(vg, args), args)
+    for part, f in _torch_model_fns(torch, tp, name, b).items():
+      fns[(name, part, 'torch')] = (f, ())
+  res = bench(fns, opts.runs)
+  print(f'{"conv (count in ResNet-32)":36s} {"part":5s} {"XLA":>9s} {"torch":>9s} '
+        f'{"XLA/torch":>9s}')
+  totals = collections.Counter()
+  for label, *_, count in RESNET32_CONVS:
+    for part in ('fwd', 'dx', 'dw'):
+      x, t = res[(label, part, 'xla')][0], res[(label, part, 'torch')][0]
+      totals[(part, 'xla')] += count * x
+      totals[(part, 'torch')] += count * t
+      print(f'{label + f" (x{count})":36s} {part:5s} {ms(x)} {ms(t)} {x / t:9.2f}')
+  print(f'{"per step, all convs":36s}')
+  for part in ('fwd', 'dx', 'dw'):
+    x, t = totals[(part, 'xla')], totals[(part, 'torch')]
+    print(f'{"  sum of count x time":36s} {part:5s} {ms(x)} {ms(t)} {x / t:9.2f}')
+  for name in opts.models:
+    for part in ('forward', 'value_and_grad'):
+      if (name, part, 'torch') in res:
+        x, t = res[(name, part, 'xla')][0], res[(name, part, 'torch')][0]
+        print(f'{name + " model":36s} {part[:5]:5s} {ms(x)} {ms(t)} {x / t:9.2f}')
+
+
 SECTIONS = {'models': section_models, 'ops': section_ops, 'trace': section_trace,
             'candidates': section_candidates, 'flags': section_flags,
-            'numerics': section_numerics}
+            'numerics': section_numerics, 'torch': section_torch}
 
 
 def main():
@@ -586,6 +643,8 @@ def main():
   parser.add_argument('--models', default='resnet32,resnet8')
   parser.add_argument('--batch', type=int, default=100)
   parser.add_argument('--runs', type=int, default=10)
+  parser.add_argument('--threads', type=int, default=1,
+                      help='torch: PyTorch intra-op threads (pin the process with taskset)')
   parser.add_argument('--top', type=int, default=0,
                       help='trace: also list the N slowest HLO instructions')
   opts = parser.parse_args()

@@ -281,6 +281,91 @@ def test_mixup_path_single_extra_backward(setup):
   assert float(out.metrics['fsr_reweighting']) == 0.0
 
 
+def test_example_max_lambda_follows_the_folded_beta():
+  """mixup_lambda='example_max': lam_i = max(l, 1 - l), l ~ Beta(1/2, 1/2): E = 1/2 + 1/pi."""
+  method = FSR(fsr_config(mixup_alpha=0.5, mixup_lambda='example_max'))
+  mix = method.draw_mixup(jax.random.PRNGKey(0), 20000, jnp.float32)
+  lam = np.asarray(mix.lam)
+  assert lam.shape == (20000,) and lam.min() >= 0.5 and lam.max() <= 1.0
+  # l = sin^2(t), t ~ U(0, pi/2): E|l - 1/2| = E|cos 2t| / 2 = 1/pi, and
+  # P(lam > 0.9) = P(l > 0.9) + P(l < 0.1) = 2 (1 - (2 / pi) asin(sqrt(0.9))).
+  assert abs(lam.mean() - (0.5 + 1 / np.pi)) < 0.005
+  tail = 2 * (1 - 2 / np.pi * np.arcsin(np.sqrt(0.9)))
+  assert abs(np.mean(lam > 0.9) - tail) < 0.01
+  assert sorted(np.asarray(mix.perm).tolist()) == list(range(20000))
+  batch = FSR(fsr_config(mixup_alpha=0.5)).draw_mixup(jax.random.PRNGKey(0), 8, jnp.float32)
+  assert batch.lam.shape == ()
+
+
+def test_example_max_two_pass_gradient_by_hand(setup):
+  """Two-pass MixUp with per-example lam and logit-EMA re-labeling: the extra gradient equals
+  jax.grad of the loss written out row by row (numpy lam, images mixed by hand)."""
+  ctx, _, _, _ = setup
+  c = fsr_config(dictionary_size=10, reward_batch_size=Q, mixup_alpha=0.5,
+                 mixup_lambda='example_max', relabel=True, relabel_weight=2.0,
+                 relabel_target='logit_ema', relabel_momentum=0.1, warmup_epochs=0)
+  method = FSR(c)
+  state = fsr_state_logits(method, ctx.params)
+  key = jax.random.PRNGKey(7)
+  out = method.weights(ctx, state, {}, key)
+  mix = method.draw_mixup(jax.random.split(key)[1], N, jnp.float32)
+  lam, perm = np.asarray(mix.lam, np.float64), np.asarray(mix.perm)
+  assert lam.shape == (N,) and np.all(lam >= 0.5)
+  images = np.asarray(ctx.images, np.float64)
+  mixed = jnp.asarray(lam[:, None, None, None] * images
+                      + (1 - lam[:, None, None, None]) * images[perm], jnp.float32)
+  w = np.asarray(out.example_weights, np.float64) / N
+  old = np.asarray(state['pred'][:N], np.float64)
+  target = np.exp(old / np.sqrt(np.mean(old ** 2) + 1e-8))
+  target /= target.sum(-1, keepdims=True)
+  soft = lam[:, None] * target + (1 - lam[:, None]) * target[perm]
+  labels = np.asarray(ctx.labels)
+
+  def loss(params):
+    logp = jax.nn.log_softmax(ctx.apply_fn(params, ctx.batch_stats, mixed, True)[0][0])
+    own = -logp[jnp.arange(N), labels]
+    partner = -logp[jnp.arange(N), labels[perm]]
+    weighted = jnp.sum(lam * w * own + (1 - lam) * w[perm] * partner)
+    return weighted + 2.0 * jnp.mean(-jnp.sum(soft * logp, axis=-1))
+
+  assert rel_err(flat(out.extra_grads), flat(jax.grad(loss)(ctx.params))) < 1e-4
+
+
+def fsr_state_logits(method, params, num_train=20, seed=5):
+  """An FSR state whose prediction store holds logit EMAs for examples 0-5 (seen)."""
+  state = fsr_state(method, params, num_train, seed)
+  rng = np.random.default_rng(seed + 1)
+  logits = rng.normal(scale=3.0, size=(num_train, C)) * (np.arange(num_train) < 6)[:, None]
+  state['pred'] = jnp.asarray(logits, jnp.float32)
+  return state
+
+
+def test_logit_ema_relabeling_by_hand(setup):
+  """relabel_target='logit_ema' (MixUp off): target softmax of the RMS-normalised stored logits
+  (uniform on a first visit), store b rms(u) + (1 - b) z, cotangent p / N (p - target)."""
+  ctx, _, _, _ = setup
+  c = fsr_config(dictionary_size=10, reward_batch_size=Q, mixup_alpha=0.0, relabel=True,
+                 relabel_weight=2.0, relabel_target='logit_ema', relabel_momentum=0.1,
+                 warmup_epochs=0)
+  method = FSR(c)
+  state = fsr_state_logits(method, ctx.params)
+  out = method.weights(ctx, state, {}, jax.random.PRNGKey(7))
+  old = np.asarray(state['pred'][:N], np.float64)
+  normalized = old / np.sqrt(np.mean(old ** 2) + 1e-8)
+  target = np.exp(normalized) / np.exp(normalized).sum(-1, keepdims=True)
+  np.testing.assert_allclose(target[6:], 1.0 / C, rtol=1e-12)      # first visits: uniform
+  z = np.asarray(ctx.logits, np.float64)
+  p = np.exp(z - z.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  np.testing.assert_allclose(out.method_state['pred'][:N], 0.1 * normalized + 0.9 * z,
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(out.method_state['pred'][N:], state['pred'][N:])
+  np.testing.assert_allclose(out.logit_cotangent, 2.0 / N * (p - target), rtol=1e-4, atol=1e-7)
+  logp = np.log(p)
+  np.testing.assert_allclose(out.metrics['fsr_relabel_loss'], -(target * logp).sum(-1).mean(),
+                             rtol=1e-5)
+
+
 # ---- one-pass MixUp (config.fsr.mixup_form='one_pass') ------------------------
 
 
@@ -706,6 +791,8 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path):
     ('mixup_alpha', -1.0, 'mixup_alpha'),
     ('relabel_start_epoch', -2, 'relabel_start_epoch'),
     ('score_before', 'mixed', 'score_before'),
+    ('mixup_lambda', 'beta', 'mixup_lambda'),
+    ('relabel_target', 'probs', 'relabel_target'),
 ])
 def test_config_errors_name_the_field(field, value, match):
   c = fsr_config()

@@ -280,10 +280,29 @@ def test_famus_gated_meta_gradient(ours, batch):
 
 def test_fsr_head_look_ahead(ours, batch):
   net = torch_net(ours)
-  w, _, grad_eps = tp.fsr_weights_and_losses(net, tp.sgd(net.parameters(), lr=LR), batch)
+  w, _, grad_eps, _ = tp.fsr_weights_and_losses(net, tp.sgd(net.parameters(), lr=LR), batch)
   logits, features = ours.outputs(ours.params, ours.x)
   _, reward_features = ours.outputs(ours.params, ours.xm)
   errors = jax.nn.softmax(logits) - jax.nn.one_hot(ours.y, C, dtype=logits.dtype)
+  direction = head_lib.optimizer_direction(tp.MOMENTUM, False, tp.WEIGHT_DECAY)
+  star = head_lib.virtual_head(ours.params['head'], features, errors, jnp.full((N,), 1.0 / N),
+                               None, tp.FSR_META_LR, direction)
+  reward = head_lib.eps_gradient(star, features, errors, reward_features, ours.ym,
+                                 tp.FSR_META_LR, direction)
+  assert rel_err(grad_eps.numpy(), reward.grad_eps) < TOL
+  assert rel_err(w.numpy(), head_lib.weights_from_gradient(reward.grad_eps, 'noise')) < TOL
+
+
+def test_fsr_head_look_ahead_on_soft_targets(ours, batch):
+  """The peer's one-pass form feeds MixUp targets: the same look-ahead on soft targets."""
+  net = torch_net(ours)
+  rng = np.random.default_rng(3)
+  targets = rng.dirichlet(np.ones(C), size=N)
+  w, _, grad_eps, _ = tp.fsr_weights_and_losses(net, tp.sgd(net.parameters(), lr=LR), batch,
+                                                 targets=torch.from_numpy(targets))
+  logits, features = ours.outputs(ours.params, ours.x)
+  _, reward_features = ours.outputs(ours.params, ours.xm)
+  errors = jax.nn.softmax(logits) - jnp.asarray(targets, logits.dtype)
   direction = head_lib.optimizer_direction(tp.MOMENTUM, False, tp.WEIGHT_DECAY)
   star = head_lib.virtual_head(ours.params['head'], features, errors, jnp.full((N,), 1.0 / N),
                                None, tp.FSR_META_LR, direction)

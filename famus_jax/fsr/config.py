@@ -11,6 +11,8 @@ from famus_jax.errors import ConfigError
 WEIGHT_MODES = ('noise', 'longtail')
 SCORE_BEFORE = ('train', 'clean')
 MIXUP_FORMS = ('two_pass', 'one_pass')
+MIXUP_LAMBDAS = ('batch', 'example_max')
+RELABEL_TARGETS = ('prob_ema', 'logit_ema')
 
 
 def _num(value) -> bool:
@@ -76,6 +78,10 @@ def check_config(config) -> None:
     _fail('score_before', f.score_before,
           "needs a clean forward; with config.fsr.mixup_form='one_pass' (and MixUp on) the "
           "step's only forward is the mixed one: use 'train'")
+  if f.mixup_lambda not in MIXUP_LAMBDAS:
+    _fail('mixup_lambda', f.mixup_lambda, f'is not one of {list(MIXUP_LAMBDAS)}')
+  if f.relabel_target not in RELABEL_TARGETS:
+    _fail('relabel_target', f.relabel_target, f'is not one of {list(RELABEL_TARGETS)}')
   classes = num_classes_of(config)
   if classes is not None and config.method == 'fsr':
     if f.dictionary_size % classes:

@@ -98,14 +98,30 @@ class MetaStep(NamedTuple):
 
 
 class MixUp(NamedTuple):
-  """One batch's MixUp draw: x~_i = lam x_i + (1 - lam) x_perm(i)."""
-  lam: jnp.ndarray              # () ~ Beta(alpha, alpha)
+  """One batch's MixUp draw: x~_i = lam_i x_i + (1 - lam_i) x_perm(i)."""
+  lam: jnp.ndarray              # () one per batch ('batch') or (n,) per example ('example_max')
   perm: jnp.ndarray             # (n,) int32 partner of each example
 
 
+def per_row(lam: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
+  """lam shaped to multiply the rows of x: () as is, (n,) as (n, 1, ..., 1)."""
+  return lam if lam.ndim == 0 else lam.reshape(lam.shape + (1,) * (x.ndim - 1))
+
+
+def mix_rows(x: jnp.ndarray, mix: MixUp) -> jnp.ndarray:
+  """(n, ...) lam_i x_i + (1 - lam_i) x_perm(i), for images, targets or soft labels."""
+  lam = per_row(mix.lam, x)
+  return lam * x + (1 - lam) * x[mix.perm]
+
+
 def mixed_targets(targets: jnp.ndarray, mix: MixUp) -> jnp.ndarray:
-  """(n, C) lam t_i + (1 - lam) t_perm(i): CE to it is the MixUp loss of example i."""
-  return mix.lam * targets + (1 - mix.lam) * targets[mix.perm]
+  """(n, C) lam_i t_i + (1 - lam_i) t_perm(i): CE to it is the MixUp loss of example i."""
+  return mix_rows(targets, mix)
+
+
+def rms_normalized(v: jnp.ndarray) -> jnp.ndarray:
+  """v / sqrt(mean(v^2) + 1e-8) over the whole (n, C) array (the reference's logit norm)."""
+  return v * jax.lax.rsqrt(jnp.mean(jnp.square(v)) + 1e-8)
 
 
 class FSR(Method):
@@ -124,11 +140,13 @@ class FSR(Method):
     self.weight_mode = f.weight_mode
     self.relabel = bool(f.relabel) and f.relabel_weight > 0
     self.relabel_momentum = float(f.relabel_momentum)
+    self.relabel_target = f.relabel_target
     self.relabel_weight = float(f.relabel_weight)
     self.relabel_start_epoch = (int(f.relabel_start_epoch) if f.relabel_start_epoch >= 0
                                 else self.warmup_epochs)
     self.mixup_alpha = float(f.mixup_alpha)
     self.mixup_form = f.mixup_form
+    self.mixup_lambda = f.mixup_lambda
     # One-pass MixUp: the step's own forward runs on the mixed images (`prepare_images`).
     self.one_pass = self.mixup_form == 'one_pass' and self.mixup_alpha > 0
     self.label_smoothing = float(f.label_smoothing)
@@ -221,9 +239,19 @@ class FSR(Method):
     return jax.lax.stop_gradient(features)
 
   def draw_mixup(self, rng, n: int, dtype) -> MixUp:
-    """lam ~ Beta(alpha, alpha) (one per batch) and a random partner permutation."""
+    """lam and a random partner permutation.
+
+    `mixup_lambda='batch'`: one lam ~ Beta(alpha, alpha) for the batch (MixUp,
+    Zhang et al. 2018). 'example_max': lam_i ~ Beta(alpha, alpha) per example,
+    then lam_i = max(lam_i, 1 - lam_i), so every mixed example is dominated by
+    its own image and label (MixMatch Eq. 8-9; the FSR reference code).
+    """
     lam_rng, perm_rng = jax.random.split(rng)
-    lam = jax.random.beta(lam_rng, self.mixup_alpha, self.mixup_alpha).astype(dtype)
+    if self.mixup_lambda == 'example_max':
+      lam = jax.random.beta(lam_rng, self.mixup_alpha, self.mixup_alpha, (n,)).astype(dtype)
+      lam = jnp.maximum(lam, 1 - lam)
+    else:
+      lam = jax.random.beta(lam_rng, self.mixup_alpha, self.mixup_alpha).astype(dtype)
     return MixUp(lam, jax.random.permutation(perm_rng, n))
 
   def prepare_images(self, images, rng):
@@ -237,7 +265,7 @@ class FSR(Method):
       return images, None
     _, mix_rng = jax.random.split(rng)
     mix = self.draw_mixup(mix_rng, images.shape[0], images.dtype)
-    return mix.lam * images + (1 - mix.lam) * images[mix.perm], mix
+    return mix_rows(images, mix), mix
 
   def meta_step(self, ctx: StepContext, reward_features, reward_labels,
                 targets=None) -> MetaStep:
@@ -288,13 +316,8 @@ class FSR(Method):
     probs = jax.nn.softmax(ctx.logits)
     relabel_targets, relabel_scale = None, None
     if self.relabel:
-      old = ms['pred'][idx]
-      # Target: the EMA before this step (the current prediction on a first visit,
-      # which gives no gradient without MixUp).
-      relabel_targets = jnp.where(seen[:, None], old, probs)
-      b = self.relabel_momentum
-      new_state['pred'] = ms['pred'].at[idx].set(
-          jnp.where(seen[:, None], b * old + (1 - b) * probs, probs))
+      relabel_targets, rows = self.relabel_update(ms['pred'][idx], seen, ctx.logits, probs)
+      new_state['pred'] = ms['pred'].at[idx].set(rows)
       relabel_scale = self.relabel_weight * (epoch >= self.relabel_start_epoch).astype(jnp.float32)
 
     metrics = {
@@ -313,8 +336,7 @@ class FSR(Method):
       metrics['weighted_loss'] = jnp.sum(weights * meta.loss_before)
       cotangent = weights[:, None] * (probs - targets)
       if self.relabel:
-        lam, perm = ctx.mix.lam, ctx.mix.perm
-        soft = lam * relabel_targets + (1 - lam) * relabel_targets[perm]
+        soft = mix_rows(relabel_targets, ctx.mix)
         metrics['fsr_relabel_loss'] = jnp.mean(head_lib.soft_cross_entropy(ctx.logits, soft))
         cotangent = cotangent + (relabel_scale / n) * (probs - soft)
       out = dict(weights=None, logit_cotangent=cotangent)
@@ -352,6 +374,24 @@ class FSR(Method):
     return WeightOutput(method_state=new_state, metrics=metrics, example_weights=weights * n,
                         **out)
 
+  def relabel_update(self, old, seen, logits, probs):
+    """(re-labeling targets (n, C), new EMA rows (n, C)) of the batch (FSR Eq. 7).
+
+    old: the batch's stored EMA rows; seen: (n,) visited before; logits, probs:
+    the step's forward. `relabel_target='prob_ema'`: the EMA of softmax
+    predictions, y^ <- b y^ + (1 - b) p (the current prediction on a first
+    visit), target = the EMA before this step. 'logit_ema' (the reference
+    code): the EMA of logits, u <- b rms(u) + (1 - b) z with rms the batch's
+    RMS normalisation, target = softmax(rms(u)) before this step (uniform on a
+    first visit). b = `relabel_momentum`.
+    """
+    b = self.relabel_momentum
+    if self.relabel_target == 'logit_ema':
+      normalized = rms_normalized(old)
+      return jax.nn.softmax(normalized), b * normalized + (1 - b) * logits
+    targets = jnp.where(seen[:, None], old, probs)
+    return targets, jnp.where(seen[:, None], b * old + (1 - b) * probs, probs)
+
   def _mixup_gradient(self, ctx, rng, weights, targets, relabel_targets, relabel_scale):
     """Gradient of the weighted MixUp loss (+ re-labeling on the same mixed forward).
 
@@ -365,8 +405,9 @@ class FSR(Method):
     losses lam l(z~_i, y_i) + (1 - lam) l(z~_i, y_perm(i)))).
     """
     n = ctx.losses.shape[0]
-    lam, perm = self.draw_mixup(rng, n, ctx.images.dtype)
-    mixed = lam * ctx.images + (1 - lam) * ctx.images[perm]
+    mix = self.draw_mixup(rng, n, ctx.images.dtype)
+    lam, perm = mix
+    mixed = mix_rows(ctx.images, mix)
 
     def loss_fn(params):
       (logits, _), _ = ctx.apply_fn(params, ctx.batch_stats, mixed, True)
@@ -377,7 +418,7 @@ class FSR(Method):
       relabel = jnp.zeros((), weighted.dtype)
       total = weighted
       if relabel_targets is not None:
-        soft = lam * relabel_targets + (1 - lam) * relabel_targets[perm]
+        soft = mix_rows(relabel_targets, mix)
         relabel = jnp.mean(-jnp.sum(soft * logp, axis=-1))
         total = total + relabel_scale * relabel
       mixed_losses = jax.lax.stop_gradient(lam * own + (1 - lam) * partner)

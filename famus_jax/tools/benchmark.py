@@ -33,7 +33,10 @@ the layers the learned samplers of 'famus' settled on). Add an entry to
 
 `--profile` also times the parts of a meta step as separate jitted
 functions (forward, backward, validation forward/backward, JVPs), to explain
-the ratios.
+the ratios. `--trace` (CPU) records XLA:CPU's own time per instruction of two
+more production steps of every method (`famus_jax/tools/xla_trace.py`) and
+prints them by category (conv forward / dX / dW, BatchNorm, transposes, ...):
+where one method's step spends what another's does not.
 """
 
 import argparse
@@ -58,6 +61,7 @@ from famus_jax.data import build_data
 from famus_jax.famus import layer_sets
 from famus_jax.meta import meta_gradient as mg
 from famus_jax.models import create_model, layer_names
+from famus_jax.tools import xla_trace
 from famus_jax.train.step import cross_entropy
 from famus_jax.train.trainer import Run, data_mesh
 
@@ -227,6 +231,35 @@ def xla_step_memory(timed: Timed) -> dict:
   return out
 
 
+def trace_step(timed: Timed, batch_size: int, steps: int = 2) -> dict:
+  """{category: XLA:CPU seconds per step} of `steps` more production steps (xla_trace.py).
+
+  Needs the process started with XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true (`main`
+  sets it for `--trace`); without it XLA records no per-instruction events ({}).
+  """
+  run = timed.run
+  fn = run.step_fn(run.method.variant(timed.last))
+  text = fn.lower(timed.state, run.batch(timed.step)).compile().as_text()
+  seconds = xla_trace.instruction_seconds(timed.one_step, steps)
+  return dict(xla_trace.categorize(seconds, text, batch_size).most_common())
+
+
+def trace_table(result: dict) -> str:
+  """Markdown: XLA:CPU ms per step by category (rows) for each traced method (columns)."""
+  names = [n for n, r in result['methods'].items() if r.get('trace_s')]
+  if not names:
+    return ''
+  cats = sorted({c for n in names for c in result['methods'][n]['trace_s']},
+                key=lambda c: -max(result['methods'][n]['trace_s'].get(c, 0.0) for n in names))
+  rows = ['| XLA:CPU ms per step | ' + ' | '.join(names) + ' |',
+          '|---|' + '---|' * len(names)]
+  for c in cats + ['total']:
+    vals = [sum(result['methods'][n]['trace_s'].values()) if c == 'total'
+            else result['methods'][n]['trace_s'].get(c, 0.0) for n in names]
+    rows.append(f'| {c} | ' + ' | '.join(f'{1e3 * v:.0f}' for v in vals) + ' |')
+  return '\n'.join(rows)
+
+
 def _rss_bytes() -> int:
   with open('/proc/self/statm') as f:
     return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
@@ -362,7 +395,7 @@ def make_peers(model: str, batch_size: int, image_size: int, methods: list, thre
 def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size: int = 32,
               settle_steps: Optional[int] = None, extra: Optional[dict] = None,
               log=print, peak_memory: bool = False, peers: Sequence[str] = (),
-              threads: int = 1) -> dict:
+              threads: int = 1, trace: bool = False) -> dict:
   """Run the protocol of the module docstring; returns the JSON-able results.
 
   peers=('torch',): the PyTorch peer of each method (`torch_peer.py`) is timed in the
@@ -412,6 +445,8 @@ def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size
         'actual_step': step_form(t.config),
         **xla_step_memory(t),
     }
+    if trace:
+      out[name]['trace_s'] = trace_step(t, batch_size)
     if peak_memory:
       log(f'{name}: peak memory in a child process')
       out[name].update(peak_memory_in_child(
@@ -641,8 +676,14 @@ def main(argv=None):
                       'each method in the same rounds (needs the [peers] extra)')
   parser.add_argument('--threads', type=int, default=1,
                       help='threads of the PyTorch peer (pin the process with taskset)')
+  parser.add_argument('--trace', action='store_true',
+                      help='also record XLA:CPU time per instruction of 2 more steps per method '
+                      'and print it by category')
   parser.add_argument('--memory_child', default='', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  if args.trace:  # read when JAX starts its backend, i.e. at the first computation below
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '')
+                               + f' --{xla_trace.TRACEME_OPTION}=true').strip()
   if args.memory_child:
     _memory_child(args.memory_child)
     return None
@@ -661,11 +702,14 @@ def main(argv=None):
     result = benchmark(args.model, args.batch_size, args.methods.split(','), args.steps,
                        args.image_size, args.settle_steps, extra, log=log,
                        peak_memory=args.peak_memory,
-                       peers=[p for p in args.peers.split(',') if p], threads=args.threads)
+                       peers=[p for p in args.peers.split(',') if p], threads=args.threads,
+                       trace=args.trace)
   if args.profile:
     result['profile'] = profile_parts(args.model, args.batch_size, args.image_size)
   print(title(result))
   print(table(result))
+  if args.trace:
+    print('\n' + trace_table(result))
   if 'profile' in result:
     print('\n| part | wall (s) | CPU (s) |\n|---|---|---|')
     for name, r in result['profile'].items():
@@ -675,6 +719,8 @@ def main(argv=None):
       json.dump(result, f, indent=2, default=lambda o: np.asarray(o).tolist())
     with open(os.path.splitext(args.out)[0] + '.md', 'w') as f:
       f.write(title(result) + '\n\n' + table(result) + '\n')
+      if args.trace:
+        f.write('\n' + trace_table(result) + '\n')
   return result
 
 

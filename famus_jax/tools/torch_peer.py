@@ -55,8 +55,12 @@ Steps (n training examples x_i with losses L_i(w), m meta examples; one call = o
                 trace = the real optimiser's momentum buffer of the head; the reward (meta)
                 batch's head inputs (no grad) give L_R(theta*); w = max(-dL_R/d eps, 0),
                 w / (sum w + 1e-5); the weighted loss sum_i w_i L_i backward on the *same*
-                forward outputs; SGD step (the reference code's one-pass form; no MixUp or
-                re-labeling).
+                forward outputs; SGD step (the reference code's one-pass form). As the
+                reference's noise setting, the one forward is on MixUp images (per example
+                lam_i ~ Beta(0.5, 0.5), lam_i = max(lam_i, 1 - lam_i), random partners; L_i
+                the soft CE to the mixed one-hot targets) and the loss adds 2 x the mean CE
+                to softmax of the RMS-normalised per-example logit EMA (a table over the
+                batch's examples, u <- 0.1 rms(u) + 0.9 z after the step).
 
 `make_peer(model_name, batch_size, image_size, method, threads)` builds one of these on
 fixed random CIFAR-shaped data for timing: `.step()` runs a step and synchronises.
@@ -88,6 +92,8 @@ TARGET_ACTIVE, LAMBDA_R = 4.0, 0.1
 STD_EPS = 1e-9
 FSR_META_LR = 0.1
 FSR_NORM_EPS = 1e-5
+FSR_MIXUP_ALPHA = 0.5      # the reference's noise setting (per example, max(lam, 1 - lam))
+FSR_RELABEL_WEIGHT, FSR_RELABEL_KEEP = 2.0, 0.1   # re-labeling `all_1_0.1_2`
 METHODS = ('erm', 'mwnet', 'l2r', 'famus', 'fsr')
 
 
@@ -469,17 +475,22 @@ def famus_meta_objective(model, vnet, samplers, batch: Batch, lr,
 # ---- FSR head look-ahead -----------------------------------------------------------------
 def fsr_weights_and_losses(model: nn.Module, opt: torch.optim.Optimizer, batch: Batch,
                            meta_lr=FSR_META_LR, weight_decay=WEIGHT_DECAY,
-                           momentum=MOMENTUM):
-  """(w (n,), losses (n,) with their graph, dL_R/d eps (n,)): FSR's one-pass look-ahead.
+                           momentum=MOMENTUM, images=None, targets=None):
+  """(w (n,), losses (n,) with their graph, dL_R/d eps (n,), logits): FSR's look-ahead.
 
+  images, targets: the forward's images (default batch.images) and (n, C) soft targets
+  (default the one-hot labels); L_i = -sum_c t_ic log softmax(z_i)_c.
   eps = 1/n (leaf); G = grad_head sum_i eps_i L_i (create_graph, from the training
   forward's logits); theta* = theta - meta_lr (G + wd theta + momentum trace), trace the
   optimiser's momentum buffer of the head (0 before the first step); the reward batch's
   head inputs r (no grad, throw-away BatchNorm statistics); L_R = mean_j CE(r_j theta*, y_j);
   w = max(-dL_R/d eps, 0) / (sum + 1e-5).
   """
-  logits, _ = model(batch.images)
-  losses = F.cross_entropy(logits, batch.labels, reduction='none')
+  logits, _ = model(batch.images if images is None else images)
+  if targets is None:
+    losses = F.cross_entropy(logits, batch.labels, reduction='none')
+  else:
+    losses = -(targets * F.log_softmax(logits, dim=-1)).sum(-1)
   n = losses.shape[0]
   eps = torch.full((n,), 1.0 / n, dtype=losses.dtype, device=losses.device,
                    requires_grad=True)
@@ -497,7 +508,7 @@ def fsr_weights_and_losses(model: nn.Module, opt: torch.optim.Optimizer, batch: 
   reward_loss = F.cross_entropy(F.linear(reward_features, star[0], star[1]), batch.meta_labels)
   grad_eps = torch.autograd.grad(reward_loss, eps)[0]
   w = torch.clamp(-grad_eps, min=0.0)
-  return w / (w.sum() + FSR_NORM_EPS), losses, grad_eps
+  return w / (w.sum() + FSR_NORM_EPS), losses, grad_eps, logits
 
 
 # ---- whole steps -------------------------------------------------------------------------
@@ -511,6 +522,7 @@ class PeerState:
   vnet_opt: Optional[torch.optim.Optimizer] = None
   samplers: Optional[nn.Module] = None
   sampler_opt: Optional[torch.optim.Optimizer] = None
+  ema_logits: Optional[torch.Tensor] = None    # FSR: (n, C) logit EMA of the batch's examples
 
 
 def erm_step(s: PeerState, batch: Batch) -> torch.Tensor:
@@ -548,9 +560,26 @@ def famus_step(s: PeerState, batch: Batch) -> torch.Tensor:
 
 
 def fsr_step(s: PeerState, batch: Batch) -> torch.Tensor:
-  """FSR: head look-ahead weights, then the weighted loss on the same forward outputs."""
-  w, losses, _ = fsr_weights_and_losses(s.model, s.opt, batch)
-  loss = (w.detach() * losses).sum()
+  """FSR (reference one-pass form): MixUp forward, head look-ahead weights, the weighted loss
+  plus re-labeling on the same forward outputs, one backward."""
+  x, y = batch.images, batch.labels
+  n = x.shape[0]
+  lam = torch.distributions.Beta(FSR_MIXUP_ALPHA, FSR_MIXUP_ALPHA).sample((n,)).to(x)
+  lam = torch.maximum(lam, 1 - lam)
+  perm = torch.randperm(n, device=x.device)
+  onehot = F.one_hot(y, s.ema_logits.shape[1]).to(x.dtype)
+  mixed = lam.view(-1, 1, 1, 1) * x + (1 - lam.view(-1, 1, 1, 1)) * x[perm]
+  targets = lam[:, None] * onehot + (1 - lam[:, None]) * onehot[perm]
+  w, losses, _, logits = fsr_weights_and_losses(s.model, s.opt, batch, images=mixed,
+                                                targets=targets)
+  with torch.no_grad():
+    u = s.ema_logits
+    u = u * torch.rsqrt(u.square().mean() + 1e-8)
+    pseudo = F.softmax(u, dim=-1)
+  relabel = -(pseudo * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+  loss = (w.detach() * losses).sum() + FSR_RELABEL_WEIGHT * relabel
+  with torch.no_grad():
+    s.ema_logits = FSR_RELABEL_KEEP * u + (1 - FSR_RELABEL_KEEP) * logits.detach()
   s.opt.zero_grad(set_to_none=True)
   loss.backward()
   s.opt.step()
@@ -575,6 +604,12 @@ def make_state(model: nn.Module, method: str, lr: float = LR) -> PeerState:
     s.sampler_opt = torch.optim.SGD(s.samplers.parameters(), lr=SAMPLER_LR,
                                     momentum=SAMPLER_MOMENTUM)
   return s
+
+
+def init_fsr_table(s: PeerState, num_examples: int, num_classes: int) -> None:
+  """FSR's per-example logit EMA (zeros: a uniform first target), as the reference."""
+  p = next(s.model.parameters())
+  s.ema_logits = torch.zeros(num_examples, num_classes, device=p.device, dtype=p.dtype)
 
 
 # ---- timing API --------------------------------------------------------------------------
@@ -614,6 +649,8 @@ class Peer:
       return x.to(self.device), y.to(self.device)
 
     self.batch = Batch(*data(batch_size), *data(self.meta_batch_size))
+    if method == 'fsr':
+      init_fsr_table(self.state, batch_size, num_classes)
     self._fn = STEPS[method]
     self.last_loss = self.last_cpu_s = None
 

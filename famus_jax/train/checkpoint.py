@@ -28,6 +28,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 from typing import Callable, Optional
 
@@ -118,8 +119,14 @@ def run_fingerprint(config, data) -> dict:
   return {'config': config_fingerprint(config.to_dict()), 'data': data_identity(data)}
 
 
-def fingerprint_differences(old: dict, new: dict) -> list:
-  """[(field, old value, new value)] of every field that differs; data fields get 'data.'."""
+def fingerprint_differences(old: dict, new: dict, defaults: Optional[dict] = None) -> list:
+  """[(field, old value, new value)] of every field that differs; data fields get 'data.'.
+
+  defaults: the schema's config fingerprint (`config_fingerprint` of the base
+  config). A config field absent from `old` (a record written before the
+  schema declared it) is no difference when its new value is that default: a
+  new field's default keeps the behaviour of the code that wrote the record.
+  """
   rows = []
   for part, prefix in (('config', ''), ('data', 'data.')):
     if part not in old or part not in new:
@@ -129,6 +136,9 @@ def fingerprint_differences(old: dict, new: dict) -> list:
       if key in RESUMABLE_FIELDS:
         continue
       missing = '<absent>'
+      if (part == 'config' and defaults is not None and key not in a and key in defaults
+          and b.get(key, missing) == defaults[key]):
+        continue
       if a.get(key, missing) != b.get(key, missing):
         rows.append((prefix + key, a.get(key, missing), b.get(key, missing)))
   return rows
@@ -168,14 +178,28 @@ def non_finite_leaves(leaves) -> list:
   return bad
 
 
+# TensorStore (Orbax's array writer) reports an OS error as a ValueError whose message names the
+# file ('Failed writing: "PATH"') and ends in [os_error_code='N'].
+_TENSORSTORE_OS_ERROR = re.compile(r"\[os_error_code='?(\d+)'?\]")
+_TENSORSTORE_FILE = re.compile(r'Failed writing: "([^"]+)"')
+
+
+def _os_error_text(code: int, filename) -> str:
+  where = f' ({filename})' if filename else ''
+  return f'{os.strerror(code)} [errno {errno.errorcode.get(code, code)}]{where}'
+
+
 def _os_cause(e: BaseException) -> str:
-  """The innermost OSError of an exception chain (e.g. ENOSPC inside Orbax), else e."""
+  """The first OS error of an exception chain (e.g. ENOSPC inside Orbax or TensorStore), else e."""
   seen, cur = set(), e
   while cur is not None and id(cur) not in seen:
     seen.add(id(cur))
     if isinstance(cur, OSError) and cur.errno:
-      where = f' ({cur.filename})' if cur.filename else ''
-      return f'{os.strerror(cur.errno)} [errno {errno.errorcode.get(cur.errno, cur.errno)}]{where}'
+      return _os_error_text(cur.errno, cur.filename)
+    code = _TENSORSTORE_OS_ERROR.search(str(cur))
+    if code:
+      files = _TENSORSTORE_FILE.findall(str(cur))
+      return _os_error_text(int(code.group(1)), files[-1] if files else None)
     cur = cur.__cause__ or cur.__context__
   return _first_line(e)
 

@@ -25,6 +25,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
+from famus_jax import config as config_schema
 from famus_jax import config_check
 from famus_jax.data import DataSplits, batches, build_data
 from famus_jax.errors import ConfigError, NonFiniteLossError, WorkdirMismatchError
@@ -342,12 +343,13 @@ def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
   checkpointer = Checkpointer(workdir, config.keep_checkpoints)
   template = run.init_state()
   changes = []
+  defaults = config_fingerprint(config_schema.get_config().to_dict())
 
   def check_record(step, record):
     saved = record.get('fingerprint') or _recorded_fingerprint(workdir)
     if saved is None:
       return  # a checkpoint of an older version without any record: nothing to compare
-    diffs = fingerprint_differences(saved, fingerprint)
+    diffs = fingerprint_differences(saved, fingerprint, defaults)
     if diffs and config.resume != 'allow_changes':
       raise _mismatch_error(workdir, f'its checkpoint at step {step}', diffs,
                             f' from step {step}')
@@ -356,7 +358,7 @@ def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
   found = checkpointer.restore_newest_intact(template, check_record)
   if found is None:
     saved = _recorded_fingerprint(workdir)
-    diffs = fingerprint_differences(saved, fingerprint) if saved else []
+    diffs = fingerprint_differences(saved, fingerprint, defaults) if saved else []
     if diffs and config.resume != 'allow_changes':
       raise _mismatch_error(workdir, 'its config.json (no checkpoint yet)', diffs, '')
     changes[:] = diffs
