@@ -4,6 +4,7 @@ Runs before any data is loaded or compiled, so a typo costs a second, not a
 compile. Name checks use the registries of the modules that own the names.
 """
 
+from famus_jax import config as config_schema
 from famus_jax.data import DATASETS, NOISE_TYPES, SOURCES
 from famus_jax.errors import ConfigError
 from famus_jax.famus.method import validate as check_famus_config
@@ -13,6 +14,11 @@ from famus_jax.methods.meta_reweighting import ACTUAL_STEPS
 from famus_jax.models import MODELS
 from famus_jax.train.checkpoint import RESUME_MODES
 from famus_jax.train.schedules import SCHEDULES
+
+
+def default_config():
+  """The schema's config with every field at its default (famus_jax/config.py)."""
+  return config_schema.get_config()
 
 
 def _choice(config, field, allowed):

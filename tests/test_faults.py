@@ -5,24 +5,33 @@ One uninterrupted tiny run (module fixture) is the reference; each case works on
 its workdir, so the file runs in about a minute on one core.
 """
 
+import ctypes
 import errno
 import gzip
+import io
 import json
 import os
+import pathlib
 import random
+import re
 import shutil
+import sys
 import tarfile
 
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
 
+from famus_jax import config as schema
 from famus_jax.data import cifar_archive, datasets, idx, sources, testing
 from famus_jax.errors import (CheckpointDamagedError, CheckpointSaveError, ConfigError,
                               DataCorruptError, DataNotFoundError, NonFiniteLossError, WorkdirLockedError,
                               WorkdirMismatchError)
 from famus_jax.presets import tiny
-from famus_jax.train.checkpoint import Checkpointer, WorkdirLock
+from famus_jax.train.checkpoint import (Checkpointer, WorkdirLock, config_fingerprint,
+                                        fingerprint_differences)
 from famus_jax.train.logbook import read_metrics
 from famus_jax.train.trainer import train_and_evaluate
 from tests.test_trainer import last_json, run_child
@@ -189,6 +198,19 @@ def test_changed_config_stops_listing_the_fields_and_writes_nothing(reference, t
   assert 'log_every' not in message  # a field that may change on resume
   assert 'new workdir' in message and '--config.resume=allow_changes' in message
   assert snapshot(work) == before
+
+
+def test_field_newer_than_the_record_counts_only_when_it_is_not_the_default():
+  """A record written before the schema declared a field: its default is the old behaviour."""
+  defaults = config_fingerprint(schema.get_config().to_dict())
+  new = {'config': config_fingerprint(erm_config().to_dict()), 'data': {'source': 'x'}}
+  old = {'config': {k: v for k, v in new['config'].items() if k != 'fsr.relabel_target'},
+         'data': {'source': 'x'}}
+  assert fingerprint_differences(old, new, defaults) == []
+  assert fingerprint_differences(old, new) == [('fsr.relabel_target', '<absent>', 'prob_ema')]
+  changed = {'config': {**new['config'], 'fsr.relabel_target': 'logit_ema'}, 'data': {'source': 'x'}}
+  assert fingerprint_differences(old, changed, defaults) == [
+      ('fsr.relabel_target', '<absent>', 'logit_ema')]
 
 
 def test_changed_method_is_refused_even_with_allow_changes(reference, tmp_path):
@@ -374,3 +396,201 @@ def test_corrupt_tar_header_mid_archive_is_not_reported_as_missing_batches(tmp_p
   assert path in str(err.value) and 'lacks' not in str(err.value)
   with pytest.raises(DataCorruptError, match='damaged tar member header'):
     sources.load_source('cifar10', 'cifar_archive', str(tmp_path), None)
+
+
+# ---- damaged TFDS copies ----------------------------------------------------------------------
+
+def _png(image):
+  """PNG bytes of a uint8 (H, W, C) image, as TFDS stores images (PIL: no TensorFlow needed)."""
+  buffer = io.BytesIO()
+  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
+def write_tfds_copy(data_dir, dataset, arrays):
+  """Prepares a real TFDS copy of `dataset` in array_record format; returns its version directory.
+
+  `arrays` maps 'train' / 'test' to (uint8 images (N, H, W, C), integer labels (N,)). The builder
+  is TFDS's registered one (same name, version and features) with only its example generation
+  replaced, so nothing is downloaded and TensorFlow is not needed; TFDS itself serializes,
+  shuffles and writes the shards and dataset_info.json / features.json in
+  <data_dir>/<name>/<version>.
+  """
+  registered = tfds.builder_cls(datasets.DATASET_SPECS[dataset].tfds_name)
+
+  class LocalCopy(registered, skip_registration=True):
+    name = registered.name
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {split: self._examples(*arrays[split]) for split in arrays}
+
+    def _examples(self, images, labels):
+      for i, (image, label) in enumerate(zip(images, labels)):
+        example = {'image': _png(image), 'label': int(label)}
+        if 'id' in self.info.features:
+          example['id'] = f'{i:05d}'
+        yield i, example
+
+  builder = LocalCopy(data_dir=str(data_dir), file_format='array_record')
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  return pathlib.Path(builder.data_dir)
+
+
+def _tiny_arrays(seed, shape, train=12, test=6):
+  rng = np.random.default_rng(seed)
+  return {split: (rng.integers(0, 256, (n,) + shape, dtype=np.uint8), rng.integers(0, 10, n))
+          for split, n in (('train', train), ('test', test))}
+
+
+def _examples(images, labels):
+  """The (image bytes, label) pairs of a split, sorted: TFDS stores examples shuffled."""
+  return sorted(zip((image.tobytes() for image in images), np.asarray(labels).tolist()))
+
+
+def _shard(version_dir, split):
+  (path,) = version_dir.glob(f'*-{split}.array_record-*')
+  return path
+
+
+@pytest.fixture(scope='module')
+def tfds_copy(tmp_path_factory):
+  """A real prepared TFDS fashion_mnist in array_record format: 12 train, 6 test 28x28x1 images."""
+  arrays = _tiny_arrays(3, (28, 28, 1))
+  root = tmp_path_factory.mktemp('tfds')
+  return root, write_tfds_copy(root, 'fashion_mnist', arrays), arrays
+
+
+@pytest.mark.parametrize('source', ['tfds', 'auto'])
+def test_prepared_tfds_copy_loads_the_images_and_labels_written(tfds_copy, source):
+  root, _, arrays = tfds_copy
+  raw = sources.load_source('fashion_mnist', source, str(root), None)
+  assert raw.description == f'tfds:fashion_mnist ({root})'
+  for split, images, labels in (('train', raw.train_images, raw.train_labels),
+                                ('test', raw.test_images, raw.test_labels)):
+    assert images.dtype == np.uint8 and labels.dtype == np.int32
+    assert images.shape == arrays[split][0].shape
+    assert _examples(images, labels) == _examples(*arrays[split])
+
+
+def damage_tfds(version_dir, kind):
+  """Damages one file of a TFDS copy as `kind` says; returns its path."""
+  if kind.endswith('dataset_info'):
+    path = version_dir / 'dataset_info.json'
+  elif kind.endswith('features'):
+    path = version_dir / 'features.json'
+  else:
+    path = _shard(version_dir, 'test' if kind == 'delete_test_shard' else 'train')
+  data = path.read_bytes()
+  if kind.startswith('delete'):
+    path.unlink()
+  elif kind == 'truncate_shard':  # to its first 64 KiB block: no record is left
+    path.write_bytes(data[:len(data) // 2])
+  elif kind == 'cut_shard_tail':
+    path.write_bytes(data[:-1000])
+  elif kind == 'corrupt_shard_records':
+    path.write_bytes(data[:4096] + os.urandom(64) + data[4096 + 64:])
+  elif kind.startswith('garbage'):
+    path.write_bytes(os.urandom(len(data)))
+  else:
+    raise ValueError(kind)
+  return path
+
+
+TFDS_DAMAGE = [
+    ('truncate_shard', DataCorruptError, 'truncated'),
+    ('cut_shard_tail', DataCorruptError, 'truncated'),
+    ('garbage_shard', DataCorruptError, 'not an array_record file'),
+    ('corrupt_shard_records', DataCorruptError, r'record \d+ is damaged'),
+    ('delete_shard', DataNotFoundError, 'is missing'),
+    ('delete_test_shard', DataNotFoundError, 'is missing'),
+    ('delete_dataset_info', DataNotFoundError, 'is missing'),
+    ('garbage_dataset_info', DataCorruptError, 'not a JSON file'),
+    ('delete_features', DataNotFoundError, 'is missing'),
+    ('garbage_features', DataCorruptError, 'not a JSON file'),
+]
+
+
+@pytest.mark.parametrize('source', ['tfds', 'auto'])
+@pytest.mark.parametrize('kind, error, pattern', TFDS_DAMAGE)
+def test_damaged_tfds_copy_names_the_file_and_the_cause(tfds_copy, tmp_path, kind, error,
+                                                        pattern, source):
+  root = copy_run(tfds_copy[0], tmp_path / 'tfds')
+  path = damage_tfds(root / tfds_copy[1].relative_to(tfds_copy[0]), kind)
+  with pytest.raises(DataNotFoundError) as err:
+    sources.load_source('fashion_mnist', source, str(root), None)
+  assert type(err.value) is error  # DataCorruptError: there but unreadable; else missing
+  message = str(err.value)
+  assert str(path) in message and re.search(pattern, message), message
+  assert 'no other copy of the data is used instead' in message
+  assert datasets.DEBIAN_FASHION_MNIST_DIR not in message
+
+
+def test_damaged_tfds_copy_is_not_replaced_by_a_download(tmp_path):
+  data_dir = tmp_path / 'data'
+  version_dir = write_tfds_copy(data_dir, 'cifar10', _tiny_arrays(4, (32, 32, 3)))
+  archive = testing.write_fake_cifar_archive(str(tmp_path / 'mirror'), 'cifar10', per_batch=20)
+
+  def load():
+    return sources.load_source('cifar10', 'auto', str(data_dir), None, download=True,
+                               url=f'file://{archive}')
+
+  assert load().description == f'tfds:cifar10 ({data_dir})'
+  shard = damage_tfds(version_dir, 'cut_shard_tail')
+  with pytest.raises(DataCorruptError) as err:
+    load()
+  assert str(shard) in str(err.value) and 'truncated' in str(err.value)
+  assert not list(data_dir.glob('cifar-10-*'))  # the archive was never fetched
+
+
+# ---- a real full disk -------------------------------------------------------------------------
+
+# A tmpfs of this size holds the run's records (6 files, 24 KiB in 4 KiB pages) and its first
+# checkpoint (88-104 KiB) but not a second one beside it, so the save of step 12 fails. Measured:
+# 144k already fails at step 6, 152k-232k fail at step 12, 236k holds the whole run.
+SMALL_DISK = '192k'
+MNT_DETACH = 2  # <sys/mount.h>: umount2 even while a file in it is still open
+
+
+def _mount_tmpfs(target, size):
+  """Mounts a tmpfs of `size` on `target` (mount(2)); returns libc for the umount2 call."""
+  libc = ctypes.CDLL(None, use_errno=True)
+  if libc.mount(b'tmpfs', os.fsencode(target), b'tmpfs', 0, f'size={size}'.encode()) != 0:
+    code = ctypes.get_errno()
+    if code == errno.EPERM:
+      pytest.skip('mounting a tmpfs is not permitted here (not root); the simulated '
+                  'test_disk_full_during_a_save_names_the_path_and_the_last_good_checkpoint '
+                  'covers a full disk')
+    raise OSError(code, f'mount -t tmpfs -o size={size}: {os.strerror(code)}', str(target))
+  return libc
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='tmpfs mounts need Linux; the '
+                    'simulated full-disk test covers it')
+def test_real_full_disk_names_the_path_and_the_last_good_checkpoint_then_resumes(
+    reference, tmp_path, capsys):
+  ref_dir, ref = reference
+  disk = tmp_path / 'small_disk'
+  disk.mkdir()
+  libc = _mount_tmpfs(disk, SMALL_DISK)
+  work = disk / 'run'
+  try:
+    with pytest.raises(CheckpointSaveError) as err:
+      train_and_evaluate(erm_config(), str(work))
+    rerun = copy_run(work, tmp_path / 'run')  # moved to a disk with room, as a user would
+  finally:
+    if libc.umount2(os.fsencode(disk), MNT_DETACH) != 0:
+      raise OSError(ctypes.get_errno(), 'umount2 failed', str(disk))
+  message = str(err.value)
+  assert '\n' not in message
+  assert f'{work}/checkpoints/12:' in message
+  assert 'No space left on device [errno ENOSPC]' in message
+  assert f'the last good checkpoint is step 6 ({work}/checkpoints/6)' in message
+  capsys.readouterr()
+  summary = train_and_evaluate(erm_config(), str(rerun))
+  assert 'Resumed from the checkpoint at step 6' in capsys.readouterr().out
+  for key in SAME:
+    assert summary[key] == ref[key], key
+  assert summary['resumes'] == 1
+  assert events_without_time(rerun) == events_without_time(ref_dir)

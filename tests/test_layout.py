@@ -14,7 +14,7 @@ import re
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / 'famus_jax'
 LEVEL = {'errors': 0, 'data': 1, 'models': 1, 'meta': 2, 'methods': 3, 'famus': 4, 'fsr': 4,
-         'train': 5, 'config': 6, 'presets': 6, 'method_registry': 6, 'config_check': 7,
+         'cotrain': 4, 'train': 5, 'config': 6, 'presets': 6, 'method_registry': 6, 'config_check': 7,
          'cli': 8, 'tools': 9}
 # train/ builds the method from its name, so the trainer sits above the registry.
 EXCEPTIONS = {('train', 'method_registry'), ('train', 'config_check')}

@@ -3,7 +3,8 @@
 Sources (config.data_source):
 
 - `tfds`: `tfds.data_source(name, split=..., data_dir=..., download=False)` (random access, no
-  TensorFlow needed; the data set must already be prepared in array_record format).
+  TensorFlow needed; the data set must already be prepared in array_record format). Its metadata
+  files and the record count of every shard are checked before the records are read.
 - `idx`: a directory with the four (Fashion-)MNIST IDX files, `.gz` or raw. Default for
   Fashion-MNIST: Debian's `dataset-fashion-mnist` directory.
 - `cifar_archive`: a directory holding the official `cifar-10-python.tar.gz` /
@@ -15,12 +16,16 @@ Sources (config.data_source):
 - `auto`: the first of the above that has the data (see `load_source`).
 
 Only the CIFAR archives are ever downloaded, and only with `download=True`. Every loader returns
-`RawData` with NHWC uint8 images and int32 labels.
+`RawData` with NHWC uint8 images and int32 labels. A copy of the data that is there but damaged
+(a truncated or garbled file) raises DataCorruptError naming the file and the cause, one that lacks
+a file raises DataNotFoundError naming it; no other source or copy is tried after either.
 """
 
 import dataclasses
 import http.client
-from typing import Any
+import json
+import os
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -34,6 +39,17 @@ from famus_jax.errors import DataNotFoundError
 
 # Records read per `__getitems__` call on a TFDS data source.
 _TFDS_CHUNK = 1024
+
+# The metadata files of a prepared TFDS copy (in <data_dir>/<name>/<version>/).
+_TFDS_METADATA = ('dataset_info.json', 'features.json')
+
+# The 64 bytes every Riegeli/records file (the container of array_record) begins with.
+_RIEGELI_SIGNATURE = bytes.fromhex(
+    '83af70d10d884a3f' '0000000000000000' '4000000000000000' '91bac23c9287e1a9'
+    '0000000000000000' 'e19f13c0e9b1c372' '7300000000000000' '0000000000000000')
+
+# An array_record file is a whole number of 64 KiB blocks (its footer fills the last one).
+_ARRAY_RECORD_BLOCK = 1 << 16
 
 # Which sources can serve which data set ('auto' serves all).
 ALLOWED_SOURCES = {
@@ -100,21 +116,131 @@ def _damaged(source: str, e: BaseException) -> DataCorruptError:
       f'of the data is used instead.')
 
 
+def _missing(source: str, path: str, what: str) -> DataNotFoundError:
+  """The error for a file missing from a copy of the data that is otherwise there."""
+  return DataNotFoundError(
+      f'Incomplete data (data_source {source}): {path} is missing ({what}). Restore it or '
+      f'prepare the copy again; no other copy of the data is used instead.')
+
+
 def _first_line(e: BaseException) -> str:
   text = str(e).strip().splitlines()
   return f'{type(e).__name__}: {text[0] if text else ""}'.rstrip(': ')
 
 
-def _read_tfds_split(source: Any) -> dict[str, np.ndarray]:
+def _tfds_copy_dir(tfds: Any, name: str, data_dir: str) -> str | None:
+  """<data_dir>/<name>/<version> of the version tfds reads, when data_dir is set and it exists."""
+  if not data_dir:
+    return None
+  path = os.path.join(data_dir, name, str(tfds.builder_cls(name).VERSION))
+  return path if os.path.isdir(path) else None
+
+
+def _check_tfds_metadata(copy_dir: str) -> None:
+  """Checks that the metadata files of a prepared TFDS copy are there and hold JSON objects.
+
+  Raises DataNotFoundError naming a missing file and DataCorruptError naming an unreadable one.
+  """
+  for name in _TFDS_METADATA:
+    path = os.path.join(copy_dir, name)
+    if not os.path.exists(path):
+      raise _missing('tfds', path, f'the TFDS copy in {copy_dir} needs {", ".join(_TFDS_METADATA)}')
+    try:
+      with open(path, 'rb') as f:
+        value = json.loads(f.read().decode('utf-8'))
+    except ValueError as e:  # also UnicodeDecodeError
+      raise _damaged('tfds', f'{path}: not a JSON file ({_first_line(e)})') from e
+    except OSError as e:
+      raise _SourceFailed(f'{path}: {_first_line(e)}') from e
+    if not isinstance(value, dict):
+      raise _damaged('tfds', f'{path}: not TFDS metadata (a JSON {type(value).__name__}, '
+                             'not an object)')
+
+
+def _tfds_shards(source: Any, split: str) -> list[tuple[str, int]]:
+  """[(path, number of records)] of the array_record shards a TFDS data source reads, in order.
+
+  The counts are those dataset_info.json lists. Empty for a source without files on disk (e.g.
+  under `tfds.testing.mock_data`).
+  """
+  info = getattr(source, 'dataset_info', None)
+  if info is None or not info.data_dir or not os.path.isdir(info.data_dir):
+    return []
+  split_info = info.splits[split]
+  return [(os.fspath(path), int(count))
+          for path, count in zip(split_info.filepaths, split_info.shard_lengths)]
+
+
+def _shard_damage(path: str, expected: int, found: int | None, error: Exception | None) -> str:
+  """Why an array_record shard does not hold its `expected` records (`found`, or `error`)."""
+  size = os.path.getsize(path)
+  with open(path, 'rb') as f:
+    head = f.read(len(_RIEGELI_SIGNATURE))
+  if head != _RIEGELI_SIGNATURE:
+    return f'not an array_record file ({size} bytes without the Riegeli/records signature)'
+  if size % _ARRAY_RECORD_BLOCK:
+    return (f'truncated ({size} bytes, not a whole number of the 64 KiB blocks of an '
+            'array_record file)')
+  if found is not None and found < expected:
+    return f'truncated (it holds {found} of the {expected} records dataset_info.json lists)'
+  if found is not None:
+    return f'it holds {found} records, not the {expected} dataset_info.json lists'
+  return f'damaged ({_first_line(error)})'
+
+
+def _check_tfds_shard(open_reader: Any, path: str, expected: int) -> None:
+  """Checks that the array_record shard `path` holds the `expected` records.
+
+  `open_reader` is array_record's `ArrayRecordReader`. Raises DataNotFoundError when the shard is
+  missing and DataCorruptError naming the file and the cause (truncated, not an array_record file,
+  damaged) when its records cannot be counted or their number differs.
+  """
+  if not os.path.exists(path):
+    raise _missing('tfds', path, f'a shard of {expected} records that dataset_info.json lists')
+  found, error = None, None
+  try:
+    reader = open_reader(path)
+    try:
+      found = reader.num_records()
+    finally:
+      reader.close()
+  except Exception as e:  # pylint: disable=broad-except
+    error = e  # Riegeli reports a damaged file as a RuntimeError.
+  if error is None and found == expected:
+    return
+  raise _damaged('tfds', f'{path}: {_shard_damage(path, expected, found, error)}') from error
+
+
+def _record_error(e: Exception, index: int, shards: Sequence[tuple[str, int]]) -> Exception:
+  """The error for record `index` of a split that could not be read or decoded."""
+  if not isinstance(e, ImportError):  # ImportError: no image decoder (pillow or opencv)
+    for path, count in shards:
+      if index < count:
+        return _damaged('tfds', f'{path}: record {index} is damaged ({_first_line(e)})')
+      index -= count
+  return _SourceFailed(_first_line(e))
+
+
+def _read_tfds_split(source: Any,
+                     shards: Sequence[tuple[str, int]] = ()) -> dict[str, np.ndarray]:
   """Reads every record of a TFDS data source into stacked numpy arrays.
 
   The result is {'image': uint8 (N, H, W, C), 'label': int32 (N,)} plus 'coarse_label' when the
-  records have it.
+  records have it. `shards` lists the files the source reads (`_tfds_shards`): a record that
+  cannot be read or decoded then raises DataCorruptError naming its file; without them (e.g. a
+  mocked source) it raises _SourceFailed.
   """
   n = len(source)
   if n == 0:
     raise _SourceFailed('the split is empty')
-  first = source[0]
+
+  def read_one(i):
+    try:
+      return source[i]
+    except Exception as e:  # pylint: disable=broad-except
+      raise _record_error(e, i, shards) from e
+
+  first = read_one(0)
   keys = [k for k in ('image', 'label', 'coarse_label') if k in first]
   if 'image' not in keys or 'label' not in keys:
     raise _SourceFailed(f'records lack image/label (keys: {sorted(first)})')
@@ -128,9 +254,9 @@ def _read_tfds_split(source: Any) -> dict[str, np.ndarray]:
       try:
         records = source.__getitems__(ids)
       except Exception:  # pylint: disable=broad-except
-        batched = False  # e.g. mocked sources: fall back to one at a time.
+        batched = False  # e.g. mocked sources, or a damaged record: one at a time names it.
     if records is None:
-      records = [source[i] for i in ids]
+      records = [read_one(i) for i in ids]
     for k in keys:
       out[k][start:start + len(ids)] = np.stack([r[k] for r in records])
   return out
@@ -140,22 +266,35 @@ def _load_tfds(dataset: str, data_dir: str) -> RawData:
   spec = datasets.DATASET_SPECS[dataset]
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise _SourceFailed(f'tensorflow_datasets is not importable ({e})') from e
+  copy_dir = _tfds_copy_dir(tfds, spec.tfds_name, data_dir)
+  if copy_dir:
+    _check_tfds_metadata(copy_dir)
   splits = {}
   for split in ('train', 'test'):
     try:
       source = tfds.data_source(spec.tfds_name, split=split,
                                 data_dir=data_dir or None, download=False)
-      splits[split] = _read_tfds_split(source)
-    except _SourceFailed:
-      raise
     except Exception as e:  # pylint: disable=broad-except
       reason = _first_line(e).removesuffix('. Possible root causes')
       if 'Random access data source' in reason:
-        reason = ('no copy prepared in array_record format there (tfds: '
-                  f'{reason})')
+        raise _SourceFailed('no copy prepared in array_record format there (tfds: '
+                            f'{reason})') from e
+      if copy_dir:  # the copy is there, its metadata parse, yet tfds cannot open it
+        info_path = os.path.join(copy_dir, 'dataset_info.json')
+        raise _damaged('tfds', f'{info_path}: tfds cannot open the copy ({reason})') from e
       raise _SourceFailed(reason) from e
+    shards = _tfds_shards(source, split)
+    for path, count in shards:
+      _check_tfds_shard(array_record_module.ArrayRecordReader, path, count)
+    try:
+      splits[split] = _read_tfds_split(source, shards)
+    except (_SourceFailed, DataNotFoundError):
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      raise _SourceFailed(_first_line(e)) from e
   train, test = splits['train'], splits['test']
   if train['image'].shape[1:] != spec.image_shape:
     raise _SourceFailed(f'images have shape {train["image"].shape[1:]}, '
@@ -313,7 +452,10 @@ def load_source(dataset: str, source: str, data_dir: str, synthetic_cfg: Any,
 
   Raises ConfigError for an unknown dataset/source or a source that cannot serve it, and
   DataNotFoundError when no tried source had the data; its message lists each attempt (paths, URL
-  and error) and how to provide the data.
+  and error) and how to provide the data. A copy that is there but damaged (e.g. a truncated
+  array_record shard or a garbled dataset_info.json) raises DataCorruptError naming the file and
+  the cause, and a TFDS copy that lacks one of its files raises DataNotFoundError naming it; no
+  other source is tried after either, so an explicit data_dir is never silently replaced.
   """
   check_dataset_and_source(dataset, source)
   if dataset == 'synthetic':

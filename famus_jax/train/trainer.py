@@ -25,7 +25,6 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
-from famus_jax import config as config_schema
 from famus_jax import config_check
 from famus_jax.data import DataSplits, batches, build_data
 from famus_jax.errors import ConfigError, NonFiniteLossError, WorkdirMismatchError
@@ -343,7 +342,7 @@ def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
   checkpointer = Checkpointer(workdir, config.keep_checkpoints)
   template = run.init_state()
   changes = []
-  defaults = config_fingerprint(config_schema.get_config().to_dict())
+  defaults = config_fingerprint(config_check.default_config().to_dict())
 
   def check_record(step, record):
     saved = record.get('fingerprint') or _recorded_fingerprint(workdir)
