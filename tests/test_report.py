@@ -249,3 +249,21 @@ def test_weight_shape_by_hand():
       'mwnet[reuse]'
   assert report.method_label({'method': 'fsr', 'fsr': {'mixup_form': 'one_pass'}}) == \
       'fsr[one_pass]'
+
+
+def test_ablation_runs_get_their_own_label():
+  """A field that varies among one method's runs tags the runs off its reference value."""
+  def run(name, seed, **fsr):
+    config = report.with_schema_defaults({'method': 'fsr', 'seed': seed, 'fsr': fsr})
+    return report.RunDir(workdir=name, config=config, summary=None, events=[], quality=[],
+                         quality_summary=None)
+  runs = [run('a', 0), run('b', 1), run('c', 0, relabel_momentum=0.1),
+          run('d', 0, mixup_form='one_pass'), run('e', 0, mixup_alpha=0.0, relabel=False)]
+  report.tag_variants(runs)
+  assert [r.method for r in runs] == [
+      'fsr', 'fsr', 'fsr[relabel_momentum=0.1]', 'fsr[one_pass]',
+      'fsr[mixup_alpha=0.0,relabel=False]']
+  erm = [report.RunDir(workdir='x', config=report.with_schema_defaults({'method': 'erm'}),
+                       summary=None, events=[], quality=[], quality_summary=None)]
+  report.tag_variants(erm)
+  assert erm[0].method == 'erm'

@@ -95,6 +95,7 @@ class RunDir:
   events: list
   quality: list
   quality_summary: Optional[dict]
+  variant_tags: tuple = ()      # set by `tag_variants`: fields that set this run apart
 
   @property
   def name(self) -> str:
@@ -120,7 +121,7 @@ class RunDir:
 
   @property
   def method(self) -> str:
-    return method_label(self.config)
+    return method_label(self.config, self.variant_tags)
 
   def of(self, event: str) -> list:
     """The events of one kind, in order."""
@@ -198,16 +199,70 @@ def load_inputs(paths: list) -> tuple:
       raise ValueError(f'{path}: expected a run workdir (config.json + metrics.jsonl), a '
                        f'directory of run workdirs, or a benchmark .json file; '
                        f'{"no such path" if not os.path.exists(path) else "not one of these"}')
+  tag_variants(runs)
   return runs, benchmarks
 
 
 # ---- labels and colours -----------------------------------------------------
-def method_label(config: dict) -> str:
+# The config fields that can tell runs of one method apart (besides the named tags below).
+VARIANT_FIELDS = {
+    'erm': (),
+    'mwnet': ('meta.', 'mwnet.', 'meta_batch_size', 'meta_gradient'),
+    'l2r': ('meta.', 'l2r.', 'meta_batch_size', 'meta_gradient'),
+    'famus': ('meta.', 'mwnet.', 'l2r.', 'famus.', 'meta_batch_size'),
+    'fsr': ('fsr.',),
+}
+# Fields already shown by a named tag of `method_label`.
+NAMED_TAG_FIELDS = ('meta.actual_step', 'fsr.mixup_form', 'famus.base', 'famus.strategy')
+
+
+def _flat(tree: dict, prefix: str = '') -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f'{prefix}{key}.'))
+    else:
+      out[prefix + key] = value
+  return out
+
+
+def tag_variants(runs: list) -> None:
+  """Sets `variant_tags` of runs that differ from the other runs of their method and setting.
+
+  Among the runs of one method (config.method) in one setting, every variant field
+  (`VARIANT_FIELDS`) whose value is not the same for all of them tags the runs that do
+  not have the reference value: the schema default where a run has it, else the most
+  common value. E.g. an ablation `--config.fsr.relabel_momentum=0.1` next to default FSR
+  runs reads 'fsr[relabel_momentum=0.1]', so it is never averaged with them.
+  """
+  defaults = _flat(schema.get_config().to_dict())
+  groups = collections.defaultdict(list)
+  for run in runs:
+    groups[(run.setting, run.config.get('method', '?'))].append(run)
+  for (_, method), members in groups.items():
+    prefixes = VARIANT_FIELDS.get(method, ())
+    flats = [_flat(r.config) for r in members]
+    keys = sorted({k for f in flats for k in f if k.startswith(prefixes)}
+                  - set(NAMED_TAG_FIELDS))
+    for key in keys:
+      values = [json.dumps(f.get(key), sort_keys=True) for f in flats]
+      if len(set(values)) < 2:
+        continue
+      default = json.dumps(defaults.get(key), sort_keys=True)
+      reference = (default if default in values
+                   else collections.Counter(values).most_common(1)[0][0])
+      short = key.split('.', 1)[1] if '.' in key else key
+      for run, value, f in zip(members, values, flats):
+        if value != reference:
+          run.variant_tags = run.variant_tags + (f'{short}={f.get(key)}',)
+
+
+def method_label(config: dict, extra_tags: tuple = ()) -> str:
   """config.method with what tells its variants apart.
 
   FaMUS's base ('famus(l2r)') and non-learned strategy ('famus[all]'); the
   meta methods' actual step when it is 'reuse' ('mwnet[reuse]'); FSR's MixUp
-  form when it is one pass ('fsr[one_pass]').
+  form when it is one pass ('fsr[one_pass]'); then `extra_tags` (`tag_variants`).
   """
   method = config.get('method', '?')
   tags = []
@@ -221,6 +276,7 @@ def method_label(config: dict) -> str:
     tags.append('reuse')
   if method == 'fsr' and (config.get('fsr') or {}).get('mixup_form') == 'one_pass':
     tags.append('one_pass')
+  tags += list(extra_tags)
   return method + (f'[{",".join(tags)}]' if tags else '')
 
 
