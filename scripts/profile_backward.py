@@ -498,6 +498,8 @@ FLAG_SETS = {
     'fast_math': {'xla_cpu_enable_fast_math': True},
     'no_ynn_fusion': {'xla_cpu_experimental_ynn_fusion_type': ''},
     'onednn': {'xla_cpu_use_onednn': True},
+    'onednn_custom_call': {'xla_cpu_experimental_onednn_custom_call': True},
+    'xnnpack': {'xla_cpu_use_xnnpack': True},
     'no_xnnpack': {'xla_cpu_use_xnnpack': False},
     'xnn_graph_greedy': {'xla_cpu_experimental_xnn_graph_fusion_mode':
                          'XNN_GRAPH_FUSION_MODE_GREEDY'},

@@ -36,7 +36,9 @@ functions (forward, backward, validation forward/backward, JVPs), to explain
 the ratios. `--trace` (CPU) records XLA:CPU's own time per instruction of two
 more production steps of every method (`famus_jax/tools/xla_trace.py`) and
 prints them by category (conv forward / dX / dW, BatchNorm, transposes, ...):
-where one method's step spends what another's does not.
+where one method's step spends what another's does not. The tracing option
+applies to every compile of the process, so a `--trace` run's step times
+may carry its overhead (the title says so): take times from a run without it.
 """
 
 import argparse
@@ -476,7 +478,7 @@ def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size
   return {'device': device_name(), 'num_devices': jax.device_count(),
           'jax': jax.__version__, 'python': platform.python_version(),
           'model': model, 'batch_size': batch_size, 'image_size': image_size,
-          'timed_steps_per_method': steps, 'methods': out}
+          'timed_steps_per_method': steps, 'methods': out, 'traced': trace}
 
 
 def memory_only(model: str, batch_size: int, methods: list, image_size: int = 32,
@@ -561,6 +563,8 @@ def peer_table(result: dict) -> str:
 def title(result: dict) -> str:
   what = ('compiled step memory only (not timed)' if result.get('memory_only') else
           f'median of {result["timed_steps_per_method"]} steps')
+  if result.get('traced'):
+    what += ' (timed with per-instruction tracing on)'
   return f'{result["model"]}, batch {result["batch_size"]}, {result["device"]}, ' \
          f'JAX {result["jax"]}, {what}'
 
