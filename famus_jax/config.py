@@ -27,6 +27,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.imbalance_factor = 1.0       # n_max / n_min; 1 = balanced
   c.num_meta = 1000              # clean, class-balanced meta images (removed from train)
   c.train_subset = 0             # > 0: class-balanced subset of this many training images
+  # Where the meta (validation) batches of mwnet / l2r / famus come from:
+  #   clean:        the held-out clean meta images (num_meta of them);
+  #   pseudo_clean: no clean data; two co-trained networks, each one's meta set is the other's
+  #                 per-epoch pseudo-clean division of the training set (FaMUS supplement
+  #                 Alg. 2; famus_jax/train/cotrain_run.py; num_meta may be 0).
+  c.meta_set = 'clean'
   c.synthetic = ml_collections.ConfigDict()
   c.synthetic.num_train = 512    # synthetic source only (tests, smoke runs)
   c.synthetic.num_test = 128
@@ -135,6 +141,15 @@ def get_config() -> ml_collections.ConfigDict:
   #             the scores and the weighted loss (the reference code); one backward.
   c.fsr.mixup_form = 'two_pass'
   c.fsr.label_smoothing = 0.0    # on the training loss (0.1 for long-tail)
+
+  # ---- co-training (meta_set='pseudo_clean'; famus_jax/train/cotrain_run.py) ----------
+  c.cotrain = ml_collections.ConfigDict()
+  c.cotrain.warmup_epochs = 1    # plain cross-entropy epochs before the first division (>= 1)
+  c.cotrain.gmm_max_iter = 10    # EM iterations of the two-Gaussian loss mixture (DivideMix)
+  c.cotrain.gmm_tol = 1e-2       # EM stops when the mean log-likelihood changes by less
+  c.cotrain.gmm_reg_covar = 5e-4  # added to both variances
+  c.cotrain.clean_threshold = 0.5  # pseudo-clean: clean probability c_i > this
+  c.cotrain.min_pseudo_clean = 0  # fewer pass: the top-k by c_i; 0 = meta_batch_size
 
   # ---- meta-gradient quality tool (python -m famus_jax.quality) -------------
   c.quality = ml_collections.ConfigDict()

@@ -5,11 +5,12 @@ compile. Name checks use the registries of the modules that own the names.
 """
 
 from famus_jax import config as config_schema
+from famus_jax.cotrain.pair import META_SETS
 from famus_jax.data import DATASETS, NOISE_TYPES, SOURCES
 from famus_jax.errors import ConfigError
 from famus_jax.famus.method import validate as check_famus_config
 from famus_jax.fsr.config import check_config as check_fsr_config
-from famus_jax.method_registry import METHODS
+from famus_jax.method_registry import METHODS, PSEUDO_CLEAN_METHODS
 from famus_jax.methods.meta_reweighting import ACTUAL_STEPS
 from famus_jax.models import MODELS
 from famus_jax.train.checkpoint import RESUME_MODES
@@ -71,3 +72,25 @@ def validate(config) -> None:
   _choice(config, 'resume', RESUME_MODES)
   check_famus_config(config)
   check_fsr_config(config)
+  check_cotrain_config(config)
+
+
+def check_cotrain_config(config) -> None:
+  """`config.meta_set` and the `config.cotrain` group (FaMUS supplement Alg. 2)."""
+  _choice(config, 'meta_set', META_SETS)
+  _range(config, 'cotrain.gmm_max_iter', 1, float('inf'))
+  _range(config, 'cotrain.gmm_tol', 0.0, float('inf'), low_open=True)
+  _range(config, 'cotrain.gmm_reg_covar', 0.0, float('inf'), low_open=True)
+  _range(config, 'cotrain.clean_threshold', 0.0, 1.0)
+  _range(config, 'cotrain.min_pseudo_clean', 0, float('inf'))
+  _range(config, 'cotrain.warmup_epochs', 0, float('inf'))
+  if config.meta_set != 'pseudo_clean':
+    return
+  if config.method not in PSEUDO_CLEAN_METHODS:
+    raise ConfigError(f'config.meta_set={config.meta_set!r} needs a method with a meta set: '
+                      f'config.method={config.method!r} is not one of '
+                      f'{sorted(PSEUDO_CLEAN_METHODS)}')
+  if config.cotrain.warmup_epochs < 1:
+    raise ConfigError(f'config.cotrain.warmup_epochs={config.cotrain.warmup_epochs!r} must be '
+                      f'>= 1 with config.meta_set={config.meta_set!r} (the first division '
+                      f'needs trained networks)')

@@ -36,6 +36,9 @@ METHODS = {
     'fsr': create_fsr,
 }
 
+# The methods whose step takes a meta batch, so `config.meta_set='pseudo_clean'` can feed it.
+PSEUDO_CLEAN_METHODS = ('mwnet', 'l2r', 'famus')
+
 
 def create_method(config) -> Method:
   """The `Method` that `config.method` names (ConfigError listing the names otherwise)."""

@@ -11,7 +11,12 @@ and a noisy (unlabelled) part that the OTHER network trains on.
   co-guessing, batch MixUp, the semi-supervised loss with the uniform-prior
   penalty, and the linear ramp-up of its unlabelled weight.
 
-Not yet wired into the trainer.
+- `pair` (host): the co-trained pair's state (`PairState`), its pseudo-clean
+  sets and how each member's meta ids are drawn from the other member's set;
+  `famus_jax/train/cotrain_run.py` drives it through the one training loop.
+
+`division` and `pair` run today (`config.meta_set='pseudo_clean'`); the
+MixMatch pieces are not wired into a training step yet (DivideMix).
 """
 
 from famus_jax.cotrain.division import (TwoGaussians, clean_probability, divide, division_stats,

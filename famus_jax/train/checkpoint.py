@@ -23,6 +23,7 @@ A state that is not finite is never saved. `WorkdirLock` keeps one writer per
 workdir.
 """
 
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -38,6 +39,7 @@ import orbax.checkpoint as ocp
 
 from famus_jax.errors import (CheckpointDamagedError, CheckpointSaveError, WorkdirMismatchError,
                               WorkdirLockedError)
+from famus_jax.train.state import TrainState
 
 # Config fields that may change when a run resumes: they change what is written or observed,
 # not what is trained, so they are left out of the run fingerprint.
@@ -59,8 +61,9 @@ RESUMABLE_FIELDS = (
 # Values of config.resume (see famus_jax/config.py).
 RESUME_MODES = ('auto', 'allow_changes')
 
-# Top-level state fields that must be finite in a checkpoint.
+# TrainState fields that must be finite in a checkpoint.
 FINITE_FIELDS = ('params', 'batch_stats', 'opt_state')
+_TRAIN_STATE_FIELDS = tuple(f.name for f in dataclasses.fields(TrainState))
 
 
 def _first_line(e: BaseException) -> str:
@@ -167,12 +170,18 @@ def state_checksum(leaves) -> str:
   return h.hexdigest()
 
 
+def _state_field(path: str) -> str:
+  """The TrainState field a leaf path lies in ('.params[...]' or, in a co-trained pair's
+  state, '.a.params[...]'): the first attribute name that is a TrainState field, else ''."""
+  attrs = re.findall(r'\.(\w+)', path.split('[', 1)[0])
+  return next((a for a in attrs if a in _TRAIN_STATE_FIELDS), '')
+
+
 def non_finite_leaves(leaves) -> list:
   """Paths of params / batch_stats / opt_state leaves holding NaN or inf."""
   bad = []
   for path, a in leaves:
-    top = path.split('.', 2)[1] if path.startswith('.') else path
-    top = top.split('[', 1)[0].split('.', 1)[0]
+    top = _state_field(path)
     if top in FINITE_FIELDS and np.issubdtype(a.dtype, np.inexact) and not np.isfinite(a).all():
       bad.append(path)
   return bad

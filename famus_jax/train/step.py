@@ -208,17 +208,45 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation,
   return train_step
 
 
+def make_eval_logits_fn(model, mean, std):
+  """eval_logits(params, batch_stats, images uint8 (n, H, W, C)) -> (n, C) logits.
+
+  Eval mode: normalised images (no crop, no flip), BatchNorm with running
+  statistics, no dropout; each example's logits depend on it alone.
+  """
+
+  def eval_logits(params, batch_stats, images):
+    x = augment_batch(images, jax.random.PRNGKey(0), crop_padding=0, flip=False,
+                      mean=mean, std=std, train=False)
+    return model.apply({'params': params, 'batch_stats': batch_stats}, x, train=False)
+
+  return eval_logits
+
+
+def make_example_losses_fn(model, mean, std):
+  """example_losses(params, batch_stats, images uint8, labels (n,)) -> (n,) eval-mode losses.
+
+  The per-example cross-entropy of `make_eval_logits_fn`'s logits (the losses
+  the co-trained pair divides by, FaMUS supplement Alg. 2).
+  """
+  eval_logits = make_eval_logits_fn(model, mean, std)
+
+  def example_losses(params, batch_stats, images, labels):
+    return cross_entropy(eval_logits(params, batch_stats, images), labels)
+
+  return example_losses
+
+
 def make_eval_step(model, mean, std):
   """eval_step(params, batch_stats, images uint8, labels, mask) -> sums.
 
   Returns {'correct': (), 'loss_sum': (), 'count': ()}; `mask` (n,) marks real
   examples in a padded last batch.
   """
+  eval_logits = make_eval_logits_fn(model, mean, std)
 
   def eval_step(params, batch_stats, images, labels, mask):
-    x = augment_batch(images, jax.random.PRNGKey(0), crop_padding=0, flip=False,
-                      mean=mean, std=std, train=False)
-    logits = model.apply({'params': params, 'batch_stats': batch_stats}, x, train=False)
+    logits = eval_logits(params, batch_stats, images)
     losses = cross_entropy(logits, labels)
     correct = (jnp.argmax(logits, -1) == labels) & mask
     return {'correct': jnp.sum(correct), 'loss_sum': jnp.sum(jnp.where(mask, losses, 0.0)),

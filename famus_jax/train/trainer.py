@@ -10,6 +10,11 @@ dispatch record to the host (`Run.run_step`); metrics, example weights and
 batch indices stay on the device until the next log event, where they are
 fetched together. Tools plug into this one loop as `Hook`s (e.g. the
 meta-gradient quality tool); they never run a loop of their own.
+
+The loop is polymorphic over the run object (`create_run`): a `Run` trains one
+network; with config.meta_set='pseudo_clean' a `CoTrainedRun` trains two
+co-trained networks (FaMUS supplement Alg. 2) through the same loop, the same
+checkpoints and the same logs (train/run.py states the interface).
 """
 
 import dataclasses
@@ -17,25 +22,23 @@ import json
 import os
 import sys
 import time
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from famus_jax import config_check
-from famus_jax.data import DataSplits, batches, build_data
+from famus_jax.data import build_data
 from famus_jax.errors import ConfigError, NonFiniteLossError, WorkdirMismatchError
-from famus_jax.method_registry import create_method
-from famus_jax.models import create_model
-from famus_jax.train import schedules
 from famus_jax.train.checkpoint import (Checkpointer, WorkdirLock, config_fingerprint,
                                         fingerprint_differences, run_fingerprint)
+from famus_jax.train.cotrain_run import CoTrainedRun
 from famus_jax.train.logbook import MetricsLog, WindowMeans, write_json
-from famus_jax.train.state import create_optimizer, create_train_state
-from famus_jax.train.step import StepOutput, make_eval_step, make_train_step
+# Run and the loop's contract (StepResult, EpochEnd) live in train/run.py; the names used by
+# tools and tests (Run, data_mesh, check_divisible) are importable from here as before.
+from famus_jax.train.run import Run, StepResult, check_divisible, data_mesh
+from famus_jax.train.step import StepOutput
 
 
 @dataclasses.dataclass
@@ -60,47 +63,19 @@ class Progress:
     return cls(**{k: v for k, v in values.items() if k in names})
 
 
-def data_mesh() -> Mesh:
-  return Mesh(np.asarray(jax.devices()), ('data',))
-
-
-def check_divisible(config, num_devices: int) -> None:
-  for field in ('batch_size', 'meta_batch_size', 'eval_batch_size'):
-    value = config[field]
-    if value % num_devices:
-      raise ConfigError(f'config.{field}={value} is not divisible by the {num_devices} devices '
-                        f'(data parallelism splits every batch evenly)')
-
-
-@dataclasses.dataclass
-class StepResult:
-  """One step as the loop sees it.
-
-  state: the new TrainState; output: the step's StepOutput, still on the
-  device; dispatch: its dispatch record copied to the host (None for methods
-  without one); finite: host bool; compiled: whether a variant was compiled
-  for this step; reruns: how many times the step was re-run because the
-  method's guess of the variant was wrong (0 or 1).
-  """
-  state: Any
-  output: StepOutput
-  dispatch: Any
-  finite: bool
-  compiled: bool
-  reruns: int
-
-
 class Hook:
   """A tool that plugs into the training loop (e.g. `famus_jax.tools.quality`).
 
   Every method is optional. `before_step` sees the state the step starts
-  from and the batch (the step has not run yet); `after_step` the StepResult.
+  from and the batch (the step has not run yet): what `run.batch(step)`
+  returned (a dict for `Run`, a `PairBatch` for `CoTrainedRun`); `after_step`
+  the StepResult.
   """
 
   def on_start(self, run: 'Run', state, start_step: int) -> None:
     del run, state, start_step
 
-  def before_step(self, run: 'Run', step: int, state, batch: dict) -> None:
+  def before_step(self, run: 'Run', step: int, state, batch) -> None:
     del run, step, state, batch
 
   def after_step(self, run: 'Run', step: int, result: StepResult) -> None:
@@ -108,100 +83,6 @@ class Hook:
 
   def on_end(self, run: 'Run', state, summary: dict) -> None:
     del run, state, summary
-
-
-class Run:
-  """One training run's compiled functions and host-side helpers."""
-
-  def __init__(self, config, data: DataSplits, mesh: Mesh):
-    self.config, self.data, self.mesh = config, data, mesh
-    self.replicated = NamedSharding(mesh, P())
-    self.sharded = NamedSharding(mesh, P('data'))
-    self.num_train = data.num_train
-    self.steps_per_epoch = batches.steps_per_epoch(self.num_train, config.batch_size)
-    self.total_steps = config.num_steps or config.num_epochs * self.steps_per_epoch
-    self.model = create_model(config, data.num_classes)
-    self.method = create_method(config)
-    if self.method.uses_meta_set and len(data.meta_labels) == 0:
-      raise ConfigError(f'config.method={config.method!r} needs a clean meta set: '
-                        f'set config.num_meta > 0 (it is {config.num_meta})')
-    self.lr_fn = schedules.as_float(schedules.create_lr_schedule(
-        config.lr, self.steps_per_epoch, self.total_steps))
-    self.tx = create_optimizer(config, self.lr_fn)
-    self.mean, self.std = jnp.asarray(data.mean), jnp.asarray(data.std)
-    self._steps = {}
-    self._eval = jax.jit(make_eval_step(self.model, self.mean, self.std))
-    self.is_noisy = np.asarray(data.is_noisy)
-
-  def init_state(self):
-    state = create_train_state(jax.random.PRNGKey(self.config.seed), self.model, self.method,
-                               self.tx, self.data.train_images.shape[1:], self.num_train)
-    # Host-side start hook (FSR's initial dictionary); a resumed run overwrites it on restore.
-    state = state.replace(method_state=self.method.on_train_start(state.method_state, self.data))
-    return jax.device_put(state, self.replicated)
-
-  def step_fn(self, variant):
-    """The compiled step for a method variant (compiled once, on first use)."""
-    if variant not in self._steps:
-      method = self.method.static_variant(variant)
-      step = make_train_step(self.model, method, self.tx, self.lr_fn, self.config.augment,
-                             self.mean, self.std, self.data.num_classes,
-                             self.config.meta_bn_train_mode)
-      donate = () if self.method.speculative else (0,)
-      self._steps[variant] = jax.jit(step, donate_argnums=donate)
-    return self._steps[variant]
-
-  def run_step(self, state, batch, last_dispatch) -> StepResult:
-    """One step: the variant the method guesses from `last_dispatch`, re-run once if wrong.
-
-    Re-runs the step when a speculative method's guess of the variant was
-    wrong (`Method.accepts`); both runs count towards the step's time.
-    """
-    variant = self.method.variant(last_dispatch)
-    compiled = variant not in self._steps
-    new_state, out = self.step_fn(variant)(state, batch)
-    dispatch = jax.device_get(out.dispatch)
-    reruns = 0
-    if dispatch is not None and not self.method.accepts(variant, dispatch):
-      variant = self.method.variant(dispatch)
-      compiled |= variant not in self._steps
-      new_state, out = self.step_fn(variant)(state, batch)
-      dispatch = jax.device_get(out.dispatch)
-      reruns = 1
-    return StepResult(new_state, out, dispatch, bool(jax.device_get(out.finite)), compiled,
-                      reruns)
-
-  def batch(self, step: int) -> dict:
-    cfg, data = self.config, self.data
-    idx = batches.train_batch_indices(cfg.seed, step, self.num_train, cfg.batch_size)
-    out = {'image': data.train_images[idx], 'label': data.train_labels[idx].astype(np.int32),
-           'index': idx.astype(np.int32)}
-    if self.method.uses_meta_set:
-      midx = batches.meta_batch_indices(cfg.seed, step, len(data.meta_labels), cfg.meta_batch_size)
-      out['meta_image'] = data.meta_images[midx]
-      out['meta_label'] = data.meta_labels[midx].astype(np.int32)
-    return jax.device_put(out, self.sharded)
-
-  def evaluate(self, state) -> dict:
-    """Top-1 accuracy and mean loss on the test set."""
-    data, bs = self.data, self.config.eval_batch_size
-    totals = {'correct': 0, 'loss_sum': 0.0, 'count': 0}
-    n = len(data.test_labels)
-    for start in range(0, n, bs):
-      images = data.test_images[start:start + bs]
-      labels = data.test_labels[start:start + bs].astype(np.int32)
-      real = len(labels)
-      mask = np.zeros(bs, bool)
-      mask[:real] = True
-      if real < bs:
-        images = np.concatenate([images, np.zeros((bs - real,) + images.shape[1:], images.dtype)])
-        labels = np.concatenate([labels, np.zeros(bs - real, np.int32)])
-      args = jax.device_put((images, labels, mask), self.sharded)
-      sums = self._eval(state.params, state.batch_stats, *args)
-      for key in totals:
-        totals[key] += np.asarray(sums[key]).item()
-    return {'test_accuracy': totals['correct'] / max(totals['count'], 1),
-            'test_loss': totals['loss_sum'] / max(totals['count'], 1)}
 
 
 def _record_weights(progress: Progress, is_noisy: np.ndarray, indices, weights) -> None:
@@ -279,6 +160,16 @@ def check_sizes(config, run: Run) -> None:
   if config.batch_size > run.num_train:
     raise ConfigError(f'config.batch_size={config.batch_size} is larger than the training set '
                       f'({run.num_train} examples after the meta split and subsetting)')
+  if config.meta_set == 'pseudo_clean' and config.cotrain.min_pseudo_clean > run.num_train:
+    raise ConfigError(f'config.cotrain.min_pseudo_clean={config.cotrain.min_pseudo_clean} is '
+                      f'larger than the training set ({run.num_train} examples)')
+
+
+def create_run(config, data, mesh):
+  """The run object the loop drives: a `CoTrainedRun` for meta_set='pseudo_clean', else `Run`."""
+  if config.meta_set == 'pseudo_clean':
+    return CoTrainedRun(config, data, mesh)
+  return Run(config, data, mesh)
 
 
 FINGERPRINT_FILE = 'fingerprint.json'
@@ -326,7 +217,7 @@ def train_and_evaluate(config, workdir: str, hooks: Sequence[Hook] = ()) -> dict
   check_divisible(config, mesh.size)
   data = build_data(config)
   print(f'Data: {data.info["source"]}')
-  run = Run(config, data, mesh)
+  run = create_run(config, data, mesh)
   check_sizes(config, run)
   fingerprint = run_fingerprint(config, data)
   os.makedirs(workdir, exist_ok=True)
@@ -449,7 +340,7 @@ def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
       else:
         progress.timed_steps += 1
         progress.timed_seconds += elapsed
-      pending.add(step, result.output, batch['index'])
+      pending.add(step, result.output, result.indices)
       for hook in hooks:
         hook.after_step(run, step, result)
       last_dispatch = result.dispatch
@@ -463,8 +354,9 @@ def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
         bar.set_postfix(loss=f'{values["train_loss"]:.3f}', acc=f'{values["train_accuracy"]:.3f}',
                         refresh=False)
       if step % run.steps_per_epoch == 0:
-        state = state.replace(method_state=run.method.on_epoch_end(
-            state.method_state, step // run.steps_per_epoch, run.data))
+        state, events = run.on_epoch_end(state, step // run.steps_per_epoch)
+        for event in events:
+          log.write(event.name, step, event.values)
       if step % config.eval_every == 0 or step == run.total_steps:
         pending.flush(run, progress, window, log)
         scores = run.evaluate(state)

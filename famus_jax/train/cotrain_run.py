@@ -1,0 +1,277 @@
+"""Two co-trained networks through the one training loop (FaMUS supplement Alg. 2, first part).
+
+`config.meta_set='pseudo_clean'`: no clean data. Members A and B train side
+by side on the same schedule; `CoTrainedRun` has the interface of `Run`
+(train/run.py), so `famus_jax.train.trainer` drives it with the same loop,
+checkpoints, fingerprint and logs.
+
+- State: one `PairState` pytree (famus_jax/cotrain/pair.py) holding both
+  TrainStates and the last division (clean probabilities and pseudo-clean
+  masks, fixed shape (N,)), saved whole in every checkpoint.
+- Members: A is initialised from config.seed, B from config.seed + 1 (params,
+  method state and step keys, `Run.init_state(seed)`); the training batch
+  order of member m is `batches.train_batch_indices(seed_m, step, ...)`, so
+  the two see different orders; B's is the order of a run with seed + 1.
+- Steps: epochs e < cotrain.warmup_epochs are the warm-up: both members take
+  a plain cross-entropy step (one compiled ERM step, `make_train_step` with
+  `ERM`, on the same TrainState structure: ERM passes the method state
+  through untouched), and no meta batch is built. From then on each member
+  takes the method's step (`Run.run_step`, the same compiled step functions
+  for both, FaMUS's variant dispatch per member: `last_dispatch` is the pair
+  (dispatch of A, dispatch of B)) with a meta batch drawn from the OTHER
+  member's pseudo-clean set S: the sorted ids of S consumed as
+  `batches.meta_batch_indices(seed_m, step, |S|, meta_batch_size)`, images
+  and given (noisy) training labels. FaMUS's host-side guess history is one
+  for both members (the lowest floor of both members' recent steps: a
+  covering guess more often; `accepts` checks each member's own record).
+- Epoch ends (`on_epoch_end`): each member's method hook, then, from epoch
+  warmup_epochs on, the division: eval-mode losses of every training example
+  for each member (batches of eval_batch_size), c = `clean_probability`,
+  S = c > cotrain.clean_threshold (top-k fallback, `pseudo_clean_mask`);
+  a 'division' event with each set's size, precision / recall against the
+  hidden noise flags (diagnostics only) and the mixture means.
+- Logged step metrics: member A's, plus B's `B_METRICS` prefixed 'b_'. The
+  clean / mislabelled weight statistics and 'weights' events are member A's.
+- Test prediction: the mean of both members' logits (test_accuracy,
+  test_loss); each member's own accuracy is logged as a_ / b_test_accuracy.
+- A non-finite step stops the run as for `Run`: when A's step is not finite
+  B is not stepped (the saved state is the consistent pre-step pair); when
+  only B's is, A has already advanced (its old buffers were donated), so the
+  run stops with A one step ahead in that last save.
+
+Not built yet: DivideMix's semi-supervised step (co-refinement,
+co-guessing, MixMatch, `famus_jax/cotrain/mixmatch.py`), which would train
+each member with the other's params and its unlabelled part; the state and
+the per-member batches are laid out so such a step can take both.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from famus_jax.cotrain.pair import PairState, divide_member, initial_division, meta_ids
+from famus_jax.data import DataSplits, batches
+from famus_jax.methods.erm import ERM
+from famus_jax.train.run import EpochEnd, LogEvent, Run, StepResult
+from famus_jax.train.step import (StepOutput, cross_entropy, make_eval_logits_fn,
+                                  make_example_losses_fn, make_train_step)
+
+# Step metrics of member B logged next to A's, with the prefix 'b_' (when the step has them).
+B_METRICS = ('train_loss', 'train_accuracy', 'weighted_loss', 'meta_loss')
+
+
+class PairBatch(NamedTuple):
+  """Host-side batch of one pair step: what `run_step` completes with the meta part.
+
+  step: the number of finished steps; index_a, index_b: int64 (batch_size,)
+  each member's training ids; warmup: whether this step is a warm-up step
+  (plain cross-entropy, no meta batch).
+  """
+  step: int
+  index_a: np.ndarray
+  index_b: np.ndarray
+  warmup: bool
+
+
+def make_pair_eval_step(model, mean, std):
+  """pair_eval(params_a, stats_a, params_b, stats_b, images uint8, labels, mask) -> sums.
+
+  The ensemble prediction is the mean of the two members' eval-mode logits,
+  z = (z_A + z_B) / 2 (FaMUS supplement Alg. 2). Returns {'correct',
+  'loss_sum' (cross-entropy of z), 'count', 'a_correct', 'b_correct'}, each ()
+  summed over the real examples (`mask` (n,)).
+  """
+  eval_logits = make_eval_logits_fn(model, mean, std)
+
+  def pair_eval(params_a, stats_a, params_b, stats_b, images, labels, mask):
+    logits_a = eval_logits(params_a, stats_a, images)
+    logits_b = eval_logits(params_b, stats_b, images)
+    logits = (logits_a + logits_b) / 2
+
+    def correct(z):
+      return jnp.sum((jnp.argmax(z, -1) == labels) & mask)
+
+    losses = cross_entropy(logits, labels)
+    return {'correct': correct(logits), 'loss_sum': jnp.sum(jnp.where(mask, losses, 0.0)),
+            'count': jnp.sum(mask), 'a_correct': correct(logits_a),
+            'b_correct': correct(logits_b)}
+
+  return pair_eval
+
+
+class CoTrainedRun:
+  """Two co-trained networks with `Run`'s interface (module docstring)."""
+
+  def __init__(self, config, data: DataSplits, mesh):
+    self.member = Run(config, data, mesh)
+    m = self.member
+    self.config, self.data, self.mesh = config, data, mesh
+    self.method, self.model, self.tx, self.lr_fn = m.method, m.model, m.tx, m.lr_fn
+    self.replicated, self.sharded = m.replicated, m.sharded
+    self.num_train, self.is_noisy = m.num_train, m.is_noisy
+    self.steps_per_epoch, self.total_steps = m.steps_per_epoch, m.total_steps
+    self.member_seeds = (config.seed, config.seed + 1)
+    self.min_pseudo_clean = config.cotrain.min_pseudo_clean or config.meta_batch_size
+    self.warmup_epochs = config.cotrain.warmup_epochs
+    self._warmup_step = jax.jit(make_train_step(
+        m.model, ERM(), m.tx, m.lr_fn, config.augment, m.mean, m.std, data.num_classes,
+        config.meta_bn_train_mode), donate_argnums=(0,))
+    self._warmup_compiled = False
+    self._example_losses = jax.jit(make_example_losses_fn(m.model, m.mean, m.std))
+    self._pair_eval = jax.jit(make_pair_eval_step(m.model, m.mean, m.std))
+    self._ids_of = None  # (mask_a, mask_b) device arrays the cached ids were read from
+    self._ids = None
+
+  # ---- state -------------------------------------------------------------------------------
+  def init_state(self) -> PairState:
+    a = self.member.init_state(self.member_seeds[0])
+    b = self.member.init_state(self.member_seeds[1])
+    prob, mask = initial_division(self.num_train)
+    state = PairState(a=a, b=b, clean_prob_a=prob, clean_prob_b=prob.copy(),
+                      pseudo_clean_a=mask, pseudo_clean_b=mask.copy(),
+                      division_epoch=np.asarray(-1, np.int32))
+    return jax.device_put(state, self.replicated)
+
+  # ---- batches -----------------------------------------------------------------------------
+  def batch(self, step: int) -> PairBatch:
+    cfg = self.config
+    index_a, index_b = (batches.train_batch_indices(seed, step, self.num_train, cfg.batch_size)
+                        for seed in self.member_seeds)
+    return PairBatch(int(step), index_a, index_b,
+                     step // self.steps_per_epoch < self.warmup_epochs)
+
+  def pseudo_clean_ids(self, state: PairState):
+    """(sorted ids of S_a, sorted ids of S_b), int64, read from the state's masks.
+
+    Cached host-side until the state holds other mask arrays (a division or a
+    restore), so a step copies nothing to the host for them.
+    """
+    if (self._ids_of is None or self._ids_of[0] is not state.pseudo_clean_a
+        or self._ids_of[1] is not state.pseudo_clean_b):
+      mask_a, mask_b = jax.device_get((state.pseudo_clean_a, state.pseudo_clean_b))
+      self._ids_of = (state.pseudo_clean_a, state.pseudo_clean_b)
+      self._ids = (meta_ids(mask_a), meta_ids(mask_b))
+    return self._ids
+
+  def meta_indices(self, state: PairState, step: int):
+    """(meta ids of A, meta ids of B), int64 (meta_batch_size,) training ids each.
+
+    A's come from B's pseudo-clean set and B's from A's: member m takes
+    positions `meta_batch_indices(seed_m, step, |S|, meta_batch_size)` of the
+    other member's sorted ids S.
+    """
+    ids_a, ids_b = self.pseudo_clean_ids(state)
+    out = []
+    for seed, ids in zip(self.member_seeds, (ids_b, ids_a)):
+      pos = batches.meta_batch_indices(seed, step, len(ids), self.config.meta_batch_size)
+      out.append(ids[pos])
+    return tuple(out)
+
+  def member_batches(self, state: PairState, batch: PairBatch):
+    """(batch dict of A, batch dict of B) on the device, in the step's format (train/step.py).
+
+    The meta part (meta_image, meta_label: the given training labels) is
+    left out in warm-up steps.
+    """
+    data = self.data
+    out = [{'image': data.train_images[idx], 'label': data.train_labels[idx].astype(np.int32),
+            'index': idx.astype(np.int32)} for idx in (batch.index_a, batch.index_b)]
+    if not batch.warmup:
+      for part, midx in zip(out, self.meta_indices(state, batch.step)):
+        part['meta_image'] = data.train_images[midx]
+        part['meta_label'] = data.train_labels[midx].astype(np.int32)
+    return tuple(jax.device_put(part, self.sharded) for part in out)
+
+  # ---- the step ----------------------------------------------------------------------------
+  def _warmup(self, state, batch) -> StepResult:
+    compiled = not self._warmup_compiled
+    self._warmup_compiled = True
+    new_state, out = self._warmup_step(state, batch)
+    return StepResult(new_state, out, None, bool(jax.device_get(out.finite)), compiled, 0,
+                      batch['index'])
+
+  def run_step(self, state: PairState, batch: PairBatch, last_dispatch) -> StepResult:
+    """Both members' steps; `last_dispatch`: (A's, B's) dispatch records or None."""
+    batch_a, batch_b = self.member_batches(state, batch)
+    last_a, last_b = last_dispatch if last_dispatch is not None else (None, None)
+    if batch.warmup:
+      res_a = self._warmup(state.a, batch_a)
+      res_b = self._warmup(state.b, batch_b) if res_a.finite else None
+    else:
+      res_a = self.member.run_step(state.a, batch_a, last_a)
+      res_b = self.member.run_step(state.b, batch_b, last_b) if res_a.finite else None
+    if res_b is None:  # A not finite: B is not stepped, the pair stays as it was
+      return StepResult(state.replace(a=res_a.state), res_a.output, (res_a.dispatch, last_b),
+                        False, res_a.compiled, res_a.reruns, res_a.indices)
+    out_a, out_b = res_a.output, res_b.output
+    metrics = {**out_a.metrics,
+               **{f'b_{k}': out_b.metrics[k] for k in B_METRICS if k in out_b.metrics}}
+    output = StepOutput(metrics=metrics, example_weights=out_a.example_weights,
+                        finite=out_a.finite & out_b.finite,
+                        dispatch=(out_a.dispatch, out_b.dispatch))
+    return StepResult(state.replace(a=res_a.state, b=res_b.state), output,
+                      (res_a.dispatch, res_b.dispatch), res_a.finite and res_b.finite,
+                      res_a.compiled or res_b.compiled, res_a.reruns + res_b.reruns,
+                      res_a.indices)
+
+  # ---- epoch ends: the division ------------------------------------------------------------
+  def example_losses(self, member_state) -> np.ndarray:
+    """float32 (N,) eval-mode cross-entropy of every training example under its given label.
+
+    Batches of eval_batch_size (the last one zero-padded, its padding dropped).
+    """
+    data, bs = self.data, self.config.eval_batch_size
+    out = []
+    for start in range(0, self.num_train, bs):
+      images = data.train_images[start:start + bs]
+      labels = data.train_labels[start:start + bs].astype(np.int32)
+      real = len(labels)
+      if real < bs:
+        images = np.concatenate([images, np.zeros((bs - real,) + images.shape[1:], images.dtype)])
+        labels = np.concatenate([labels, np.zeros(bs - real, np.int32)])
+      args = jax.device_put((images, labels), self.sharded)
+      losses = self._example_losses(member_state.params, member_state.batch_stats, *args)
+      out.append(np.asarray(jax.device_get(losses))[:real])
+    return np.concatenate(out)
+
+  def divide(self, state: PairState, epoch: int):
+    """(new state, the 'division' LogEvent): both members' divisions (module docstring)."""
+    clean = ~self.is_noisy
+    div_a, div_b = (divide_member(self.example_losses(member), clean, self.config.cotrain,
+                                  self.min_pseudo_clean) for member in (state.a, state.b))
+    new = jax.device_put({
+        'clean_prob_a': div_a.clean_prob.astype(np.float32),
+        'clean_prob_b': div_b.clean_prob.astype(np.float32),
+        'pseudo_clean_a': div_a.mask, 'pseudo_clean_b': div_b.mask,
+        'division_epoch': np.asarray(epoch, np.int32)}, self.replicated)
+    values = {'epoch': epoch, **div_a.event_values('a_'), **div_b.event_values('b_'),
+              'overlap': int(np.sum(div_a.mask & div_b.mask))}
+    return state.replace(**new), LogEvent('division', values)
+
+  def on_epoch_end(self, state: PairState, epoch: int) -> EpochEnd:
+    """Each member's method hook, then (epoch >= warmup_epochs) the division.
+
+    epoch: the number of finished epochs; the division made here is the meta
+    sets of epoch `epoch` (counted from 0).
+    """
+    method, data = self.method, self.data
+    state = state.replace(
+        a=state.a.replace(method_state=method.on_epoch_end(state.a.method_state, epoch, data)),
+        b=state.b.replace(method_state=method.on_epoch_end(state.b.method_state, epoch, data)))
+    if epoch < self.warmup_epochs:
+      return EpochEnd(state, ())
+    state, event = self.divide(state, epoch)
+    return EpochEnd(state, (event,))
+
+  # ---- evaluation --------------------------------------------------------------------------
+  def evaluate(self, state: PairState) -> dict:
+    """Accuracy and loss of the ensemble (mean logits) on the test set, and each member's."""
+    totals = self.member.test_sums(lambda images, labels, mask: self._pair_eval(
+        state.a.params, state.a.batch_stats, state.b.params, state.b.batch_stats,
+        images, labels, mask))
+    count = max(totals['count'], 1)
+    return {'test_accuracy': totals['correct'] / count, 'test_loss': totals['loss_sum'] / count,
+            'a_test_accuracy': totals['a_correct'] / count,
+            'b_test_accuracy': totals['b_correct'] / count}

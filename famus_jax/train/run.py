@@ -1,0 +1,186 @@
+"""One training run's compiled functions and host-side helpers (`Run`), and what the loop reads.
+
+The loop (`famus_jax.train.trainer._train_locked`) is polymorphic over a run
+object with this interface: `init_state()`, `batch(step)`, `run_step(state,
+batch, last_dispatch) -> StepResult`, `on_epoch_end(state, epoch) -> EpochEnd`,
+`evaluate(state) -> dict`, and the attributes config, data, method, lr_fn,
+steps_per_epoch, total_steps, num_train, is_noisy. `Run` trains one network;
+`famus_jax.train.cotrain_run.CoTrainedRun` trains a co-trained pair with the
+same interface (config.meta_set='pseudo_clean').
+"""
+
+import dataclasses
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from famus_jax.data import DataSplits, batches
+from famus_jax.errors import ConfigError
+from famus_jax.method_registry import create_method
+from famus_jax.models import create_model
+from famus_jax.train import schedules
+from famus_jax.train.state import create_optimizer, create_train_state
+from famus_jax.train.step import StepOutput, make_eval_step, make_train_step
+
+
+def data_mesh() -> Mesh:
+  return Mesh(np.asarray(jax.devices()), ('data',))
+
+
+def check_divisible(config, num_devices: int) -> None:
+  for field in ('batch_size', 'meta_batch_size', 'eval_batch_size'):
+    value = config[field]
+    if value % num_devices:
+      raise ConfigError(f'config.{field}={value} is not divisible by the {num_devices} devices '
+                        f'(data parallelism splits every batch evenly)')
+
+
+@dataclasses.dataclass
+class StepResult:
+  """One step as the loop sees it.
+
+  state: the new TrainState; output: the step's StepOutput, still on the
+  device; dispatch: its dispatch record copied to the host (None for methods
+  without one); finite: host bool; compiled: whether a variant was compiled
+  for this step; reruns: how many times the step was re-run because the
+  method's guess of the variant was wrong (0 or 1); indices: (n,) the
+  training ids of the batch whose weights `output.example_weights` holds
+  (device array; the clean / mislabelled weight statistics read it).
+  """
+  state: Any
+  output: StepOutput
+  dispatch: Any
+  finite: bool
+  compiled: bool
+  reruns: int
+  indices: Any = None
+
+
+class LogEvent(NamedTuple):
+  """An event the loop writes to metrics.jsonl at the current step: name and values."""
+  name: str
+  values: dict
+
+
+class EpochEnd(NamedTuple):
+  """What `on_epoch_end` returns: the new state and the events to log (e.g. 'division')."""
+  state: Any
+  events: tuple = ()
+
+
+class Run:
+  """One training run's compiled functions and host-side helpers."""
+
+  def __init__(self, config, data: DataSplits, mesh: Mesh):
+    self.config, self.data, self.mesh = config, data, mesh
+    self.replicated = NamedSharding(mesh, P())
+    self.sharded = NamedSharding(mesh, P('data'))
+    self.num_train = data.num_train
+    self.steps_per_epoch = batches.steps_per_epoch(self.num_train, config.batch_size)
+    self.total_steps = config.num_steps or config.num_epochs * self.steps_per_epoch
+    self.model = create_model(config, data.num_classes)
+    self.method = create_method(config)
+    if (self.method.uses_meta_set and config.meta_set == 'clean'
+        and len(data.meta_labels) == 0):
+      raise ConfigError(f'config.method={config.method!r} needs a clean meta set: '
+                        f'set config.num_meta > 0 (it is {config.num_meta})')
+    self.lr_fn = schedules.as_float(schedules.create_lr_schedule(
+        config.lr, self.steps_per_epoch, self.total_steps))
+    self.tx = create_optimizer(config, self.lr_fn)
+    self.mean, self.std = jnp.asarray(data.mean), jnp.asarray(data.std)
+    self._steps = {}
+    self._eval = jax.jit(make_eval_step(self.model, self.mean, self.std))
+    self.is_noisy = np.asarray(data.is_noisy)
+
+  def init_state(self, seed: Optional[int] = None):
+    """The initial TrainState from `seed` (default config.seed): init, keys, method state."""
+    seed = self.config.seed if seed is None else seed
+    state = create_train_state(jax.random.PRNGKey(seed), self.model, self.method,
+                               self.tx, self.data.train_images.shape[1:], self.num_train)
+    # Host-side start hook (FSR's initial dictionary); a resumed run overwrites it on restore.
+    state = state.replace(method_state=self.method.on_train_start(state.method_state, self.data))
+    return jax.device_put(state, self.replicated)
+
+  def step_fn(self, variant):
+    """The compiled step for a method variant (compiled once, on first use)."""
+    if variant not in self._steps:
+      method = self.method.static_variant(variant)
+      step = make_train_step(self.model, method, self.tx, self.lr_fn, self.config.augment,
+                             self.mean, self.std, self.data.num_classes,
+                             self.config.meta_bn_train_mode)
+      donate = () if self.method.speculative else (0,)
+      self._steps[variant] = jax.jit(step, donate_argnums=donate)
+    return self._steps[variant]
+
+  def run_step(self, state, batch, last_dispatch) -> StepResult:
+    """One step: the variant the method guesses from `last_dispatch`, re-run once if wrong.
+
+    Re-runs the step when a speculative method's guess of the variant was
+    wrong (`Method.accepts`); both runs count towards the step's time.
+    """
+    variant = self.method.variant(last_dispatch)
+    compiled = variant not in self._steps
+    new_state, out = self.step_fn(variant)(state, batch)
+    dispatch = jax.device_get(out.dispatch)
+    reruns = 0
+    if dispatch is not None and not self.method.accepts(variant, dispatch):
+      variant = self.method.variant(dispatch)
+      compiled |= variant not in self._steps
+      new_state, out = self.step_fn(variant)(state, batch)
+      dispatch = jax.device_get(out.dispatch)
+      reruns = 1
+    return StepResult(new_state, out, dispatch, bool(jax.device_get(out.finite)), compiled,
+                      reruns, batch['index'])
+
+  def batch(self, step: int) -> dict:
+    cfg, data = self.config, self.data
+    idx = batches.train_batch_indices(cfg.seed, step, self.num_train, cfg.batch_size)
+    out = {'image': data.train_images[idx], 'label': data.train_labels[idx].astype(np.int32),
+           'index': idx.astype(np.int32)}
+    if self.method.uses_meta_set:
+      midx = batches.meta_batch_indices(cfg.seed, step, len(data.meta_labels), cfg.meta_batch_size)
+      out['meta_image'] = data.meta_images[midx]
+      out['meta_label'] = data.meta_labels[midx].astype(np.int32)
+    return jax.device_put(out, self.sharded)
+
+  def on_epoch_end(self, state, epoch: int) -> EpochEnd:
+    """Host-side work between epochs (the method's hook: FSR refreshes its dictionary).
+
+    epoch: the number of finished epochs. Returns the new state and no events.
+    """
+    return EpochEnd(state.replace(method_state=self.method.on_epoch_end(
+        state.method_state, epoch, self.data)), ())
+
+  def evaluate(self, state) -> dict:
+    """Top-1 accuracy and mean loss on the test set."""
+    totals = self.test_sums(lambda images, labels, mask: self._eval(
+        state.params, state.batch_stats, images, labels, mask))
+    return {'test_accuracy': totals['correct'] / max(totals['count'], 1),
+            'test_loss': totals['loss_sum'] / max(totals['count'], 1)}
+
+  def test_sums(self, sums_fn: Callable) -> dict:
+    """Sums of `sums_fn(images, labels, mask) -> {name: ()}` over the test set.
+
+    The test set is cut into eval_batch_size batches; the last one is padded
+    with zeros and `mask` (bool (eval_batch_size,)) marks its real examples.
+    Returns {name: host float or int}.
+    """
+    data, bs = self.data, self.config.eval_batch_size
+    totals = {}
+    n = len(data.test_labels)
+    for start in range(0, n, bs):
+      images = data.test_images[start:start + bs]
+      labels = data.test_labels[start:start + bs].astype(np.int32)
+      real = len(labels)
+      mask = np.zeros(bs, bool)
+      mask[:real] = True
+      if real < bs:
+        images = np.concatenate([images, np.zeros((bs - real,) + images.shape[1:], images.dtype)])
+        labels = np.concatenate([labels, np.zeros(bs - real, np.int32)])
+      args = jax.device_put((images, labels, mask), self.sharded)
+      for key, value in sums_fn(*args).items():
+        totals[key] = totals.get(key, 0) + np.asarray(value).item()
+    return totals
