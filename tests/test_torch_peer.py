@@ -278,31 +278,20 @@ def test_famus_gated_meta_gradient(ours, batch):
   assert any(g is not None and g.abs().max() > 0 for g in sampler_grads)
 
 
-def test_fsr_head_look_ahead(ours, batch):
+@pytest.mark.parametrize('soft', [False, True])
+def test_fsr_head_look_ahead(ours, batch, soft):
+  """The peer's head look-ahead equals our closed form, on hard labels and on soft (MixUp)
+  targets, which the peer's one-pass form feeds it."""
   net = torch_net(ours)
-  w, _, grad_eps, _ = tp.fsr_weights_and_losses(net, tp.sgd(net.parameters(), lr=LR), batch)
+  targets = np.random.default_rng(3).dirichlet(np.ones(C), size=N) if soft else None
+  w, _, grad_eps, _ = tp.fsr_weights_and_losses(
+      net, tp.sgd(net.parameters(), lr=LR), batch,
+      targets=None if targets is None else torch.from_numpy(targets))
   logits, features = ours.outputs(ours.params, ours.x)
   _, reward_features = ours.outputs(ours.params, ours.xm)
-  errors = jax.nn.softmax(logits) - jax.nn.one_hot(ours.y, C, dtype=logits.dtype)
-  direction = head_lib.optimizer_direction(tp.MOMENTUM, False, tp.WEIGHT_DECAY)
-  star = head_lib.virtual_head(ours.params['head'], features, errors, jnp.full((N,), 1.0 / N),
-                               None, tp.FSR_META_LR, direction)
-  reward = head_lib.eps_gradient(star, features, errors, reward_features, ours.ym,
-                                 tp.FSR_META_LR, direction)
-  assert rel_err(grad_eps.numpy(), reward.grad_eps) < TOL
-  assert rel_err(w.numpy(), head_lib.weights_from_gradient(reward.grad_eps, 'noise')) < TOL
-
-
-def test_fsr_head_look_ahead_on_soft_targets(ours, batch):
-  """The peer's one-pass form feeds MixUp targets: the same look-ahead on soft targets."""
-  net = torch_net(ours)
-  rng = np.random.default_rng(3)
-  targets = rng.dirichlet(np.ones(C), size=N)
-  w, _, grad_eps, _ = tp.fsr_weights_and_losses(net, tp.sgd(net.parameters(), lr=LR), batch,
-                                                 targets=torch.from_numpy(targets))
-  logits, features = ours.outputs(ours.params, ours.x)
-  _, reward_features = ours.outputs(ours.params, ours.xm)
-  errors = jax.nn.softmax(logits) - jnp.asarray(targets, logits.dtype)
+  hard = jax.nn.one_hot(ours.y, C, dtype=logits.dtype)
+  errors = jax.nn.softmax(logits) - (hard if targets is None
+                                     else jnp.asarray(targets, logits.dtype))
   direction = head_lib.optimizer_direction(tp.MOMENTUM, False, tp.WEIGHT_DECAY)
   star = head_lib.virtual_head(ours.params['head'], features, errors, jnp.full((N,), 1.0 / N),
                                None, tp.FSR_META_LR, direction)

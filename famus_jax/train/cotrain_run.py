@@ -222,17 +222,11 @@ class CoTrainedRun:
 
     Batches of eval_batch_size (the last one zero-padded, its padding dropped).
     """
-    data, bs = self.data, self.config.eval_batch_size
     out = []
-    for start in range(0, self.num_train, bs):
-      images = data.train_images[start:start + bs]
-      labels = data.train_labels[start:start + bs].astype(np.int32)
-      real = len(labels)
-      if real < bs:
-        images = np.concatenate([images, np.zeros((bs - real,) + images.shape[1:], images.dtype)])
-        labels = np.concatenate([labels, np.zeros(bs - real, np.int32)])
-      args = jax.device_put((images, labels), self.sharded)
-      losses = self._example_losses(member_state.params, member_state.batch_stats, *args)
+    for real, (images, labels, _) in self.member.padded_batches(self.data.train_images,
+                                                                self.data.train_labels):
+      losses = self._example_losses(member_state.params, member_state.batch_stats, images,
+                                    labels)
       out.append(np.asarray(jax.device_get(losses))[:real])
     return np.concatenate(out)
 

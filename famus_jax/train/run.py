@@ -161,26 +161,30 @@ class Run:
     return {'test_accuracy': totals['correct'] / max(totals['count'], 1),
             'test_loss': totals['loss_sum'] / max(totals['count'], 1)}
 
-  def test_sums(self, sums_fn: Callable) -> dict:
-    """Sums of `sums_fn(images, labels, mask) -> {name: ()}` over the test set.
+  def padded_batches(self, images: np.ndarray, labels: np.ndarray):
+    """Yields (real count, device (images, labels, mask)) of eval_batch_size batches.
 
-    The test set is cut into eval_batch_size batches; the last one is padded
-    with zeros and `mask` (bool (eval_batch_size,)) marks its real examples.
-    Returns {name: host float or int}.
+    The last batch is padded with zeros; `mask` (bool (eval_batch_size,)) marks its real
+    examples. Used for the test set and for the co-trained pair's loss pass.
     """
-    data, bs = self.data, self.config.eval_batch_size
-    totals = {}
-    n = len(data.test_labels)
-    for start in range(0, n, bs):
-      images = data.test_images[start:start + bs]
-      labels = data.test_labels[start:start + bs].astype(np.int32)
-      real = len(labels)
+    bs = self.config.eval_batch_size
+    for start in range(0, len(labels), bs):
+      x = images[start:start + bs]
+      y = labels[start:start + bs].astype(np.int32)
+      real = len(y)
       mask = np.zeros(bs, bool)
       mask[:real] = True
       if real < bs:
-        images = np.concatenate([images, np.zeros((bs - real,) + images.shape[1:], images.dtype)])
-        labels = np.concatenate([labels, np.zeros(bs - real, np.int32)])
-      args = jax.device_put((images, labels, mask), self.sharded)
+        x = np.concatenate([x, np.zeros((bs - real,) + x.shape[1:], x.dtype)])
+        y = np.concatenate([y, np.zeros(bs - real, np.int32)])
+      yield real, jax.device_put((x, y, mask), self.sharded)
+
+  def test_sums(self, sums_fn: Callable) -> dict:
+    """Sums of `sums_fn(images, labels, mask) -> {name: ()}` over the test set
+    (`padded_batches`). Returns {name: host float or int}.
+    """
+    totals = {}
+    for _, args in self.padded_batches(self.data.test_images, self.data.test_labels):
       for key, value in sums_fn(*args).items():
         totals[key] = totals.get(key, 0) + np.asarray(value).item()
     return totals
