@@ -10,11 +10,13 @@ directory. Every field can be overridden with `--config.field=value`.
 
 import os
 import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from famus_jax import errors, presets
+from famus_jax.train import distributed
 from famus_jax.train.trainer import train_and_evaluate
 
 
@@ -67,7 +69,7 @@ def print_summary(summary: dict, workdir: str) -> None:
 # Errors whose message says what is wrong and what to do: printed as one line, no traceback.
 USER_ERRORS = (errors.ConfigError, errors.DataNotFoundError, errors.NonFiniteLossError,
                errors.WorkdirMismatchError, errors.CheckpointDamagedError,
-               errors.CheckpointSaveError, errors.WorkdirLockedError)
+               errors.CheckpointSaveError, errors.WorkdirLockedError, errors.DistributedError)
 
 
 def _train_main(argv):
@@ -78,8 +80,13 @@ def _train_main(argv):
   try:
     summary = train_and_evaluate(config, workdir)
   except USER_ERRORS as e:
-    sys.exit(f'error ({type(e).__name__}): {e}')
-  print_summary(summary, workdir)
+    distributed.exit_now(f'error ({type(e).__name__}): {e}')
+  except BaseException:  # pylint: disable=broad-except
+    if distributed.in_job():  # a traceback, then stop at once (see distributed.exit_now)
+      distributed.exit_now(traceback.format_exc().rstrip())
+    raise
+  if distributed.is_primary():
+    print_summary(summary, workdir)
 
 
 def run_app(main_fn, workdir_default=None) -> None:

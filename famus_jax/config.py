@@ -17,8 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   # ---- data ---------------------------------------------------------------
-  c.dataset = 'cifar10'          # cifar10 | cifar100 | fashion_mnist | synthetic
+  c.dataset = 'cifar10'          # cifar10 | cifar100 | fashion_mnist | synthetic | image_folder
   c.data_source = 'auto'         # auto | tfds | idx | cifar_archive | synthetic
+  #                                image_folder: auto | list_file | class_folders
   c.data_dir = ''                # TFDS data_dir, IDX directory or CIFAR archive directory
   c.download = True  # fetch the official CIFAR archive into data_dir (or ~/.cache/famus_jax)
   c.cifar_url = ''  # '' = the official URL; a file:// or http(s) URL of the same archive
@@ -32,7 +33,20 @@ def get_config() -> ml_collections.ConfigDict:
   #   pseudo_clean: no clean data; two co-trained networks, each one's meta set is the other's
   #                 per-epoch pseudo-clean division of the training set (FaMUS supplement
   #                 Alg. 2; famus_jax/train/cotrain_run.py; num_meta may be 0).
+  # method='dividemix' always trains the pair (it has no meta batches; either value).
   c.meta_set = 'clean'
+  # Real label noise (dataset cifar10n | cifar100n | cnwl; famus_jax/data/real_noise.py): the
+  # given labels are the training labels; noise_type must be 'none' and imbalance_factor 1.
+  c.noisy_label_set = 'worst'    # cifar10n: aggre | worst | random1 | random2 | random3;
+  #                                cifar100n: noisy (CIFAR-N's human label sets)
+  c.noisy_label_file = ''        # a CIFAR-N annotation file (.pt/.npy/.csv); '' = in data_dir
+  # True: the num_meta meta images are training images with their CLEAN labels (MW-Net's
+  # protocol); False: no clean labels are used, num_meta must be 0.
+  c.clean_meta_from_train = False
+  c.cnwl = ml_collections.ConfigDict()
+  c.cnwl.color = 'red'           # red (web noise) | blue (synthetic flips): mini-ImageNet config
+  c.cnwl.noise_level = 0.4       # 0.0 | 0.05 | 0.1 | 0.15 | 0.2 | 0.3 | 0.4 | 0.5 | 0.6 | 0.8
+  c.cnwl.image_size = 0          # 0 = the stored 84x84; N > 0: resized to NxN (FaMUS: 32)
   c.synthetic = ml_collections.ConfigDict()
   c.synthetic.num_train = 512    # synthetic source only (tests, smoke runs)
   c.synthetic.num_test = 128
@@ -42,16 +56,52 @@ def get_config() -> ml_collections.ConfigDict:
   c.augment = ml_collections.ConfigDict()
   c.augment.crop_padding = 4     # 0 disables random crops
   c.augment.flip = True          # random horizontal flips
+  # Training crop (famus_jax/data/augment.py): pad = zero padding by crop_padding + random crop
+  # (CIFAR); resized = random resized crop to crop_size x crop_size (ImageNet / Inception).
+  c.augment.crop = 'pad'
+  # resized: output side. image_folder test images are centre crops of this size; other data
+  # sets evaluate their test images whole, so set it to their image side.
+  c.augment.crop_size = 224
+  c.augment.crop_scale = (0.08, 1.0)  # resized: (min, max) area of the crop / area of the image
+  c.augment.crop_ratio = (3 / 4, 4 / 3)  # resized: (min, max) aspect ratio width / height
+  c.augment.crop_attempts = 10   # resized: draws per example before the central fallback crop
+  # Image files on disk (dataset='image_folder'; famus_jax/data/image_folder.py): Clothing1M,
+  # WebVision and any root/<class>/*.jpg folder. Paths are relative to data_dir. Each split is a
+  # list file of '<image path> <label>' lines (*_list), or of bare image paths whose labels are
+  # looked up in a '<image path> <label>' file (*_labels); the image paths in it are relative to
+  # data_dir/*_root. data_source='class_folders' reads data_dir/*_root/<class>/* instead (class =
+  # sorted folder index). Images are decoded on demand (Pillow), never held as a whole.
+  c.image_folder = ml_collections.ConfigDict()
+  c.image_folder.train_list = ''    # list_file: required
+  c.image_folder.train_labels = ''  # '' = the labels are in train_list
+  c.image_folder.train_root = ''    # class_folders: the folder of the class folders
+  c.image_folder.meta_list = ''     # '' = the meta set comes out of the training set (num_meta)
+  c.image_folder.meta_labels = ''   # else num_meta class-balanced images are drawn from this list
+  c.image_folder.meta_root = ''     # class_folders: a folder of class folders of meta images
+  c.image_folder.test_list = ''     # list_file: required
+  c.image_folder.test_labels = ''
+  c.image_folder.test_root = ''
+  c.image_folder.num_classes = 0    # > 0: keep labels < this (mini-WebVision: 50); 0 = all
+  c.image_folder.class_names_file = ''  # one class name per line, line i = label i; '' = class_i
+  c.image_folder.image_size = 256   # stored side: shorter side resized to this, centre square
+  c.image_folder.resample = 'bilinear'  # Pillow filter: nearest | bilinear | bicubic | lanczos
+  c.image_folder.jpeg_draft = True  # let libjpeg decode at the smallest scale >= image_size
+  c.image_folder.decode_threads = 8  # host threads decoding a batch; 0 = the calling thread
+  c.image_folder.check_files = True  # check at start that every listed image file exists
+  c.image_folder.mean = (0.485, 0.456, 0.406)  # per-channel normalisation, [0, 1] units
+  c.image_folder.std = (0.229, 0.224, 0.225)   # (ImageNet's statistics)
+  c.image_folder.stats_sample = 0   # > 0: mean / std from this many evenly spaced train images
 
   # ---- model --------------------------------------------------------------
-  c.model = 'wide_resnet'        # resnet | wide_resnet | preact_resnet18 | small_cnn
+  c.model = 'wide_resnet'        # resnet | wide_resnet | preact_resnet18 | small_cnn | resnet50
   c.depth = 28                   # resnet: 6n+2 (e.g. 32); wide_resnet: 6n+4 (e.g. 28)
   c.width = 10                   # wide_resnet widening factor; small_cnn channels
+  c.base_width = 64              # resnet50: stem / first-stage channels (64 = torchvision's)
   c.dropout = 0.0                # wide_resnet dropout inside blocks
   c.bn_momentum = 0.9            # running-statistics decay
 
   # ---- optimisation -------------------------------------------------------
-  c.method = 'mwnet'             # erm | mwnet | l2r | famus | fsr
+  c.method = 'mwnet'             # erm | mwnet | l2r | mlc | famus | fsr | dividemix
   c.batch_size = 100
   c.meta_batch_size = 100
   c.eval_batch_size = 500
@@ -77,6 +127,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.mwnet.normalize = True       # divide weights by their sum (if non-zero)
   c.l2r = ml_collections.ConfigDict()
   c.l2r.zero_sum = 'uniform'     # uniform | zero: weights when all clipped weights are 0
+  # MLC (famus_jax/methods/mlc.py): a learned noise transition matrix T = row-softmax(Theta)
+  # corrects the loss, -log (softmax(z) T)_y; Theta starts at s * I.
+  c.mlc = ml_collections.ConfigDict()
+  c.mlc.init_diagonal = 0.9      # T's initial diagonal, in (0, 1); (1 - it) / (C - 1) elsewhere
+  c.mlc.lr = 1.0                 # SGD on Theta (the FaMUS supplement's 1e-5 hardly moves T)
+  c.mlc.momentum = 0.9
+  c.mlc.weight_decay = 0.0       # on Theta (> 0 pulls T towards uniform rows)
   c.meta = ml_collections.ConfigDict()
   # The actual update of mwnet / famus (L2R has one form only):
   #   recompute: grad of sum_i eps_i(theta') L_i, the new meta model's weights (paper Eq. 5);
@@ -89,7 +146,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- FaMUS (famus_jax/famus) -------------------------------------------
   c.famus = ml_collections.ConfigDict()
-  c.famus.base = 'mwnet'         # mwnet | l2r: the re-weighting method FaMUS accelerates
+  c.famus.base = 'mwnet'         # mwnet | l2r | mlc: the meta-learning method FaMUS accelerates
   c.famus.strategy = 'learned'   # learned (samplers) | all (exact) | block | random | static
   c.famus.candidates = 'reference'  # reference (last stage, head on) | all (paper) | regexes
   c.famus.always_on = ''         # regexes of layers in every estimate ('' = none)
@@ -150,6 +207,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.cotrain.gmm_reg_covar = 5e-4  # added to both variances
   c.cotrain.clean_threshold = 0.5  # pseudo-clean: clean probability c_i > this
   c.cotrain.min_pseudo_clean = 0  # fewer pass: the top-k by c_i; 0 = meta_batch_size
+  # The semi-supervised part (DivideMix's MixMatch step; famus_jax/cotrain/semi_supervised.py):
+  # always on for method='dividemix'; for mwnet / l2r / famus with meta_set='pseudo_clean' when
+  # semi_supervised=True (each member trains on the other's labelled / unlabelled split).
+  c.cotrain.semi_supervised = False
+  c.cotrain.labelled_threshold = 0.5  # labelled: the partner's c_i > this (DivideMix p_threshold)
+  c.cotrain.unlabelled_batch_size = 0  # unlabelled images per step; 0 = batch_size
+  c.cotrain.sharpen_temperature = 0.5  # T of label refinement and co-guessing
+  c.cotrain.mixup_alpha = 4.0    # MixUp lam ~ Beta(alpha, alpha), lam = max(lam, 1 - lam)
+  c.cotrain.lambda_u = 25.0      # unlabelled squared-error weight after the ramp-up
+  c.cotrain.rampup_epochs = 16.0  # lambda_u ramps linearly over this many epochs after warm-up
+  c.cotrain.prior_penalty_weight = 1.0  # uniform-prior penalty on the mixed batch's predictions
 
   # ---- meta-gradient quality tool (python -m famus_jax.quality) -------------
   c.quality = ml_collections.ConfigDict()
@@ -173,4 +241,15 @@ def get_config() -> ml_collections.ConfigDict:
   #                  differences are printed and recorded in metrics.jsonl ('resume' event).
   # A change of the state's structure (method, model, width...) can never be resumed.
   c.resume = 'auto'
+
+  # ---- past one machine (famus_jax/train/distributed.py; README "Past one machine") ----------
+  # Every process of a job runs the same command; jax.distributed connects them and one mesh
+  # spans the devices of all. The defaults mean one process (jax.distributed is not used).
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.num_processes = 1  # processes of the job; 1 = one; 0 = from the cluster (SLURM...)
+  c.distributed.process_id = -1  # this process's rank in [0, num_processes); -1 = from the cluster
+  c.distributed.coordinator_address = ''  # 'host:port' of process 0; '' = $JAX_COORDINATOR_ADDRESS
+  c.distributed.local_device_ids = ''  # e.g. '0,1': this process's devices; '' = all local ones
+  c.distributed.initialization_timeout_s = 300  # wait this long for every process to join
+  c.distributed.heartbeat_timeout_s = 100  # a process silent this long counts as dead
   return c

@@ -5,8 +5,11 @@ compile. Name checks use the registries of the modules that own the names.
 """
 
 from famus_jax import config as config_schema
-from famus_jax.cotrain.pair import META_SETS
+from famus_jax.cotrain.pair import DIVIDEMIX, META_SETS, co_trained, semi_supervised
 from famus_jax.data import DATASETS, NOISE_TYPES, SOURCES
+from famus_jax.data.augment import check_augment_config
+from famus_jax.data.image_folder import check_config as check_image_folder_config
+from famus_jax.data.real_noise import check_config as check_real_noise_config
 from famus_jax.errors import ConfigError
 from famus_jax.famus.method import validate as check_famus_config
 from famus_jax.fsr.config import check_config as check_fsr_config
@@ -14,6 +17,7 @@ from famus_jax.method_registry import METHODS, PSEUDO_CLEAN_METHODS
 from famus_jax.methods.meta_reweighting import ACTUAL_STEPS
 from famus_jax.models import MODELS
 from famus_jax.train.checkpoint import RESUME_MODES
+from famus_jax.train.distributed import check_config as check_distributed_config
 from famus_jax.train.schedules import SCHEDULES
 
 
@@ -67,12 +71,30 @@ def validate(config) -> None:
   _range(config, 'optimizer.weight_decay', 0.0, float('inf'))
   _range(config, 'mwnet.lr', 0.0, float('inf'), low_open=True)
   _choice(config, 'l2r.zero_sum', ('uniform', 'zero'))
+  check_mlc_config(config)
   _choice(config, 'meta_gradient', ('jvp', 'reverse_over_reverse'))
   _choice(config, 'meta.actual_step', ACTUAL_STEPS)
   _choice(config, 'resume', RESUME_MODES)
+  check_augment_config(config)
+  check_image_folder_config(config)
+  check_real_noise_config(config)
+  _range(config, 'base_width', 1, float('inf'))
   check_famus_config(config)
   check_fsr_config(config)
   check_cotrain_config(config)
+  check_distributed_config(config)
+
+
+def check_mlc_config(config) -> None:
+  """The `config.mlc` group (famus_jax/methods/mlc.py), and what MLC cannot be combined with."""
+  _range(config, 'mlc.init_diagonal', 0.0, 1.0, low_open=True)
+  _range(config, 'mlc.lr', 0.0, float('inf'), low_open=True)
+  _range(config, 'mlc.momentum', 0.0, 1.0)
+  _range(config, 'mlc.weight_decay', 0.0, float('inf'))
+  if config.method == 'famus' and config.famus.base == 'mlc' and semi_supervised(config):
+    raise ConfigError("config.famus.base='mlc' corrects the loss of the given integer labels; "
+                      'it cannot train on the soft targets of config.cotrain.semi_supervised=True'
+                      ' (set it to False, or use another famus.base)')
 
 
 def check_cotrain_config(config) -> None:
@@ -84,13 +106,27 @@ def check_cotrain_config(config) -> None:
   _range(config, 'cotrain.clean_threshold', 0.0, 1.0)
   _range(config, 'cotrain.min_pseudo_clean', 0, float('inf'))
   _range(config, 'cotrain.warmup_epochs', 0, float('inf'))
-  if config.meta_set != 'pseudo_clean':
+  _choice(config, 'cotrain.semi_supervised', (False, True))
+  _range(config, 'cotrain.labelled_threshold', 0.0, 1.0)
+  _range(config, 'cotrain.unlabelled_batch_size', 0, float('inf'))
+  _range(config, 'cotrain.sharpen_temperature', 0.0, float('inf'), low_open=True)
+  _range(config, 'cotrain.mixup_alpha', 0.0, float('inf'), low_open=True)
+  _range(config, 'cotrain.lambda_u', 0.0, float('inf'))
+  _range(config, 'cotrain.rampup_epochs', 0.0, float('inf'), low_open=True)
+  _range(config, 'cotrain.prior_penalty_weight', 0.0, float('inf'))
+  if not co_trained(config):
+    if config.cotrain.semi_supervised:
+      raise ConfigError('config.cotrain.semi_supervised=True needs the co-trained pair: set '
+                        "config.meta_set='pseudo_clean' (with one of "
+                        f'{sorted(PSEUDO_CLEAN_METHODS)}) or config.method={DIVIDEMIX!r}')
     return
-  if config.method not in PSEUDO_CLEAN_METHODS:
-    raise ConfigError(f'config.meta_set={config.meta_set!r} needs a method with a meta set: '
-                      f'config.method={config.method!r} is not one of '
-                      f'{sorted(PSEUDO_CLEAN_METHODS)}')
+  co_trainable = PSEUDO_CLEAN_METHODS + (DIVIDEMIX,)
+  if config.meta_set == 'pseudo_clean' and config.method not in co_trainable:
+    raise ConfigError(f'config.meta_set={config.meta_set!r} trains two networks on each '
+                      f'other\'s divisions: config.method={config.method!r} is not one of '
+                      f'{sorted(co_trainable)}')
   if config.cotrain.warmup_epochs < 1:
+    cause = (f'config.method={config.method!r}' if config.method == DIVIDEMIX
+             else f'config.meta_set={config.meta_set!r}')
     raise ConfigError(f'config.cotrain.warmup_epochs={config.cotrain.warmup_epochs!r} must be '
-                      f'>= 1 with config.meta_set={config.meta_set!r} (the first division '
-                      f'needs trained networks)')
+                      f'>= 1 with {cause} (the first division needs trained networks)')

@@ -39,3 +39,11 @@ class CheckpointSaveError(OSError):
 
 class WorkdirLockedError(RuntimeError):
   """Another process holds the workdir's lock; the message names its pid."""
+
+
+class DistributedError(RuntimeError):
+  """A multi-process job could not start, or lost one of its processes.
+
+  The message names this process, the step, the last checkpoint and that rerunning the same
+  command on every host resumes from it.
+  """

@@ -10,7 +10,7 @@ from famus_jax.famus.method import create_famus
 from famus_jax.fsr.method import create_fsr
 from famus_jax.methods.base import Method
 from famus_jax.methods.bases import create_base
-from famus_jax.methods.erm import ERM
+from famus_jax.methods.erm import ERM, DivideMix
 from famus_jax.methods.meta_reweighting import MetaReweighting, ReverseOverReverse, ExactEstimator
 
 META_GRADIENT_PATHS = {'jvp': MetaReweighting, 'reverse_over_reverse': ReverseOverReverse}
@@ -19,6 +19,11 @@ META_GRADIENT_PATHS = {'jvp': MetaReweighting, 'reverse_over_reverse': ReverseOv
 def _erm(config):
   del config
   return ERM()
+
+
+def _dividemix(config):
+  del config
+  return DivideMix()
 
 
 def _exact(name):
@@ -32,8 +37,10 @@ METHODS = {
     'erm': _erm,
     'mwnet': _exact('mwnet'),
     'l2r': _exact('l2r'),
+    'mlc': _exact('mlc'),
     'famus': create_famus,
     'fsr': create_fsr,
+    'dividemix': _dividemix,
 }
 
 # The methods whose step takes a meta batch, so `config.meta_set='pseudo_clean'` can feed it.

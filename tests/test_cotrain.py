@@ -31,20 +31,31 @@ OVERRIDES = {'method': 'mwnet', 'meta_set': 'pseudo_clean', 'num_meta': 0, 'trai
              'cotrain.warmup_epochs': 1}
 
 
-def pair_config(**fields):
+def pair_config(overrides=None, **fields):
+  """The tiny preset with `overrides` (default OVERRIDES) and then `fields`."""
   config = tiny.get_config()
-  config.update_from_flattened_dict({**OVERRIDES, **fields})
+  config.update_from_flattened_dict({**(OVERRIDES if overrides is None else overrides),
+                                     **fields})
   return config
+
+
+def validated_run(config):
+  """The run object of a validated config (its data built here)."""
+  config_check.validate(config)
+  return create_run(config, build_data(config), data_mesh())
 
 
 @pytest.fixture(scope='module')
 def pair():
-  config = pair_config()
-  config_check.validate(config)
-  data = build_data(config)
-  run = create_run(config, data, data_mesh())
+  run = validated_run(pair_config())
   assert isinstance(run, CoTrainedRun) and run.steps_per_epoch == 10
   return run
+
+
+def member_batches(run, state, batch):
+  """Both members' batch dicts, each with the pre-step partner."""
+  return (run.member_batch(state, batch, 0, state.b)[0],
+          run.member_batch(state, batch, 1, state.a)[0])
 
 
 def copy_tree(tree):
@@ -77,7 +88,7 @@ def test_meta_batches_cross_networks_and_follow_the_oracle_split(pair):
     assert clean[meta_b].all()           # the oracle set gives clean meta batches only
     seen_a.update(meta_a.tolist())
     seen_b.update(meta_b.tolist())
-    dict_a, dict_b = run.member_batches(state, batch)
+    dict_a, dict_b = member_batches(run, state, batch)
     for part, meta, index in ((dict_a, meta_a, batch.index_a), (dict_b, meta_b, batch.index_b)):
       np.testing.assert_array_equal(part['meta_image'], data.train_images[meta])
       np.testing.assert_array_equal(part['meta_label'], data.train_labels[meta])  # given labels
@@ -88,7 +99,7 @@ def test_meta_batches_cross_networks_and_follow_the_oracle_split(pair):
 
   # The step really trains each member on those batches: a direct step on copies agrees.
   batch = run.batch(first)
-  dict_a, dict_b = run.member_batches(state, batch)
+  dict_a, dict_b = member_batches(run, state, batch)
   direct_a, _ = run.member.step_fn(None)(copy_tree(state.a), dict_a)
   direct_b, _ = run.member.step_fn(None)(copy_tree(state.b), dict_b)
   result = run.run_step(state, batch, None)
@@ -106,7 +117,7 @@ def test_warmup_step_is_plain_cross_entropy(pair):
   assert [run.batch(s).warmup for s in (0, spe - 1, spe, spe + 1)] == [True, True, False, False]
   batch = run.batch(0)
   assert batch.warmup
-  dict_a, dict_b = run.member_batches(state, batch)
+  dict_a, dict_b = member_batches(run, state, batch)
   assert 'meta_image' not in dict_a
   expected = []
   for member, part in ((state.a, dict_a), (state.b, dict_b)):
@@ -243,7 +254,7 @@ def test_sigkill_and_resume_matches_an_uninterrupted_pair_run(pair, tmp_path):
 def test_config_errors_name_the_field():
   for method in ('erm', 'fsr'):
     with pytest.raises(ConfigError, match=r"config\.meta_set='pseudo_clean'.*config\.method="
-                       rf"'{method}'.*\['famus', 'l2r', 'mwnet'\]"):
+                       rf"'{method}'.*\['dividemix', 'famus', 'l2r', 'mwnet'\]"):
       config_check.validate(pair_config(method=method))
   with pytest.raises(ConfigError, match=r"config\.meta_set='noisy' is not one of "
                      r"\['clean', 'pseudo_clean'\]"):

@@ -52,7 +52,8 @@ def test_package_exports():
     assert hasattr(data, name), name
   assert data.ConfigError is ConfigError and issubclass(ConfigError, ValueError)
   assert issubclass(DataNotFoundError, FileNotFoundError)
-  assert data.DATASETS == ('cifar10', 'cifar100', 'fashion_mnist', 'synthetic')
+  assert data.DATASETS[:4] == ('cifar10', 'cifar100', 'fashion_mnist', 'synthetic')
+  assert set(datasets.REAL_NOISE_DATASETS) <= set(data.DATASETS)  # tests/test_real_noise_data.py
 
 
 # ---------------------------------------------------------------------------

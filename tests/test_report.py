@@ -20,6 +20,7 @@ LAYERS = ['stem_conv', 'stem_bn', 'stage3_conv1', 'stage3_bn1', 'stage3_conv2', 
 CANDIDATES = ['stage3_conv1', 'stage3_bn1', 'stage3_conv2']
 FAMUS_COUNTS = [30, 72, 100]  # cumulative active steps at the last train event (step 100)
 FSR_WARMUP = 30  # FSR's weights are all 1 before this step
+DIVISION = {'a': (0.80, 0.90), 'b': (0.85, 0.88)}  # member: precision, recall at step 0
 SCHEDULE = ' (ResNet-8, 1000 imgs, 10 ep)'  # model and run length, part of a setting
 SCHEDULE_SLUG = '_ResNet_8_1000_imgs_10_ep'
 # (setting, method, seed) -> (best, last) test accuracy as fractions
@@ -29,6 +30,7 @@ ACCURACY = {
     ('symmetric', 'mwnet', 1): (0.689, 0.675),
     ('symmetric', 'famus', 0): (0.724, 0.719),
     ('symmetric', 'fsr', 0): (0.702, 0.690),
+    ('symmetric', 'dividemix', 0): (0.731, 0.722),
     ('asymmetric', 'erm', 0): (0.655, 0.641),
     ('asymmetric', 'mwnet', 0): (0.699, 0.690),
 }
@@ -57,7 +59,7 @@ def make_run(root, method, seed, noise_type, best, last, finished=True):
                        'famus_always_on': ['head'], 'famus_strategy': 'learned'})
   for step in range(0, STEPS, 10):
     weights = rng.gamma(2.0, 0.5, 20)
-    if method == 'erm' or (method == 'fsr' and step < FSR_WARMUP):
+    if method in ('erm', 'dividemix') or (method == 'fsr' and step < FSR_WARMUP):
       weights = np.ones(20)
     events.append({'event': 'weights', 'step': step, 'epoch': step / 10,
                    'weights': list(weights / weights.mean()),
@@ -72,6 +74,10 @@ def make_run(root, method, seed, noise_type, best, last, finished=True):
       train['fsr_dict_purity'] = 0.6 + 0.003 * step
       train['fsr_reweighting'] = float(step + 10 > FSR_WARMUP)
     events.append(train)
+    if method == 'dividemix':
+      events.append({'event': 'division', 'step': step + 10, 'epoch': (step + 10) // 10,
+                     **{f'{m}_precision': DIVISION[m][0] + 0.001 * step for m in 'ab'},
+                     **{f'{m}_recall': DIVISION[m][1] - 0.001 * step for m in 'ab'}})
     if (step + 10) % 50 == 0:
       acc = best if step + 10 == 50 else last
       events.append({'event': 'eval', 'step': step + 10, 'test_accuracy': acc,
@@ -141,8 +147,10 @@ def built(tmp_path_factory):
 
 
 EXPECTED_PNGS = ['accuracy_vs_time.png', 'weights_fashion_mnist_sym_40' + SCHEDULE_SLUG + '.png',
-                 'weights_fashion_mnist_asym_40' + SCHEDULE_SLUG + '.png', 'famus_sampled_layers.png',
-                 'fsr_purity.png', 'meta_gradient_quality.png', 'benchmark_ratios.png']
+                 'weights_fashion_mnist_asym_40' + SCHEDULE_SLUG + '.png',
+                 'famus_sampled_layers.png',
+                 'fsr_purity.png', 'pseudo_clean_division.png', 'meta_gradient_quality.png',
+                 'benchmark_ratios.png']
 
 
 def test_every_figure_is_a_real_png_linked_from_the_report(built):
@@ -209,6 +217,24 @@ def test_quality_and_benchmark_tables(built):
   assert '| random | 2.0 | 0.700 ± 0.050 | 0.800 | 0.500 ± 0.040 | 0.900 | 0.200 | 0.0123 |' in text
   assert '**resnet32, batch 100, cpu, JAX 0.0, median of 10 steps**' in text
   assert '| mwnet | - | 0.300 | 3.00 | 1.00 |' in text  # no actual-step record in the file
+
+
+def test_division_curves_are_the_logged_divisions(built):
+  run = report.load_run(os.path.join(built[0], 'grid', 'symm_dividemix_s0'))
+  curves = report.division_curves(run)
+  assert sorted(curves) == ['a', 'b']
+  for member, (precision, recall) in DIVISION.items():
+    epochs, got_p, got_r = curves[member]
+    steps = np.arange(0, STEPS, 10)
+    np.testing.assert_array_equal(epochs, (steps + 10) // 10)
+    np.testing.assert_allclose(got_p, 100 * (precision + 0.001 * steps))
+    np.testing.assert_allclose(got_r, 100 * (recall - 0.001 * steps))
+  assert report.division_curves(report.load_run(os.path.join(built[0], 'grid',
+                                                             'symm_mwnet_s0'))) == {}
+  label = report.method_label({'method': 'famus', 'meta_set': 'pseudo_clean',
+                               'cotrain': {'semi_supervised': True}})
+  assert label == 'famus[pseudo_clean,semi]'
+  assert report.method_label({'method': 'dividemix', 'meta_set': 'pseudo_clean'}) == 'dividemix'
 
 
 def test_no_fsr_run_skips_purity_plot(built, tmp_path):

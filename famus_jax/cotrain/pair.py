@@ -30,6 +30,18 @@ from famus_jax.cotrain.division import (clean_probability, division_stats, fit_t
 
 # Values of config.meta_set (famus_jax/config.py).
 META_SETS = ('clean', 'pseudo_clean')
+# The method that is co-training itself: co-divide + the semi-supervised step, uniform weights.
+DIVIDEMIX = 'dividemix'
+
+
+def co_trained(config) -> bool:
+  """Whether a run trains the pair: meta_set='pseudo_clean' or method='dividemix'."""
+  return config.meta_set == 'pseudo_clean' or config.method == DIVIDEMIX
+
+
+def semi_supervised(config) -> bool:
+  """Whether the pair's members take the semi-supervised step after the warm-up."""
+  return config.method == DIVIDEMIX or (co_trained(config) and config.cotrain.semi_supervised)
 
 PyTree = Any
 
@@ -100,10 +112,7 @@ def pseudo_clean_mask(clean_prob: np.ndarray, threshold: float, min_size: int) -
   mask = clean_prob > threshold
   if int(mask.sum()) >= min_size:
     return mask
-  top = np.argsort(-clean_prob, kind='stable')[:min_size]
-  mask = np.zeros_like(mask)
-  mask[top] = True
-  return mask
+  return top_k_mask(clean_prob, min_size)
 
 
 def divide_member(losses: np.ndarray, clean_mask: np.ndarray, cfg, min_size: int
@@ -123,6 +132,29 @@ def divide_member(losses: np.ndarray, clean_mask: np.ndarray, cfg, min_size: int
   stats = division_stats(mask, clean_mask)
   return MemberDivision(clean_prob, mask, int(np.sum(clean_prob > cfg.clean_threshold)), means,
                         stats['size'], stats['precision'], stats['recall'])
+
+
+def top_k_mask(clean_prob: np.ndarray, k: int) -> np.ndarray:
+  """bool (N,): the k examples of highest c_i (ties to the lower index, a stable sort)."""
+  mask = np.zeros(np.shape(clean_prob), bool)
+  mask[np.argsort(-np.asarray(clean_prob, np.float64), kind='stable')[:k]] = True
+  return mask
+
+
+def labelled_mask(clean_prob: np.ndarray, threshold: float, min_size: int,
+                  max_size: int) -> np.ndarray:
+  """bool (N,) the semi-supervised step's labelled part X from the partner's c.
+
+  X = {i : c_i > threshold} (DivideMix's p_threshold); when fewer than
+  min_size (a batch) or more than max_size (N minus an unlabelled batch)
+  pass, X is the upper half by c_i instead (the reference code's fallback to
+  c_i > median(c), made robust to ties), so X and its complement U are never
+  empty.
+  """
+  mask = np.asarray(clean_prob, np.float64) > threshold
+  if min_size <= int(mask.sum()) <= max_size:
+    return mask
+  return top_k_mask(clean_prob, len(mask) // 2)
 
 
 def meta_ids(mask: np.ndarray) -> np.ndarray:

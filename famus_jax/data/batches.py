@@ -21,6 +21,8 @@ from famus_jax.errors import ConfigError
 # Stream identifiers mixed into the seed, so training and meta orders differ.
 _TRAIN_STREAM = 0x7452  # 'tR'
 _META_STREAM = 0x6d45  # 'mE'
+# Streams over subsets of the training set (the co-trained pair's labelled and unlabelled parts).
+SUBSET_STREAMS = {'meta': _META_STREAM, 'labelled': 0x6c42, 'unlabelled': 0x7542}  # 'lB', 'uB'
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
@@ -28,7 +30,7 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
   return num_examples // batch_size
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=16)
 def _permutation(seed: int, stream: int, epoch: int, n: int) -> np.ndarray:
   perm = np.random.default_rng([seed, stream, epoch]).permutation(n)
   perm.setflags(write=False)
@@ -66,13 +68,27 @@ def meta_batch_indices(seed: int, step: int, num_meta: int,
   if num_meta < 1:
     raise ConfigError(f'num_meta={num_meta}: this method needs a meta set '
                       '(num_meta > 0)')
-  if meta_batch_size < 1:
-    raise ConfigError(f'meta_batch_size={meta_batch_size} must be >= 1')
-  start = int(step) * meta_batch_size
-  stop = start + meta_batch_size
-  first, last = start // num_meta, (stop - 1) // num_meta
-  stream = np.concatenate([
-      _permutation(int(seed), _META_STREAM, cycle, int(num_meta))
+  return subset_batch_indices(seed, step, num_meta, meta_batch_size, 'meta')
+
+
+def subset_batch_indices(seed: int, step: int, size: int, batch_size: int,
+                         stream: str) -> np.ndarray:
+  """The int64 (batch_size,) positions in a set of `size` examples at step `step`.
+
+  The meta stream's rule (module docstring) on the stream `stream` (a key of
+  SUBSET_STREAMS: 'meta', 'labelled', 'unlabelled'), so batches drawn from the
+  same set by different streams are independent. Raises ConfigError when
+  `size` or `batch_size` is < 1.
+  """
+  if size < 1:
+    raise ConfigError(f'the {stream} set is empty: no batch of {batch_size} can be drawn')
+  if batch_size < 1:
+    raise ConfigError(f'{stream}_batch_size={batch_size} must be >= 1')
+  start = int(step) * batch_size
+  stop = start + batch_size
+  first, last = start // size, (stop - 1) // size
+  stream_ids = np.concatenate([
+      _permutation(int(seed), SUBSET_STREAMS[stream], cycle, int(size))
       for cycle in range(first, last + 1)])
-  offset = start - first * num_meta
-  return stream[offset:offset + meta_batch_size].copy()
+  offset = start - first * size
+  return stream_ids[offset:offset + batch_size].copy()

@@ -56,16 +56,26 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
       module = 'numpy._core' + module[len('numpy.core'):]
     if (module, name) not in _ALLOWED_GLOBALS:
       raise pickle.UnpicklingError(
-          f'CIFAR batch file refers to {module}.{name}, which a CIFAR batch '
+          f'the pickle refers to {module}.{name}, which a file of numpy arrays '
           'never needs; refusing to load it')
     return super().find_class(module, name)
 
 
-def _load_pickle(data: bytes, name: str) -> dict[bytes, Any]:
+def unpickle_arrays(data: bytes, name: str, what: str = 'a CIFAR pickle') -> Any:
+  """The object pickled in `data` (from file `name`), built only from numpy arrays, dtypes,
+  scalars and plain containers (Python 2 strings come back as bytes).
+
+  Raises ValueError naming `name` when the pickle is damaged or refers to anything else (code,
+  torch storages); `what` says what the file should have been.
+  """
   try:
-    obj = _ArrayOnlyUnpickler(io.BytesIO(data), encoding='bytes').load()
+    return _ArrayOnlyUnpickler(io.BytesIO(data), encoding='bytes').load()
   except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f'{name}: damaged or not a CIFAR pickle ({e})') from e
+    raise ValueError(f'{name}: damaged or not {what} ({e})') from e
+
+
+def _load_pickle(data: bytes, name: str) -> dict[bytes, Any]:
+  obj = unpickle_arrays(data, name)
   if not isinstance(obj, dict):
     raise ValueError(f'{name}: expected a pickled dict, got {type(obj)}')
   # Accept str keys too (files re-pickled by Python 3 code).

@@ -8,8 +8,14 @@ import dataclasses
 
 import numpy as np
 
-DATASETS = ('cifar10', 'cifar100', 'fashion_mnist', 'synthetic')
-SOURCES = ('auto', 'tfds', 'idx', 'cifar_archive', 'synthetic')
+# Data sets whose training labels carry real noise (data/real_noise.py): the CIFAR-N human
+# annotations (cifar_n.py) and Controlled Noisy Web Labels, mini-ImageNet (cnwl.py).
+REAL_NOISE_DATASETS = ('cifar10n', 'cifar100n', 'cnwl')
+DATASETS = ('cifar10', 'cifar100', 'fashion_mnist', 'synthetic') + REAL_NOISE_DATASETS
+# image_folder: image files on disk (Clothing1M, WebVision, root/<class>/*; image_folder.py),
+# read by the sources list_file and class_folders.
+DATASETS += ('image_folder',)
+SOURCES = ('auto', 'tfds', 'idx', 'cifar_archive', 'synthetic', 'list_file', 'class_folders')
 NOISE_TYPES = ('none', 'symmetric', 'asymmetric')
 
 # Default location of Debian's `dataset-fashion-mnist` package (IDX files).
@@ -107,4 +113,10 @@ DATASET_SPECS = {
                             50000, 10000),
     'fashion_mnist': DatasetSpec(10, (28, 28, 1), 'fashion_mnist',
                                  FASHION_MNIST_CLASSES, 60000, 10000),
+    'cifar10n': DatasetSpec(10, (32, 32, 3), 'cifar10_n', CIFAR10_CLASSES, 50000, 10000),
+    'cifar100n': DatasetSpec(100, (32, 32, 3), 'cifar100_n', CIFAR100_CLASSES, 50000, 10000),
+    # CNWL stores 84x84 images (config.cnwl.image_size resizes them); TFDS names no classes,
+    # so they are named by index. Its clean validation split is the test set.
+    'cnwl': DatasetSpec(100, (84, 84, 3), 'controlled_noisy_web_labels',
+                        tuple(f'class_{i}' for i in range(100)), 50000, 5000),
 }

@@ -8,6 +8,9 @@ Order of operations (all on host numpy arrays, once per run):
    a class-balanced subset of what is left;
 4. label noise on the remaining training labels only (the meta set and the test set stay clean).
 
+The data sets with real label noise (cifar10n, cifar100n, cnwl; data/real_noise.py) replace step 4:
+their given labels are the training labels, the clean ones (-1 where unknown) are kept aside.
+
 Each random step draws from its own generator `np.random.default_rng([config.seed, STREAM])`, so
 changing e.g. the noise settings does not change which examples are in the meta set.
 """
@@ -19,7 +22,9 @@ import numpy as np
 
 from famus_jax.data import corruptions
 from famus_jax.data import datasets
+from famus_jax.data import image_folder
 from famus_jax.data import meta_split
+from famus_jax.data import real_noise
 from famus_jax.data import sources
 from famus_jax.errors import ConfigError
 
@@ -37,9 +42,12 @@ _STATS_CHUNK = 4096
 class DataSplits:
   """Everything a run needs, in host memory.
 
-  train_images: uint8 (N, H, W, C).
+  train_images: uint8 (N, H, W, C); for dataset='image_folder' an `image_folder.ImageFiles` of
+    that shape and dtype, which decodes the files it is indexed with (so are meta_images and
+    test_images): nothing holds the whole set.
   train_labels: int32 (N,) labels training sees (noisy).
-  train_clean_labels: int32 (N,) true labels; diagnostics only, never for training.
+  train_clean_labels: int32 (N,) true labels; diagnostics only, never for training (-1 where a
+    real-noise data set does not know it: a CNWL example flagged not clean).
   meta_images: uint8 (M, H, W, C) clean, class-balanced meta set (M may be 0).
   meta_labels: int32 (M,) clean labels.
   test_images: uint8 (T, H, W, C).
@@ -101,6 +109,7 @@ def validate_data_config(config: Any) -> None:
     raise ConfigError(f'num_meta={config.num_meta} must be >= 0')
   if config.train_subset < 0:
     raise ConfigError(f'train_subset={config.train_subset} must be >= 0 (0 = all)')
+  real_noise.check_config(config)
 
 
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,18 +152,26 @@ def build_data(config: Any) -> DataSplits:
   """Loads and corrupts the data set described by `config`, into a `DataSplits`.
 
   It reads config.seed, dataset, data_source, data_dir, noise_type, noise_rate, imbalance_factor,
-  num_meta, train_subset and synthetic.*; see the `DataSplits` docstring for the shapes of the
-  result. Raises ConfigError on invalid data fields (the message names the field), and
-  DataNotFoundError when the data set is not where the config says.
+  num_meta, train_subset and synthetic.* (and the real-noise fields of data/real_noise.py); see
+  the `DataSplits` docstring for the shapes of the result. Raises ConfigError on invalid data
+  fields (the message names the field), and DataNotFoundError when the data set is not where the
+  config says.
   """
   validate_data_config(config)
   seed = int(config.seed)
-  raw = sources.load_source(config.dataset, config.data_source,
-                            config.data_dir, config.synthetic, seed=seed,
-                            download=config.download, url=config.cifar_url)
+  if config.dataset == 'image_folder':
+    raw = image_folder.load_image_folder(config)
+  elif config.dataset in datasets.REAL_NOISE_DATASETS:
+    raw = real_noise.load_real_noise(config)
+  else:
+    raw = sources.load_source(config.dataset, config.data_source,
+                              config.data_dir, config.synthetic, seed=seed,
+                              download=config.download, url=config.cifar_url)
   num_classes = raw.num_classes
   clean = raw.train_labels
-  if clean.size and (clean.min() < 0 or clean.max() >= num_classes):
+  given = raw.train_noisy_labels  # real label noise (data/real_noise.py): training sees these
+  lowest = 0 if given is None else real_noise.UNKNOWN_CLEAN  # a clean label it does not know
+  if clean.size and (clean.min() < lowest or clean.max() >= num_classes):
     raise ValueError(f'{raw.description}: training labels outside '
                      f'[0, {num_classes})')
 
@@ -163,21 +180,32 @@ def build_data(config: Any) -> DataSplits:
       clean, config.imbalance_factor, num_classes,
       np.random.default_rng([seed, LONG_TAIL_STREAM]))
   # 2. Clean, class-balanced meta split.
-  meta_pos, train_pos = meta_split.class_balanced_split(
-      clean[keep], config.num_meta, num_classes,
-      np.random.default_rng([seed, META_SPLIT_STREAM]))
-  meta_idx, train_idx = keep[meta_pos], keep[train_pos]
+  meta_rng = np.random.default_rng([seed, META_SPLIT_STREAM])
+  if raw.meta_pool_labels is None:
+    meta_pos, train_pos = meta_split.class_balanced_split(
+        clean[keep], config.num_meta, num_classes, meta_rng)
+    meta_idx, train_idx = keep[meta_pos], keep[train_pos]
+    meta_images, meta_labels = image_folder.take_images(raw.train_images, meta_idx), clean[meta_idx]
+  else:  # the source's own clean meta pool (an image folder's meta list)
+    meta_idx, _ = meta_split.class_balanced_split(raw.meta_pool_labels, config.num_meta,
+                                                  num_classes, meta_rng)
+    train_idx = keep
+    meta_images = image_folder.take_images(raw.meta_pool_images, meta_idx)
+    meta_labels = raw.meta_pool_labels[meta_idx]
   # 2b. Optional class-balanced subset of the rest (short experiments).
   if config.train_subset:
     sub_pos, _ = meta_split.class_balanced_split(
-        clean[train_idx], config.train_subset, num_classes,
+        (clean if given is None else given)[train_idx], config.train_subset, num_classes,
         np.random.default_rng([seed, SUBSET_STREAM]), field='train_subset')
     train_idx = train_idx[sub_pos]
   train_clean = clean[train_idx]
   # 3. Noise on the remaining training labels.
   noise_rng = np.random.default_rng([seed, NOISE_STREAM])
   info_extra = {}
-  if config.noise_type == 'symmetric':
+  if given is not None:
+    train_noisy = given[train_idx]
+    info_extra = real_noise.info(config)
+  elif config.noise_type == 'symmetric':
     train_noisy = corruptions.symmetric_noise(
         train_clean, config.noise_rate, num_classes, noise_rng)
   elif config.noise_type == 'asymmetric':
@@ -189,8 +217,11 @@ def build_data(config: Any) -> DataSplits:
   else:
     train_noisy = train_clean.copy()
 
-  train_images = raw.train_images[train_idx]
-  mean, std = channel_stats(train_images)
+  train_images = image_folder.take_images(raw.train_images, train_idx)
+  if isinstance(train_images, image_folder.ImageFiles):
+    mean, std = image_folder.file_channel_stats(config, train_images, channel_stats)
+  else:
+    mean, std = channel_stats(train_images)
   info = {
       'dataset': config.dataset,
       'source': raw.description,
@@ -203,7 +234,7 @@ def build_data(config: Any) -> DataSplits:
       'realised_noise_rate': corruptions.realised_noise_rate(
           train_noisy, train_clean),
       'imbalance_factor': float(config.imbalance_factor),
-      'class_counts': np.bincount(train_clean,
+      'class_counts': np.bincount(train_clean[train_clean >= 0],
                                   minlength=num_classes).tolist(),
       'noisy_class_counts': np.bincount(train_noisy,
                                         minlength=num_classes).tolist(),
@@ -213,8 +244,8 @@ def build_data(config: Any) -> DataSplits:
       train_images=train_images,
       train_labels=train_noisy.astype(np.int32),
       train_clean_labels=train_clean.astype(np.int32),
-      meta_images=raw.train_images[meta_idx],
-      meta_labels=clean[meta_idx].astype(np.int32),
+      meta_images=meta_images,
+      meta_labels=meta_labels.astype(np.int32),
       test_images=raw.test_images,
       test_labels=raw.test_labels.astype(np.int32),
       num_classes=num_classes,

@@ -19,13 +19,17 @@ Only the CIFAR archives are ever downloaded, and only with `download=True`. Ever
 `RawData` with NHWC uint8 images and int32 labels. A copy of the data that is there but damaged
 (a truncated or garbled file) raises DataCorruptError naming the file and the cause, one that lacks
 a file raises DataNotFoundError naming it; no other source or copy is tried after either.
+
+The data sets with real label noise (cifar10n, cifar100n, cnwl) are loaded by
+`real_noise.load_real_noise` through this module's `read_tfds`, `load_cifar_archive`,
+`download_cifar` and `load_first`, not by `load_source`.
 """
 
 import dataclasses
 import http.client
 import json
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -57,6 +61,13 @@ ALLOWED_SOURCES = {
     'cifar100': ('auto', 'tfds', 'cifar_archive'),
     'fashion_mnist': ('auto', 'tfds', 'idx'),
     'synthetic': ('auto', 'synthetic'),
+    # Real label noise (famus_jax/data/real_noise.py): the CIFAR-N annotations beside the CIFAR
+    # archive, or the prepared TFDS copies.
+    'cifar10n': ('auto', 'tfds', 'cifar_archive'),
+    'cifar100n': ('auto', 'tfds', 'cifar_archive'),
+    'cnwl': ('auto', 'tfds'),
+    # Image files on disk (famus_jax/data/image_folder.py).
+    'image_folder': ('auto', 'list_file', 'class_folders'),
 }
 
 
@@ -65,7 +76,8 @@ class RawData:
   """A complete data set in host memory, before any corruption.
 
   train_images: uint8 (N, H, W, C).
-  train_labels: int32 (N,), clean labels in [0, num_classes).
+  train_labels: int32 (N,), clean labels in [0, num_classes); in a real-noise data set -1 where
+    the clean label is unknown (a CNWL web image).
   test_images: uint8 (M, H, W, C).
   test_labels: int32 (M,).
   num_classes: number of classes.
@@ -74,6 +86,15 @@ class RawData:
   train_coarse_labels: int32 (N,) CIFAR-100 super-class labels when the source provides them, else
     None.
   test_coarse_labels: int32 (M,) or None, likewise.
+  train_noisy_labels: int32 (N,) the given training labels of a real-noise data set (CIFAR-N's
+    human annotations, CNWL's web labels): the labels training sees. None for the other data
+    sets, whose noise is synthetic (data/pipeline.py).
+  meta_pool_images / meta_pool_labels: clean images (P, H, W, C) and int32 (P,) labels that the
+    source provides for the meta set (an image folder's meta list); the meta set is drawn from
+    them instead of the training set. None: the meta set comes out of the training set.
+
+  An image-folder source (data/image_folder.py) gives `ImageFiles` instead of image arrays:
+  array-likes of the same shape and dtype that decode the files they are indexed with.
   """
   train_images: np.ndarray
   train_labels: np.ndarray
@@ -84,6 +105,9 @@ class RawData:
   description: str
   train_coarse_labels: np.ndarray | None = None
   test_coarse_labels: np.ndarray | None = None
+  train_noisy_labels: np.ndarray | None = None
+  meta_pool_images: Any = None
+  meta_pool_labels: np.ndarray | None = None
 
 
 def check_dataset_and_source(dataset: str, source: str) -> None:
@@ -109,6 +133,10 @@ class _SourceFailed(Exception):
   """Internal: one source could not provide the data (message = reason)."""
 
 
+# The same, for the loaders of other modules that run through `load_first` (cifar_n, cnwl).
+SourceFailed = _SourceFailed
+
+
 def _damaged(source: str, e: BaseException) -> DataCorruptError:
   """The error for a data file that is there but unreadable: no other source is tried."""
   return DataCorruptError(
@@ -129,10 +157,14 @@ def _first_line(e: BaseException) -> str:
 
 
 def _tfds_copy_dir(tfds: Any, name: str, data_dir: str) -> str | None:
-  """<data_dir>/<name>/<version> of the version tfds reads, when data_dir is set and it exists."""
+  """<data_dir>/<name>/<version> of the version tfds reads, when data_dir is set and it exists.
+
+  `name` may carry a builder config after a '/' (<data_dir>/<builder>/<config>/<version>).
+  """
   if not data_dir:
     return None
-  path = os.path.join(data_dir, name, str(tfds.builder_cls(name).VERSION))
+  version = tfds.builder_cls(name.split('/', 1)[0]).VERSION
+  path = os.path.join(data_dir, name, str(version))
   return path if os.path.isdir(path) else None
 
 
@@ -221,14 +253,15 @@ def _record_error(e: Exception, index: int, shards: Sequence[tuple[str, int]]) -
   return _SourceFailed(_first_line(e))
 
 
-def _read_tfds_split(source: Any,
-                     shards: Sequence[tuple[str, int]] = ()) -> dict[str, np.ndarray]:
+def _read_tfds_split(source: Any, shards: Sequence[tuple[str, int]] = (),
+                     extra_keys: Sequence[str] = ()) -> dict[str, np.ndarray]:
   """Reads every record of a TFDS data source into stacked numpy arrays.
 
   The result is {'image': uint8 (N, H, W, C), 'label': int32 (N,)} plus 'coarse_label' when the
-  records have it. `shards` lists the files the source reads (`_tfds_shards`): a record that
-  cannot be read or decoded then raises DataCorruptError naming its file; without them (e.g. a
-  mocked source) it raises _SourceFailed.
+  records have it, plus every key of `extra_keys` as int32 (N,) (e.g. CIFAR-10N's 'worse_label').
+  `shards` lists the files the source reads (`_tfds_shards`): a record that cannot be read or
+  decoded, or records without one of `extra_keys`, then raise DataCorruptError naming the file;
+  without them (e.g. a mocked source) _SourceFailed.
   """
   n = len(source)
   if n == 0:
@@ -244,6 +277,13 @@ def _read_tfds_split(source: Any,
   keys = [k for k in ('image', 'label', 'coarse_label') if k in first]
   if 'image' not in keys or 'label' not in keys:
     raise _SourceFailed(f'records lack image/label (keys: {sorted(first)})')
+  lacking = [k for k in extra_keys if k not in first]
+  if lacking:
+    reason = f'its records lack {", ".join(map(repr, lacking))} (keys: {sorted(first)})'
+    if shards:
+      raise _damaged('tfds', f'{shards[0][0]}: {reason}')
+    raise _SourceFailed(reason)
+  keys += list(extra_keys)
   out = {k: np.empty((n,) + np.shape(first[k]),
                      np.uint8 if k == 'image' else np.int32) for k in keys}
   batched = hasattr(source, '__getitems__')
@@ -262,21 +302,31 @@ def _read_tfds_split(source: Any,
   return out
 
 
-def _load_tfds(dataset: str, data_dir: str) -> RawData:
-  spec = datasets.DATASET_SPECS[dataset]
+def read_tfds(name: str, splits: Sequence[str], data_dir: str,
+              extra_keys: Sequence[str] = ()) -> dict[str, dict[str, np.ndarray]]:
+  """Reads `splits` of the prepared TFDS copy `name` into host arrays, without TensorFlow.
+
+  `name` is a TFDS builder name, with its builder config after a '/' (e.g.
+  'controlled_noisy_web_labels/mini_imagenet_red'); `data_dir` is the TFDS data_dir ('' = TFDS's
+  default). The result maps each split to the arrays `_read_tfds_split` reads ('image' uint8
+  (N, H, W, C), 'label' int32 (N,), 'coarse_label' when the records have it, and each of
+  `extra_keys` int32 (N,)). The copy's metadata files and the record count of every shard are
+  checked before the records are read. Raises _SourceFailed when TFDS is not importable or no
+  copy is prepared there, DataNotFoundError naming a missing file of a copy that is there, and
+  DataCorruptError naming a damaged file and the cause.
+  """
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise _SourceFailed(f'tensorflow_datasets is not importable ({e})') from e
-  copy_dir = _tfds_copy_dir(tfds, spec.tfds_name, data_dir)
+  copy_dir = _tfds_copy_dir(tfds, name, data_dir)
   if copy_dir:
     _check_tfds_metadata(copy_dir)
-  splits = {}
-  for split in ('train', 'test'):
+  arrays = {}
+  for split in splits:
     try:
-      source = tfds.data_source(spec.tfds_name, split=split,
-                                data_dir=data_dir or None, download=False)
+      source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
     except Exception as e:  # pylint: disable=broad-except
       reason = _first_line(e).removesuffix('. Possible root causes')
       if 'Random access data source' in reason:
@@ -290,11 +340,17 @@ def _load_tfds(dataset: str, data_dir: str) -> RawData:
     for path, count in shards:
       _check_tfds_shard(array_record_module.ArrayRecordReader, path, count)
     try:
-      splits[split] = _read_tfds_split(source, shards)
+      arrays[split] = _read_tfds_split(source, shards, extra_keys)
     except (_SourceFailed, DataNotFoundError):
       raise
     except Exception as e:  # pylint: disable=broad-except
       raise _SourceFailed(_first_line(e)) from e
+  return arrays
+
+
+def _load_tfds(dataset: str, data_dir: str) -> RawData:
+  spec = datasets.DATASET_SPECS[dataset]
+  splits = read_tfds(spec.tfds_name, ('train', 'test'), data_dir)
   train, test = splits['train'], splits['test']
   if train['image'].shape[1:] != spec.image_shape:
     raise _SourceFailed(f'images have shape {train["image"].shape[1:]}, '
@@ -331,7 +387,8 @@ def _load_idx(dataset: str, directory: str) -> RawData:
       description=f'idx:{directory}')
 
 
-def _load_cifar_archive(dataset: str, directory: str) -> RawData:
+def load_cifar_archive(dataset: str, directory: str) -> RawData:
+  """The official CIFAR archive (or its folder) in `directory`; _SourceFailed when absent."""
   spec = datasets.DATASET_SPECS[dataset]
   path = cifar_archive.find_cifar_data(directory, dataset)
   if path is None:
@@ -351,13 +408,13 @@ def _load_cifar_archive(dataset: str, directory: str) -> RawData:
       test_coarse_labels=arrays.test_coarse_labels)
 
 
-def _download_cifar(dataset: str, directory: str, url: str) -> RawData:
+def download_cifar(dataset: str, directory: str, url: str) -> RawData:
   """Fetches the archive into `directory` (`download.fetch_cifar`); reads it."""
   try:
     path = download_lib.fetch_cifar(dataset, directory, url)
   except (OSError, ValueError, http.client.HTTPException) as e:
     raise _SourceFailed(_first_line(e)) from e
-  return _load_cifar_archive(dataset, path)
+  return load_cifar_archive(dataset, path)
 
 
 def load_synthetic(synthetic_cfg: Any, seed: int) -> RawData:
@@ -460,6 +517,9 @@ def load_source(dataset: str, source: str, data_dir: str, synthetic_cfg: Any,
   check_dataset_and_source(dataset, source)
   if dataset == 'synthetic':
     return load_synthetic(synthetic_cfg, seed)
+  if dataset in datasets.REAL_NOISE_DATASETS:
+    raise ValueError(f'dataset={dataset!r} carries real label noise and needs its label fields: '
+                     'load it with build_data(config) (data/real_noise.py)')
 
   attempts = []  # (description, loader or None = skipped, reason in desc.)
   is_cifar = dataset in cifar_archive.ARCHIVE_LAYOUT
@@ -471,7 +531,7 @@ def load_source(dataset: str, source: str, data_dir: str, synthetic_cfg: Any,
       attempts.append((f'idx at {d}', lambda d=d: _load_idx(dataset, d)))
   if source == 'cifar_archive' or (source == 'auto' and is_cifar):
     attempts.append((f'cifar_archive at {cifar_dir}',
-                     lambda: _load_cifar_archive(dataset, cifar_dir)))
+                     lambda: load_cifar_archive(dataset, cifar_dir)))
   if source in ('auto', 'tfds'):
     attempts.append((f'tfds at {data_dir or "TFDS default data_dir"}',
                      lambda: _load_tfds(dataset, data_dir)))
@@ -479,11 +539,26 @@ def load_source(dataset: str, source: str, data_dir: str, synthetic_cfg: Any,
     if download:
       fetch_url = download_lib.resolve_url(dataset, url)[0]
       attempts.append((f'download of {fetch_url} into {cifar_dir}',
-                       lambda: _download_cifar(dataset, cifar_dir, url)))
+                       lambda: download_cifar(dataset, cifar_dir, url)))
     else:
       attempts.append(('download: skipped, downloading is off '
                        '(config.download=False)', None))
 
+  return load_first(dataset, source, data_dir, attempts, _how_to_provide(dataset))
+
+
+def load_first(dataset: str, source: str, data_dir: str,
+               attempts: Sequence[tuple[str, Callable[[], RawData] | None]],
+               how_to_provide: str) -> RawData:
+  """The `RawData` of the first attempt that has the data.
+
+  `attempts` are (description, loader) pairs in order; a loader raises _SourceFailed (reason)
+  when its data is not there, and None marks an attempt that was skipped (the reason is in its
+  description). A fallback is printed. When every attempt failed, raises DataNotFoundError
+  listing each attempt and its reason, then `how_to_provide`; `dataset`, `source` and `data_dir`
+  are named in it. DataNotFoundError / DataCorruptError from a loader (a copy that is there but
+  incomplete or damaged) propagate: no later attempt is tried.
+  """
   failures = []
   for description, loader in attempts:
     if loader is None:
@@ -500,6 +575,5 @@ def load_source(dataset: str, source: str, data_dir: str, synthetic_cfg: Any,
     return raw
   message = (
       f'Could not load dataset {dataset!r} (data_source={source!r}, '
-      f'data_dir={data_dir!r}). Tried:\n' + '\n'.join(failures) + '\n'
-      + _how_to_provide(dataset))
+      f'data_dir={data_dir!r}). Tried:\n' + '\n'.join(failures) + '\n' + how_to_provide)
   raise DataNotFoundError(message) from None

@@ -1,6 +1,6 @@
 """FaMUS (Xu et al., CVPR 2021): layer-wise, learned sampling of the meta gradient.
 
-`create_famus(config)` builds `method='famus'`: MW-Net or L2R (config.famus.base)
+`create_famus(config)` builds `method='famus'`: MW-Net, L2R or MLC (config.famus.base)
 whose meta gradient is estimated from the layers that gradient samplers switch
 on (estimator.py), compiled once per floor bucket and dispatched by the
 trainer (method.py). layer_sets.py names the candidate layers and buckets,

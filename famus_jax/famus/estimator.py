@@ -15,6 +15,8 @@ One call, inside the jitted step, after the virtual step (FaMUS Alg. 1):
     A = {candidates with r_l = 1} + always-on layers.
  3. The estimate, FaMUS Eq. 9, in eps space:
         d_eps_i = -alpha * sum_{l in A} < v_l, grad_{w_l} L_i(w) >,
+    (in a base's logit space, MLC: d_c = -alpha * J v_A, the logits' JVP of
+    the same masked tangent; `methods/coefficient_space.py`),
     v = grad_{w_hat} L^val(w_hat) on the layers >= this variant's static floor
     (restricted reverse pass), the active mask applied to the JVP tangent.
     In value w_hat is the *full* virtual step (every layer moves), and only
@@ -72,6 +74,7 @@ from famus_jax.famus import layerwise
 from famus_jax.famus import objective
 from famus_jax.famus import samplers as sm
 from famus_jax.meta import meta_gradient as mg
+from famus_jax.methods.coefficient_space import PER_EXAMPLE
 from famus_jax.methods.meta_reweighting import Estimate
 from famus_jax.models import avg_pool_gradient, layer_feature_size, layer_names
 
@@ -305,24 +308,27 @@ class FamusEstimator:
     return mask
 
   # ---- the estimator call: FaMUS Alg. 1, one phase per method -------------
-  def __call__(self, ctx, w_hat, train_grads, state, rng, eps=None, pullback=None):
+  def __call__(self, ctx, w_hat, train_grads, state, rng, eps=None, pullback=None,
+               space=PER_EXAMPLE):
     """The Estimate (d_eps (n,), new state, metrics, DispatchRecord) of one step.
 
     eps, pullback: the base's virtual coefficients and d_eps -> meta-parameter
-    gradient (MW-Net). With pullback None (L2R) the meta parameters are eps
+    gradient (MW-Net, MLC). With pullback None (L2R) the meta parameters are eps
     itself and L_g trains nothing. The returned d_eps includes
-    lambda2 * dL_g/d eps when a pullback is given.
+    lambda2 * dL_g/d eps when a pullback is given. space: the base's coefficient
+    space (`coefficient_space.py`); d_eps has the coefficients' shape.
     """
     sets = self.layer_sets(ctx.params)
     active = self.active_set(ctx, train_grads, state, rng, sets)
-    estimate = self.layerwise_estimate(ctx, w_hat, active.full_mask, pullback, sets)
-    l_g, d_eps_meta = self.gradient_matching(ctx, estimate, eps, pullback)
-    new_state, metrics = self.update_samplers(ctx, state, active, estimate, pullback, sets)
+    estimate = self.layerwise_estimate(ctx, w_hat, active.full_mask, pullback, sets, space)
+    l_g, d_eps_meta = self.gradient_matching(ctx, estimate, eps, pullback, space)
+    new_state, metrics = self.update_samplers(ctx, state, active, estimate, pullback, sets,
+                                              space)
     new_state['grad_norm_ema'] = _ema_update(state['grad_norm_ema'], estimate.g_norm,
                                              self.settings.variance_decay)
     if self.diagnostics_enabled:
       new_state['diag'], diag_metrics = self.diagnose(ctx, w_hat, state['diag'], estimate,
-                                                      pullback)
+                                                      pullback, space)
       metrics.update(diag_metrics)
     floor_needed, bucket_needed = self._bucket_needed(sets, active.full_mask)
     bucket = 0 if self.bucket is None else self.bucket
@@ -373,7 +379,8 @@ class FamusEstimator:
       full_mask = self._full_mask(sets, r)
     return ActiveSet(r, full_mask, x, noise, p_on, next_guess)
 
-  def layerwise_estimate(self, ctx, w_hat, full_mask, pullback, sets) -> LayerwiseEstimate:
+  def layerwise_estimate(self, ctx, w_hat, full_mask, pullback, sets,
+                         space=PER_EXAMPLE) -> LayerwiseEstimate:
     """Phase 3: v on the layers >= this variant's floor, the masked JVP (Eq. 9)."""
     floor = sets.bucket_floors[0 if self.bucket is None else self.bucket]
     above = sets.names[floor:]
@@ -385,15 +392,17 @@ class FamusEstimator:
       val_aux = None
     layer_mask = {n: full_mask[floor + i] for i, n in enumerate(above)}
     tangent = layerwise.masked_tangent(val_grad, layer_mask)
-    d_eps = -ctx.lr * layerwise.directional(ctx, tangent, self.settings.jvp)
+    d_eps = -ctx.lr * layerwise.directional(ctx, tangent, self.settings.jvp, space)
     g_hat = pullback(d_eps) if pullback is not None else d_eps
     return LayerwiseEstimate(val_loss, val_aux, val_grad, d_eps, g_hat,
                              jnp.sqrt(_tree_vdot(g_hat, g_hat)))
 
-  def gradient_matching(self, ctx, estimate: LayerwiseEstimate, eps, pullback):
+  def gradient_matching(self, ctx, estimate: LayerwiseEstimate, eps, pullback,
+                        space=PER_EXAMPLE):
     """Phase 4: (L_g, d_eps + lambda2 dL_g/d eps), the meta model's update direction.
 
-    L_g is closed form at the head (`objective.py`); with L2R (no pullback) it
+    L_g is closed form at the head (`objective.py`), of the virtual step's logit
+    cotangent K(eps) (eps_i e_i, or MLC's c itself); with L2R (no pullback) it
     is only reported and the direction is d_eps.
     """
     s = self.settings
@@ -402,15 +411,19 @@ class FamusEstimator:
                        val_labels=estimate.val_aux['labels'])
     else:
       lg_kwargs = dict(val_head_grad=mg.unflat_params(estimate.val_grad)['head'])
+    ones = jnp.ones(ctx.losses.shape, ctx.losses.dtype)
+    # The head's gradient H^T K(e) is head_gradient(H, K(e), 1).
     lg_fn = lambda e: objective.gradient_matching_loss(  # pylint: disable=g-long-lambda
-        e, ctx.features, ctx.errors, ctx.params['head'], ctx.lr, s.lg_form, **lg_kwargs)
+        ones, ctx.features, space.cotangent(ctx, e), ctx.params['head'], ctx.lr, s.lg_form,
+        **lg_kwargs)
     if pullback is not None and eps is not None:
       l_g, dlg_deps = jax.value_and_grad(lg_fn)(eps)
       return l_g, estimate.d_eps + s.lambda_g * dlg_deps
     n = ctx.losses.shape[0]
     return lg_fn(jnp.full((n,), 1.0 / n, ctx.losses.dtype)), estimate.d_eps
 
-  def lc_signal(self, ctx, active: ActiveSet, estimate: LayerwiseEstimate, pullback, sets):
+  def lc_signal(self, ctx, active: ActiveSet, estimate: LayerwiseEstimate, pullback, sets,
+                space=PER_EXAMPLE):
     """dL_c~/dr_l on the active candidates (module docstring): one restricted VJP."""
     s = self.settings
     g_hat = jax.lax.stop_gradient(estimate.g_hat)
@@ -418,7 +431,7 @@ class FamusEstimator:
     cot = jax.grad(lambda d: -scale * _tree_vdot(
         g_hat, pullback(d) if pullback is not None else d))(estimate.d_eps)
     # One VJP of the step's linearisation; XLA prunes it below the floor.
-    back = mg.flat_params(ctx.train_vjp(cot))
+    back = mg.flat_params(space.vjp(ctx)(cot))
     per_layer = {}
     for k, v in estimate.val_grad.items():
       per_layer[mg.layer_of(k)] = per_layer.get(mg.layer_of(k), 0.0) + jnp.vdot(back[k], v)
@@ -427,7 +440,7 @@ class FamusEstimator:
     return jax.lax.stop_gradient(dm * active.r)
 
   def update_samplers(self, ctx, state, active: ActiveSet, estimate: LayerwiseEstimate,
-                      pullback, sets):
+                      pullback, sets, space=PER_EXAMPLE):
     """Phase 5: SGD on L^val = L_c~ + lambda1 L_r (Eq. 12) for the learned strategy.
 
     Returns (new state without the EMAs, metrics); the counters are updated
@@ -437,7 +450,7 @@ class FamusEstimator:
     new_state, metrics = dict(state), {}
     if s.strategy == 'learned':
       if s.lc_weight > 0:
-        dr_lc = self.lc_signal(ctx, active, estimate, pullback, sets)
+        dr_lc = self.lc_signal(ctx, active, estimate, pullback, sets, space)
       else:  # L_r only (the reference code's effective objective): no extra VJP
         dr_lc = jnp.zeros_like(active.r)
 
@@ -457,7 +470,8 @@ class FamusEstimator:
     new_state['num_steps'] = state['num_steps'] + 1
     return new_state, metrics
 
-  def diagnose(self, ctx, w_hat, diag, estimate: LayerwiseEstimate, pullback):
+  def diagnose(self, ctx, w_hat, diag, estimate: LayerwiseEstimate, pullback,
+               space=PER_EXAMPLE):
     """(new diag state, metrics): the estimate against the exact meta gradient, same batch.
 
     Computed in the diagnostics variant only; other variants carry the last
@@ -467,7 +481,7 @@ class FamusEstimator:
     if self.diagnostics:
       g_hat, g_norm, d_eps = estimate.g_hat, estimate.g_norm, estimate.d_eps
       exact_grad = jax.grad(ctx.val_loss_fn)(w_hat)
-      d_exact = -ctx.lr * ctx.train_jvp(exact_grad)
+      d_exact = -ctx.lr * space.jvp(ctx)(exact_grad)
       g_exact = pullback(d_exact) if pullback is not None else d_exact
       e_norm = jnp.sqrt(_tree_vdot(g_exact, g_exact))
       diff = jax.tree.map(jnp.subtract, g_hat, g_exact)

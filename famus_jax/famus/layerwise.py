@@ -38,6 +38,7 @@ import jax.numpy as jnp
 
 from famus_jax.famus import sparse_linear
 from famus_jax.meta import meta_gradient as mg
+from famus_jax.methods.coefficient_space import PER_EXAMPLE
 from famus_jax.models import layer_names
 
 JVP_MODES = ('sparse', 'restricted', 'linearized')
@@ -71,16 +72,20 @@ def masked_tangent(val_grad: dict, layer_mask: dict) -> dict:
           if mg.layer_of(k) in layer_mask}
 
 
-def directional(ctx, tangent: dict, mode: str) -> jnp.ndarray:
-  """(n,) < grad_w L_i(w), tangent > for every training example (one JVP)."""
+def directional(ctx, tangent: dict, mode: str, space=PER_EXAMPLE) -> jnp.ndarray:
+  """(n,) < grad_w L_i(w), tangent > for every training example (one JVP).
+
+  In a base's logit space (`space=LOGIT`, MLC) the (n, C) JVP of the logits
+  instead, (d z / d w) tangent (`methods/coefficient_space.py`).
+  """
   if mode == 'restricted':
-    return mg.directional_losses(ctx.loss_vec_fn, ctx.params, tangent)
+    return mg.directional_losses(space.forward(ctx), ctx.params, tangent)
   flat = mg.flat_params(ctx.params)
   if mode == 'sparse':
     sparse = mg.unflat_params({k: tangent.get(k) for k in flat})
-    return sparse_linear.apply_with_zeros(ctx.train_jvp, ctx.params, sparse)
+    return sparse_linear.apply_with_zeros(space.jvp(ctx), ctx.params, sparse)
   full = {k: (tangent[k] if k in tangent else jnp.zeros_like(p)) for k, p in flat.items()}
-  return ctx.train_jvp(mg.unflat_params(full))
+  return space.jvp(ctx)(mg.unflat_params(full))
 
 
 def layerwise_coefficient_gradient(ctx, w_hat, layers: Sequence[str],

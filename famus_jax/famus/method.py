@@ -1,4 +1,4 @@
-"""`method='famus'`: a meta re-weighting base (MW-Net or L2R) with FaMUS's estimator.
+"""`method='famus'`: a meta re-weighting base (MW-Net, L2R or MLC) with FaMUS's estimator.
 
 Dispatch to compiled variants (the real compute savings). The work of a step
 depends on its lowest active layer (the floor, `layer_sets.py`): the
@@ -50,7 +50,7 @@ from famus_jax.methods.meta_reweighting import MetaReweighting
 
 
 class FamusMethod(MetaReweighting):
-  """MW-Net / L2R whose meta gradient is FaMUS's layer-wise sampled estimate."""
+  """MW-Net / L2R / MLC whose meta gradient is FaMUS's layer-wise sampled estimate."""
   speculative = True
 
   def __init__(self, base, settings: FamusSettings, meta_cfg, diagnostics_every: int = 0):
@@ -167,7 +167,7 @@ def check_against_model(method: FamusMethod, params) -> None:
 
 
 def create_famus(config) -> FamusMethod:
-  """The FaMUS method for `config` (config.famus.base = 'mwnet' or 'l2r')."""
+  """The FaMUS method for `config` (config.famus.base = 'mwnet', 'l2r' or 'mlc')."""
   settings = settings_from_config(config)
   base = create_base(config.famus.base, config)
   return FamusMethod(base, settings, config.meta, config.diagnostics_every)

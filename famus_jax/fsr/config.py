@@ -5,6 +5,7 @@
 `create_fsr` calls it too (for code that builds the method directly).
 """
 
+from famus_jax.data import cnwl
 from famus_jax.data.datasets import DATASET_SPECS
 from famus_jax.errors import ConfigError
 
@@ -40,6 +41,8 @@ def image_shape_of(config):
   if config.dataset == 'synthetic':
     s = config.synthetic
     return (int(s.image_size), int(s.image_size), int(s.channels))
+  if config.dataset == cnwl.DATASET:  # stored 84x84, or resized (config.cnwl.image_size)
+    return cnwl.image_shape(config)
   spec = DATASET_SPECS.get(config.dataset)
   return tuple(spec.image_shape) if spec is not None else None
 

@@ -142,7 +142,11 @@ def reference_coefficient_gradient(loss_vec_fn: LossVecFn, val_loss_fn: ScalarFn
   """dL^val/d eps by reverse-over-reverse autodiff through the virtual step.
 
   The way the reference PyTorch code computes it (``create_graph=True``); kept
-  as the independent check of `coefficient_gradient`. Layers in `cut_layers`
+  as the independent check of `coefficient_gradient`. The virtual step is
+  w - alpha grad_w sum(eps * loss_vec_fn(w)): eps (n,) weights per-example
+  losses, or, with a `loss_vec_fn` that returns the (n, C) logits, eps (n, C)
+  is a logit cotangent (MLC's space, `methods/coefficient_space.py`) and the
+  result dL^val/d eps is (n, C). Layers in `cut_layers`
   keep their full virtual update in value but their second-order path is cut
   with `stop_gradient` (the FaMUS reference code's gating of layers that are
   off).

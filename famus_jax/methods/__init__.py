@@ -1,8 +1,10 @@
 """The method interface and the meta re-weighting building blocks.
 
-`base` (StepContext, WeightOutput, Method), `erm`, `bases` (the MW-Net and
-L2R bases), `meta_reweighting` (a base + a meta-gradient estimator). The
-methods are chosen by name in `famus_jax.method_registry`.
+`base` (StepContext, WeightOutput, Method), `erm`, `bases` (the MW-Net, L2R
+and MLC bases), `coefficient_space` (per-example or logit-space virtual
+coefficients), `mlc` (meta loss correction), `meta_reweighting` (a base + a
+meta-gradient estimator). The methods are chosen by name in
+`famus_jax.method_registry`.
 """
 
 from famus_jax.methods.base import Method, StepContext, WeightOutput

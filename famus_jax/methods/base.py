@@ -40,6 +40,8 @@ class StepContext:
     step's linearisation (no new forward pass).
   train_vjp: cotangent (n,) -> params-shaped sum_i c_i grad_w L_i, reusing it.
   logits_vjp: cotangent (n, C) -> params-shaped sum_i <c_i, d logits_i / dw>.
+  logits_jvp: tangent (params-shaped) -> (n, C) (d logits / dw) tangent, the
+    step's linearisation itself (MLC's logit-space meta gradient).
   val_loss_fn: params -> () mean loss on the meta batch, or None.
   val_outputs_fn: params -> (() mean meta loss, {'logits': (m, C), 'features':
     (m, D), 'labels': (m,)}), the same forward pass as val_loss_fn with its
@@ -49,6 +51,10 @@ class StepContext:
   mix: the `info` that `Method.prepare_images` returned with the images (a
     pytree of arrays, e.g. FSR's MixUp coefficient and partner permutation),
     or None (the default hook: the forward saw the augmented batch itself).
+  penalty_cotangent: (n, C) gradient of a batch-level loss term on the
+    training logits that the actual update adds unweighted (a co-trained
+    member's semi-supervised uniform-prior penalty), or None.
+  semi_metrics: the semi-supervised step's diagnostics for the log ({} otherwise).
   """
   params: PyTree
   batch_stats: PyTree
@@ -71,6 +77,9 @@ class StepContext:
   num_classes: int
   val_outputs_fn: Optional[Callable] = None
   mix: Optional[PyTree] = None
+  penalty_cotangent: Optional[jnp.ndarray] = None
+  semi_metrics: dict = dataclasses.field(default_factory=dict)
+  logits_jvp: Optional[Callable] = None
 
 
 @flax.struct.dataclass

@@ -1,9 +1,18 @@
-"""The meta re-weighting bases that FaMUS accelerates: MW-Net and L2R.
+"""The meta re-weighting bases that FaMUS accelerates: MW-Net, L2R and MLC.
 
-A base says how the virtual step's per-example coefficients eps depend on the
-meta parameters, and how the meta gradient dL^val/d eps (from an estimator:
-exact, or FaMUS's layer-wise one) turns into the actual step's weights.
-MLC would be a third base with the same two methods.
+A base says how the virtual step's coefficients depend on the meta parameters,
+and how the meta gradient dL^val/d coefficients (from an estimator: exact, or
+FaMUS's layer-wise one) turns into the actual step. Its interface:
+
+  space: what the coefficients are (`coefficient_space.py`): per-example
+    weights eps (n,) (MW-Net, L2R) or a logit cotangent (n, C) (MLC,
+    `methods/mlc.py`);
+  batch_inputs(ctx): what the coefficients depend on in the step (MW-Net,
+    L2R: the losses (n,); MLC: logits and labels);
+  init(rng, params) -> state; coefficients(state, inputs) -> (a, pullback
+    d_a -> dL/dtheta); update(state, inputs, d_a, pullback) -> (the actual
+    step's coefficients, new state, metrics);
+  virtual_is_identity: a = 0 (L2R), so the virtual step computes nothing.
 """
 
 import jax
@@ -11,6 +20,8 @@ import jax.numpy as jnp
 import optax
 
 from famus_jax.meta.weight_net import WeightNet
+from famus_jax.methods.coefficient_space import PER_EXAMPLE
+from famus_jax.methods.mlc import MLCBase
 
 
 def normalise_by_sum(w: jnp.ndarray, zero_sum_value: jnp.ndarray) -> jnp.ndarray:
@@ -29,6 +40,7 @@ class MWNetBase:
   """
   name = 'mwnet'
   virtual_is_identity = False
+  space = PER_EXAMPLE
 
   def __init__(self, cfg):
     self.net = WeightNet(hidden=cfg.hidden)
@@ -36,8 +48,13 @@ class MWNetBase:
     self.tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay),
                           optax.sgd(cfg.lr, momentum=cfg.momentum))
 
-  def init(self, rng, batch_size: int):
-    del batch_size
+  @staticmethod
+  def batch_inputs(ctx):
+    """The per-example training losses (n,), the weight net's input."""
+    return ctx.losses
+
+  def init(self, rng, params):
+    del params
     theta = self.net.init(rng, jnp.zeros((1,), jnp.float32))['params']
     return {'params': theta, 'opt_state': self.tx.init(theta)}
 
@@ -72,12 +89,17 @@ class L2RBase:
   """
   name = 'l2r'
   virtual_is_identity = True
+  space = PER_EXAMPLE
 
   def __init__(self, cfg):
     self.zero_sum = cfg.zero_sum
 
-  def init(self, rng, batch_size: int):
-    del rng, batch_size
+  @staticmethod
+  def batch_inputs(ctx):
+    return ctx.losses
+
+  def init(self, rng, params):
+    del rng, params
     return {}
 
   def coefficients(self, state, losses):
@@ -93,9 +115,9 @@ class L2RBase:
     return weights, state, {'zero_weight_fraction': jnp.mean(raw <= 0)}
 
 
-BASES = {'mwnet': MWNetBase, 'l2r': L2RBase}
+BASES = {'mwnet': MWNetBase, 'l2r': L2RBase, 'mlc': MLCBase}
 
 
 def create_base(name: str, config):
-  """The base `name` ('mwnet' or 'l2r') with its config group."""
+  """The base `name` ('mwnet', 'l2r' or 'mlc') with its config group."""
   return BASES[name](getattr(config, name))

@@ -1,11 +1,14 @@
-"""Meta re-weighting = a base (MW-Net, L2R) + a meta-gradient estimator.
+"""Meta re-weighting = a base (MW-Net, L2R, MLC) + a meta-gradient estimator.
 
 One step (FaMUS paper Sec. 3, Eq. 3-5):
   1. Virtual-Train: eps = eps(theta); w_hat = w - alpha * sum_i eps_i grad L_i(w)
      (alpha = the current learning rate; plain SGD, no momentum or decay).
-  2. Meta-Train: the estimator returns dL^val/d eps (n,); the base turns it
-     into the meta update (MW-Net: theta' by SGD on the pulled-back gradient;
-     L2R: clipped negative gradient).
+     In general the coefficients a(theta) live in the base's space
+     (`coefficient_space.py`): w_hat = w - alpha J^T K(a), J = d logits / dw;
+     MLC's a is the corrected loss's logit cotangent c(T) / n (`mlc.py`).
+  2. Meta-Train: the estimator returns dL^val/d eps (n,) (dL^val/d a, of a's
+     shape); the base turns it into the meta update (MW-Net: theta' by SGD on
+     the pulled-back gradient; L2R: clipped negative gradient; MLC: T' by SGD).
   3. Actual-Train: the step applies the real optimiser to a weighted training
      gradient, in one of two forms (`config.meta.actual_step`):
        'recompute'  sum_i eps_i(theta') grad L_i(w): the paper's Eq. 5 (and
@@ -14,7 +17,8 @@ One step (FaMUS paper Sec. 3, Eq. 3-5):
        'reuse'      sum_i eps_i(theta) grad L_i(w): the virtual step's own
                     gradient, already computed in step 1, so the step needs
                     one training backward in all; theta' acts from the next
-                    step on (as the official MLC code does).
+                    step on (as the code of Meta Label Correction,
+                    microsoft/MLC, does; not the MLC base here).
      L2R's virtual step is the identity (eps = 0) and computes no gradient:
      its actual update always costs the one backward of its weights.
 
@@ -30,11 +34,13 @@ import jax.numpy as jnp
 from famus_jax.errors import ConfigError
 from famus_jax.meta import meta_gradient as mg
 from famus_jax.methods.base import Method, StepContext, WeightOutput
+from famus_jax.methods.coefficient_space import PER_EXAMPLE, ActualStep
 
 
 class Estimate(NamedTuple):
-  """An estimator's answer: d_eps (n,) = dL^val/d eps (the meta update's input),
-  its new state, its metrics, and a dispatch record for the host or None."""
+  """An estimator's answer: d_eps (n,) = dL^val/d eps (the meta update's input;
+  of the coefficients' shape, e.g. (n, C) in MLC's logit space), its new state,
+  its metrics, and a dispatch record for the host or None."""
   d_eps: jnp.ndarray
   state: Any
   metrics: dict
@@ -54,14 +60,16 @@ class ExactEstimator:
     return {}
 
   def __call__(self, ctx: StepContext, w_hat, train_grads, state, rng, eps=None,
-               pullback=None):
+               pullback=None, space=PER_EXAMPLE):
     """The Estimate (d_eps (n,), state, metrics). eps / pullback: the base's virtual
     coefficients and d_eps -> meta-gradient map (None for L2R, whose virtual
     step is the identity); estimators that learn from the meta gradient use them.
+    space: the base's coefficient space (`coefficient_space.py`); its JVP gives
+    dL^val/d a = K^T(-alpha J v) (per example: -alpha <grad_w L_i, v>).
     """
     del train_grads, rng, eps, pullback
     val_loss, val_grad = jax.value_and_grad(ctx.val_loss_fn)(w_hat)
-    d_eps = -ctx.lr * ctx.train_jvp(val_grad)
+    d_eps = -ctx.lr * space.jvp(ctx)(val_grad)
     return Estimate(d_eps, state, {'meta_loss': val_loss})
 
 
@@ -84,30 +92,39 @@ class MetaReweighting(Method):
                         f'{list(ACTUAL_STEPS)}')
     self.actual_step = meta_cfg.actual_step
 
-  def actual_update(self, weights, eps, train_grads, n):
-    """The WeightOutput fields of step 3: (weights, extra_grads, example_weights).
+  def actual_update(self, weights, eps, train_grads) -> ActualStep:
+    """Step 3 from the base's new (`weights`) and virtual (`eps`) coefficients.
 
-    'reuse' hands the virtual step's gradient sum_i eps_i grad L_i to the
-    optimiser (and reports eps as the weights applied); 'recompute', and any
-    base without a virtual gradient (L2R), weight the step's backward by the
-    new weights.
+    'reuse' hands the virtual step's gradient J^T K(eps) (sum_i eps_i grad L_i)
+    to the optimiser (and reports eps as the weights applied); 'recompute', and
+    any base without a virtual gradient (L2R), put the new coefficients on the
+    step's backward (per-example weights, or MLC's logit cotangent).
     """
+    space = self.base.space
     if self.actual_step == 'reuse' and train_grads is not None:
-      return None, train_grads, eps * n
-    return weights, None, weights * n
+      return ActualStep(weights=None, logit_cotangent=None, extra_grads=train_grads,
+                        example_weights=space.actual(eps).example_weights)
+    return space.actual(weights)
+
+  @staticmethod
+  def output(actual: ActualStep, method_state, metrics, dispatch=None) -> WeightOutput:
+    """The step's WeightOutput: the actual update with the method's new state and metrics."""
+    return WeightOutput(weights=actual.weights, logit_cotangent=actual.logit_cotangent,
+                        extra_grads=actual.extra_grads, example_weights=actual.example_weights,
+                        method_state=method_state, metrics=metrics, dispatch=dispatch)
 
   def init_state(self, rng, params, num_train):
     del num_train
     base_rng, est_rng = jax.random.split(rng)
-    return {'base': self.base.init(base_rng, 0),
+    return {'base': self.base.init(base_rng, params),
             'estimator': self.estimator.init(est_rng, params)}
 
   def virtual_step(self, ctx: StepContext, base_state):
     """(eps, pullback, w_hat, weighted train gradient or None) of step 1."""
-    eps, pullback = self.base.coefficients(base_state, ctx.losses)
+    eps, pullback = self.base.coefficients(base_state, self.base.batch_inputs(ctx))
     if self.base.virtual_is_identity:
       return eps, pullback, ctx.params, None
-    train_grads = ctx.train_vjp(eps)
+    train_grads = self.base.space.vjp(ctx)(eps)
     return eps, pullback, mg.sgd_virtual_params(ctx.params, train_grads, ctx.lr), train_grads
 
   def weights(self, ctx, method_state, batch, rng):
@@ -116,16 +133,13 @@ class MetaReweighting(Method):
     identity = self.base.virtual_is_identity
     estimate = self.estimator(
         ctx, w_hat, train_grads, method_state['estimator'], rng,
-        eps=None if identity else eps, pullback=None if identity else pullback)
+        eps=None if identity else eps, pullback=None if identity else pullback,
+        space=self.base.space)
     weights, base_state, base_metrics = self.base.update(
-        method_state['base'], ctx.losses, estimate.d_eps, pullback)
-    actual, extra_grads, example_weights = self.actual_update(
-        weights, eps, train_grads, ctx.losses.shape[0])
-    return WeightOutput(weights=actual, extra_grads=extra_grads,
-                        example_weights=example_weights,
-                        method_state={'base': base_state, 'estimator': estimate.state},
-                        metrics={**estimate.metrics, **base_metrics},
-                        dispatch=estimate.dispatch)
+        method_state['base'], self.base.batch_inputs(ctx), estimate.d_eps, pullback)
+    return self.output(self.actual_update(weights, eps, train_grads),
+                       {'base': base_state, 'estimator': estimate.state},
+                       {**estimate.metrics, **base_metrics}, estimate.dispatch)
 
 
 class ReverseOverReverse(MetaReweighting):
@@ -139,17 +153,15 @@ class ReverseOverReverse(MetaReweighting):
 
   def weights(self, ctx, method_state, batch, rng):
     del batch, rng
-    eps, pullback = self.base.coefficients(method_state['base'], ctx.losses)
-    d_eps = mg.reference_coefficient_gradient(ctx.loss_vec_fn, ctx.val_loss_fn, ctx.params,
+    space, inputs = self.base.space, self.base.batch_inputs(ctx)
+    eps, pullback = self.base.coefficients(method_state['base'], inputs)
+    d_eps = mg.reference_coefficient_gradient(space.forward(ctx), ctx.val_loss_fn, ctx.params,
                                               eps, ctx.lr)
     weights, base_state, base_metrics = self.base.update(
-        method_state['base'], ctx.losses, d_eps, pullback)
-    train_grads = None if self.base.virtual_is_identity else ctx.train_vjp(eps)
+        method_state['base'], inputs, d_eps, pullback)
+    train_grads = None if self.base.virtual_is_identity else space.vjp(ctx)(eps)
     w_hat = ctx.params if train_grads is None else mg.sgd_virtual_params(
         ctx.params, train_grads, ctx.lr)
-    actual, extra_grads, example_weights = self.actual_update(
-        weights, eps, train_grads, ctx.losses.shape[0])
-    return WeightOutput(weights=actual, extra_grads=extra_grads,
-                        example_weights=example_weights,
-                        method_state={**method_state, 'base': base_state},
-                        metrics={**base_metrics, 'meta_loss': ctx.val_loss_fn(w_hat)})
+    return self.output(self.actual_update(weights, eps, train_grads),
+                       {**method_state, 'base': base_state},
+                       {**base_metrics, 'meta_loss': ctx.val_loss_fn(w_hat)})

@@ -17,13 +17,14 @@ from famus_jax.models.layers import (
     split_by_layers)
 from famus_jax.models.preact_resnet import PreActResNet18
 from famus_jax.models.resnet_cifar import ResNetCifar
+from famus_jax.models.resnet_imagenet import ResNet50
 from famus_jax.models.small_cnn import SmallCNN
 from famus_jax.models.wide_resnet import WideResNet
 
-MODELS = ('resnet', 'wide_resnet', 'preact_resnet18', 'small_cnn')
+MODELS = ('resnet', 'wide_resnet', 'preact_resnet18', 'small_cnn', 'resnet50')
 
 __all__ = [
-    'MODELS', 'create_model', 'ResNetCifar', 'WideResNet', 'PreActResNet18',
+    'MODELS', 'create_model', 'ResNetCifar', 'WideResNet', 'PreActResNet18', 'ResNet50',
     'SmallCNN', 'layer_names', 'layer_names_in_call_order', 'layer_of',
     'get_layer', 'set_layer', 'split_by_layers', 'merge_layers', 'layer_kind',
     'pooled_axes', 'avg_pool_gradient', 'layer_feature_size',
@@ -34,7 +35,8 @@ def create_model(config, num_classes: int) -> nn.Module:
   """The untrained Flax module named by `config.model`, with `num_classes` outputs.
 
   It reads config.model, config.depth (6n+2 for 'resnet', 6n+4 for 'wide_resnet'), config.width
-  (the widening factor of 'wide_resnet', the channels of 'small_cnn'), config.dropout ('wide_resnet'
+  (the widening factor of 'wide_resnet', the channels of 'small_cnn'), config.base_width (the
+  first-stage width of 'resnet50'), config.dropout ('wide_resnet'
   only; it must be 0 for the other models) and config.bn_momentum (in [0, 1]). An invalid value
   raises ConfigError naming the offending field.
   """
@@ -57,6 +59,8 @@ def create_model(config, num_classes: int) -> nn.Module:
     return WideResNet(num_classes, depth=config.depth,
                       widen_factor=config.width, dropout=dropout,
                       bn_momentum=momentum)
+  if name == 'resnet50':
+    return ResNet50(num_classes, width=config.base_width, bn_momentum=momentum)
   if name == 'preact_resnet18':
     return PreActResNet18(num_classes, bn_momentum=momentum)
   return SmallCNN(num_classes, width=config.width, bn_momentum=momentum)

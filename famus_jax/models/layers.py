@@ -8,8 +8,9 @@ The naming scheme, the same in every model and listed here in network (forward) 
 
   stem_conv, stem_bn,                                    # stem
   stage{s}_block{b}_{sub}  for s = 1, 2, ..., b = 1, 2, ..., with sub in
-      preact_bn1, conv1, bn1, preact_bn2, conv2, bn2, shortcut_conv, shortcut_bn
-      (in that order; post-activation blocks use conv/bn, pre-activation blocks preact_bn/conv),
+      preact_bn1, conv1, bn1, preact_bn2, conv2, bn2, conv3, bn3, shortcut_conv, shortcut_bn
+      (in that order; post-activation blocks use conv/bn, pre-activation blocks preact_bn/conv,
+      Bottleneck blocks add conv3/bn3),
   final_bn,                                              # pre-activation networks
   head                                                   # the final Dense, always last
 
@@ -35,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 # Sub-layer order inside a residual block (covers post- and pre-activation).
-BLOCK_SUBLAYERS = ('preact_bn1', 'conv1', 'bn1', 'preact_bn2', 'conv2', 'bn2',
+BLOCK_SUBLAYERS = ('preact_bn1', 'conv1', 'bn1', 'preact_bn2', 'conv2', 'bn2', 'conv3', 'bn3',
                    'shortcut_conv', 'shortcut_bn')
 _FIXED = {'stem_conv': (0, 0, 0, 0), 'stem_bn': (0, 0, 0, 1),
           'final_bn': (2, 0, 0, 0), 'head': (3, 0, 0, 0)}

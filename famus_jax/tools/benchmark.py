@@ -118,6 +118,11 @@ METHODS = {
     'fsr_nomixup': MethodSpec({'method': 'fsr', 'fsr.warmup_epochs': 0, 'fsr.mixup_alpha': 0.0}),
     'fsr_onepass': MethodSpec({'method': 'fsr', 'fsr.warmup_epochs': 0,
                                'fsr.mixup_form': 'one_pass'}),
+    # MLC (methods/mlc.py): the loss-correction base, exact and with FaMUS's learned samplers
+    # (FaMUS Table 2); no PyTorch peer.
+    'mlc': MethodSpec({'method': 'mlc'}),
+    'famus_mlc': MethodSpec({**FAMUS, 'famus.base': 'mlc', 'famus.strategy': 'learned'},
+                            settle_steps=40),
 }
 
 MODELS = {
@@ -204,7 +209,7 @@ def step_form(config) -> str:
   method = config.method
   if method == 'famus' and config.famus.base == 'l2r' or method == 'l2r':
     return 'l2r (one form)'
-  if method in ('mwnet', 'famus'):
+  if method in ('mwnet', 'famus', 'mlc'):
     return config.meta.actual_step
   if method == 'fsr':
     return config.fsr.mixup_form if config.fsr.mixup_alpha > 0 else 'no mixup'
@@ -369,6 +374,12 @@ def _settle_steps(spec: MethodSpec, override: Optional[int]) -> int:
 
 # The PyTorch peer's method for each benchmark entry (by the part of its name before '_').
 PEER_METHODS = {'erm': 'erm', 'mwnet': 'mwnet', 'l2r': 'l2r', 'famus': 'famus', 'fsr': 'fsr'}
+NO_PEER = ('mlc', 'famus_mlc')  # the peer has no MLC
+
+
+def peer_method(name: str) -> Optional[str]:
+  """The PyTorch peer's method for benchmark entry `name`, or None when it has none."""
+  return None if name in NO_PEER else PEER_METHODS[name.split('_')[0]]
 
 
 def load_peer_module():
@@ -385,8 +396,8 @@ def make_peers(model: str, batch_size: int, image_size: int, methods: list, thre
   peer_lib = load_peer_module()
   peers = {}
   for name in methods:
-    method = PEER_METHODS[name.split('_')[0]]
-    if method not in peers:
+    method = peer_method(name)
+    if method is not None and method not in peers:
       peers[method] = peer_lib.make_peer(model, batch_size, image_size, method, threads)
       for _ in range(2):  # warm-up steps, untimed
         peers[method].step()
@@ -459,7 +470,7 @@ def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size
       out[name]['famus'] = famus_summary(t, [m for m in t.history if m['timed']])
       out[name]['famus_settled'] = results.get(name, {}).get('settled')
   for name, r in out.items():
-    method = PEER_METHODS[name.split('_')[0]]
+    method = peer_method(name)
     if method in torch_peers:
       r['peer_step_time_s'] = float(np.median(peer_times[method][0]))
       r['peer_cpu_time_s'] = float(np.median(peer_times[method][1]))

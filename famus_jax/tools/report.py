@@ -22,6 +22,9 @@ has its data):
                             (FaMUS supplement Fig. 2).
   fsr_purity.png            purity of FSR's clean dictionary against epoch
                             (FSR Fig. 6).
+  pseudo_clean_division.png precision and recall of each co-trained member's
+                            pseudo-clean set against epoch (the hidden
+                            clean flags; FaMUS supplement Alg. 2).
   meta_gradient_quality.png cosine similarity and relative error of the
                             approximate meta gradients against the exact one
                             (FaMUS Fig. 1c / Fig. 4 in spirit).
@@ -262,7 +265,9 @@ def method_label(config: dict, extra_tags: tuple = ()) -> str:
 
   FaMUS's base ('famus(l2r)') and non-learned strategy ('famus[all]'); the
   meta methods' actual step when it is 'reuse' ('mwnet[reuse]'); FSR's MixUp
-  form when it is one pass ('fsr[one_pass]'); then `extra_tags` (`tag_variants`).
+  form when it is one pass ('fsr[one_pass]'); a meta method on the co-trained pair's
+  pseudo-clean meta sets ('famus[pseudo_clean]', with the semi-supervised step
+  'famus[pseudo_clean,semi]'); then `extra_tags` (`tag_variants`).
   """
   method = config.get('method', '?')
   tags = []
@@ -276,6 +281,10 @@ def method_label(config: dict, extra_tags: tuple = ()) -> str:
     tags.append('reuse')
   if method == 'fsr' and (config.get('fsr') or {}).get('mixup_form') == 'one_pass':
     tags.append('one_pass')
+  if method != 'dividemix' and config.get('meta_set') == 'pseudo_clean':
+    tags.append('pseudo_clean')
+    if (config.get('cotrain') or {}).get('semi_supervised'):
+      tags.append('semi')
   tags += list(extra_tags)
   return method + (f'[{",".join(tags)}]' if tags else '')
 
@@ -616,6 +625,56 @@ def plot_fsr_purity(runs: list, out: str, written: list, skipped: dict) -> None:
   _save(fig, out, name, written, rect=_legend_below(fig, handles, labels, ncol=2))
 
 
+def division_curves(run: RunDir) -> dict:
+  """{member: (epochs, precision %, recall %)} from the run's 'division' events (a and b)."""
+  events = run.of('division')
+  out = {}
+  for member in ('a', 'b'):
+    pts = [(e['epoch'], 100.0 * e[f'{member}_precision'], 100.0 * e[f'{member}_recall'])
+           for e in events if e.get(f'{member}_precision') is not None]
+    if pts:
+      out[member] = tuple(np.asarray(col) for col in zip(*pts))
+  return out
+
+
+def plot_pseudo_clean(runs: list, out: str, written: list, skipped: dict) -> None:
+  """Precision and recall of each co-trained member's pseudo-clean set over epochs.
+
+  Against the hidden clean flags (diagnostics only); one colour per run,
+  member a solid, member b dashed; dotted: 1 - the realised noise rate (the
+  precision of taking every example).
+  """
+  name = 'pseudo_clean_division.png'
+  curves = [(r, division_curves(r)) for r in runs]
+  curves = [c for c in curves if c[1]]
+  if not curves:
+    return _skip(skipped, name, "no run logs 'division' events (co-trained pairs)")
+  fig, axes = plt.subplots(1, 2, figsize=(11.0, 3.8 + 0.2 * _legend_rows(len(curves), 2)))
+  palette = plt.get_cmap('tab10')
+  for k, (run, members) in enumerate(curves):
+    colour = palette(k % 10)
+    for member, style in (('a', '-'), ('b', '--')):
+      if member not in members:
+        continue
+      epochs, precision, recall = members[member]
+      label = _run_label(run) if member == 'a' else None
+      axes[0].plot(epochs, precision, style, marker='o', markersize=3, color=colour, label=label)
+      axes[1].plot(epochs, recall, style, marker='o', markersize=3, color=colour)
+    rate = run.realised_noise_rate
+    if rate is not None:
+      axes[0].axhline(100 * (1 - rate), color=colour, linestyle=':', linewidth=1, alpha=0.7)
+  for ax, what in zip(axes, ('precision', 'recall')):
+    ax.set_xlabel('epoch (division at its end)')
+    ax.set_ylabel(f'{what} of the pseudo-clean set (%)')
+    ax.grid(alpha=0.3)
+  axes[0].set_title('precision (dotted: share of clean labels)', fontsize='medium')
+  axes[1].set_title('recall of the clean examples', fontsize='medium')
+  fig.suptitle('Co-trained pairs: pseudo-clean sets against the hidden clean flags '
+               '(member a solid, b dashed)', fontsize='medium')
+  handles, labels = axes[0].get_legend_handles_labels()
+  _save(fig, out, name, written, rect=_legend_below(fig, handles, labels, ncol=2))
+
+
 # ---- 5. meta-gradient estimator quality -------------------------------------
 def _estimators(names) -> list:
   names = set(names)
@@ -912,6 +971,8 @@ def write_markdown(out: str, runs: list, benchmarks: list, acc: dict, written: l
   titles += [('famus_sampled_layers.png', 'FaMUS: fraction of steps each layer was sampled '
               '(FaMUS supplement Fig. 2)'),
              ('fsr_purity.png', 'FSR dictionary purity (FSR Fig. 6)'),
+             ('pseudo_clean_division.png', 'Co-trained pairs: precision and recall of the '
+              'pseudo-clean sets (FaMUS supplement Alg. 2)'),
              ('meta_gradient_quality.png', 'Meta-gradient estimator quality')]
   lines += ['## Figures', '']
   for name, title in titles:
@@ -940,6 +1001,7 @@ def build_report(runs: list, benchmarks: list, out: str) -> dict:
   split = plot_weights(with_metrics, out, written, skipped)
   layers = plot_sampled_layers(with_metrics, out, written, skipped)
   plot_fsr_purity(with_metrics, out, written, skipped)
+  plot_pseudo_clean(with_metrics, out, written, skipped)
   plot_quality(runs, out, written, skipped)
   plot_benchmarks(benchmarks, out, written, skipped)
   acc = aggregate(runs)

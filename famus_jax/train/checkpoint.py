@@ -39,6 +39,7 @@ import orbax.checkpoint as ocp
 
 from famus_jax.errors import (CheckpointDamagedError, CheckpointSaveError, WorkdirMismatchError,
                               WorkdirLockedError)
+from famus_jax.train import distributed
 from famus_jax.train.state import TrainState
 
 # Config fields that may change when a run resumes: they change what is written or observed,
@@ -50,12 +51,19 @@ RESUMABLE_FIELDS = (
     # Evaluation batching: the test set's sums are the same for any batch size.
     'eval_batch_size',
     # Where the data is read from; what was read is compared through the data's identity.
-    'data_dir', 'download', 'cifar_url',
+    'data_dir', 'download', 'cifar_url', 'noisy_label_file',
+    # How image files are read (data/image_folder.py): the same pixels either way.
+    'image_folder.decode_threads', 'image_folder.check_files',
     # Tools that observe training without changing it (exact-vs-estimate meta-gradient
     # checks, the quality tool's schedule).
     'diagnostics_every', 'quality.every', 'quality.random_draws',
     # The override itself.
     'resume',
+    # How the processes of a job find each other: the same global batches are trained with
+    # any number of processes, so a job may resume on another count of hosts.
+    'distributed.num_processes', 'distributed.process_id', 'distributed.coordinator_address',
+    'distributed.local_device_ids', 'distributed.initialization_timeout_s',
+    'distributed.heartbeat_timeout_s',
 )
 
 # Values of config.resume (see famus_jax/config.py).
@@ -249,6 +257,8 @@ class Checkpointer:
           state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(record)))
       self.manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except
+      if distributed.is_peer_failure(e):
+        raise  # another process of the job died during the save (the trainer says so)
       raise CheckpointSaveError(
           f'could not write the checkpoint of step {step} to {self.step_path(step)}: '
           f'{_os_cause(e)}; {self._last_good_text()}') from None
@@ -326,10 +336,14 @@ class Checkpointer:
         f'(or use a new workdir); training is never restarted from scratch silently.')
 
   def quarantine(self, steps) -> list:
-    """Moves damaged checkpoints to <workdir>/checkpoints_damaged/ so they are never reused."""
+    """Moves damaged checkpoints to <workdir>/checkpoints_damaged/ so they are never reused.
+
+    In a multi-process job process 0 moves them (and returns the new paths) while the
+    others wait, then every process re-reads the directory.
+    """
     moved = []
     target_dir = os.path.join(self.workdir, 'checkpoints_damaged')
-    for step in steps:
+    for step in steps if distributed.is_primary() else ():
       src = self.step_path(step)
       if not os.path.exists(src):
         continue
@@ -339,7 +353,8 @@ class Checkpointer:
         dst, n = os.path.join(target_dir, f'{step}.{n}'), n + 1
       shutil.move(src, dst)
       moved.append(dst)
-    if moved:
+    distributed.barrier('famus_jax_quarantine')
+    if steps:
       self.manager.reload()
     return moved
 

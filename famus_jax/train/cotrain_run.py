@@ -39,10 +39,20 @@ checkpoints, fingerprint and logs.
   only B's is, A has already advanced (its old buffers were donated), so the
   run stops with A one step ahead in that last save.
 
-Not built yet: DivideMix's semi-supervised step (co-refinement,
-co-guessing, MixMatch, `famus_jax/cotrain/mixmatch.py`), which would train
-each member with the other's params and its unlabelled part; the state and
-the per-member batches are laid out so such a step can take both.
+Semi-supervised part (`cotrain.pair.semi_supervised(config)`: method
+'dividemix', or cotrain.semi_supervised=True with a meta method): after the
+warm-up, member m's training batch is drawn from its labelled part X_m (the
+OTHER member's c_i > cotrain.labelled_threshold, `pair.labelled_mask`;
+`batches.subset_batch_indices(seed_m, step, |X_m|, batch_size, 'labelled')`
+of its sorted ids) with those c_i as clean_prob, plus an unlabelled batch
+from the rest U_m (stream 'unlabelled', cotrain.unlabelled_batch_size), and
+the other member's current params (B steps after A, so B's partner is A
+after this step's update); meta batches also carry the c_i of their
+examples. The step (famus_jax/cotrain/semi_supervised.py) builds the mixed
+rows from them; the logged weights are those of the mixed rows, by the id
+of each row's dominant example. Every epoch has steps_per_epoch = N //
+batch_size steps, as the other methods (DivideMix's loop runs |X| /
+batch_size steps per epoch), so schedules and checkpoints stay step-based.
 """
 
 from typing import NamedTuple
@@ -51,7 +61,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from famus_jax.cotrain.pair import PairState, divide_member, initial_division, meta_ids
+from famus_jax.cotrain import semi_supervised as semi_lib
+from famus_jax.cotrain.pair import (PairState, divide_member, initial_division, labelled_mask,
+                                    meta_ids, semi_supervised)
 from famus_jax.data import DataSplits, batches
 from famus_jax.methods.erm import ERM
 from famus_jax.train.run import EpochEnd, LogEvent, Run, StepResult
@@ -105,7 +117,11 @@ class CoTrainedRun:
   """Two co-trained networks with `Run`'s interface (module docstring)."""
 
   def __init__(self, config, data: DataSplits, mesh):
-    self.member = Run(config, data, mesh)
+    self.semi = None
+    if semi_supervised(config):
+      self.semi = semi_lib.from_config(
+          config.cotrain, batches.steps_per_epoch(data.num_train, config.batch_size))
+    self.member = Run(config, data, mesh, semi=self.semi)
     m = self.member
     self.config, self.data, self.mesh = config, data, mesh
     self.method, self.model, self.tx, self.lr_fn = m.method, m.model, m.tx, m.lr_fn
@@ -121,8 +137,11 @@ class CoTrainedRun:
     self._warmup_compiled = False
     self._example_losses = jax.jit(make_example_losses_fn(m.model, m.mean, m.std))
     self._pair_eval = jax.jit(make_pair_eval_step(m.model, m.mean, m.std))
+    self.unlabelled_batch_size = config.cotrain.unlabelled_batch_size or config.batch_size
     self._ids_of = None  # (mask_a, mask_b) device arrays the cached ids were read from
     self._ids = None
+    self._split_of = None  # (clean_prob_a, clean_prob_b) device arrays the splits came from
+    self._splits = None
 
   # ---- state -------------------------------------------------------------------------------
   def init_state(self) -> PairState:
@@ -169,20 +188,65 @@ class CoTrainedRun:
       out.append(ids[pos])
     return tuple(out)
 
-  def member_batches(self, state: PairState, batch: PairBatch):
-    """(batch dict of A, batch dict of B) on the device, in the step's format (train/step.py).
+  def semi_splits(self, state: PairState):
+    """Per member (A, B): (labelled ids, unlabelled ids, the partner's c (N,) float32).
 
-    The meta part (meta_image, meta_label: the given training labels) is
-    left out in warm-up steps.
+    Member A's split is B's division and B's is A's (`pair.labelled_mask`),
+    read from the state's clean probabilities and cached like
+    `pseudo_clean_ids`.
     """
-    data = self.data
-    out = [{'image': data.train_images[idx], 'label': data.train_labels[idx].astype(np.int32),
-            'index': idx.astype(np.int32)} for idx in (batch.index_a, batch.index_b)]
-    if not batch.warmup:
-      for part, midx in zip(out, self.meta_indices(state, batch.step)):
-        part['meta_image'] = data.train_images[midx]
-        part['meta_label'] = data.train_labels[midx].astype(np.int32)
-    return tuple(jax.device_put(part, self.sharded) for part in out)
+    if (self._split_of is None or self._split_of[0] is not state.clean_prob_a
+        or self._split_of[1] is not state.clean_prob_b):
+      prob_a, prob_b = jax.device_get((state.clean_prob_a, state.clean_prob_b))
+      cfg = self.config.cotrain
+      splits = []
+      for partner_prob in (prob_b, prob_a):
+        mask = labelled_mask(partner_prob, cfg.labelled_threshold, self.config.batch_size,
+                             self.num_train - self.unlabelled_batch_size)
+        splits.append((meta_ids(mask), meta_ids(~mask), np.asarray(partner_prob, np.float32)))
+      self._split_of = (state.clean_prob_a, state.clean_prob_b)
+      self._splits = tuple(splits)
+    return self._splits
+
+  def member_batch(self, state: PairState, batch: PairBatch, member: int, partner_state):
+    """(batch dict on the device, row ids (rows,) int64) of member 0 (A) or 1 (B).
+
+    The step's format (train/step.py); row ids: the training id of each row
+    whose weight the step reports (the mixed rows' dominant examples in the
+    semi-supervised step). Warm-up steps have no meta or semi-supervised
+    part; partner_state: the other member's TrainState (its params and
+    BatchNorm statistics go to the semi-supervised step, replicated).
+    """
+    data, cfg, seed = self.data, self.config, self.member_seeds[member]
+    semi = self.semi is not None and not batch.warmup
+    prob = None
+    if semi:
+      labelled, unlabelled, prob = self.semi_splits(state)[member]
+      idx = labelled[batches.subset_batch_indices(seed, batch.step, len(labelled),
+                                                  cfg.batch_size, 'labelled')]
+      uidx = unlabelled[batches.subset_batch_indices(seed, batch.step, len(unlabelled),
+                                                     self.unlabelled_batch_size, 'unlabelled')]
+    else:
+      idx = (batch.index_a, batch.index_b)[member]
+    part = {'image': data.train_images[idx], 'label': data.train_labels[idx].astype(np.int32),
+            'index': idx.astype(np.int32)}
+    rows = idx
+    if semi:
+      part.update(clean_prob=prob[idx], unlabeled_image=data.train_images[uidx],
+                  unlabeled_label=data.train_labels[uidx].astype(np.int32),
+                  unlabeled_index=uidx.astype(np.int32))
+      rows = np.concatenate([idx, idx, uidx, uidx])
+    if not batch.warmup and self.method.uses_meta_set:
+      midx = self.meta_indices(state, batch.step)[member]
+      part['meta_image'] = data.train_images[midx]
+      part['meta_label'] = data.train_labels[midx].astype(np.int32)
+      if semi:
+        part['meta_clean_prob'] = self.semi_splits(state)[1 - member][2][midx]
+    part = jax.device_put(part, self.sharded)
+    if semi:
+      part['partner_params'] = partner_state.params
+      part['partner_batch_stats'] = partner_state.batch_stats
+    return part, rows
 
   # ---- the step ----------------------------------------------------------------------------
   def _warmup(self, state, batch) -> StepResult:
@@ -194,14 +258,19 @@ class CoTrainedRun:
 
   def run_step(self, state: PairState, batch: PairBatch, last_dispatch) -> StepResult:
     """Both members' steps; `last_dispatch`: (A's, B's) dispatch records or None."""
-    batch_a, batch_b = self.member_batches(state, batch)
     last_a, last_b = last_dispatch if last_dispatch is not None else (None, None)
-    if batch.warmup:
-      res_a = self._warmup(state.a, batch_a)
-      res_b = self._warmup(state.b, batch_b) if res_a.finite else None
-    else:
-      res_a = self.member.run_step(state.a, batch_a, last_a)
-      res_b = self.member.run_step(state.b, batch_b, last_b) if res_a.finite else None
+
+    def step(member, member_state, partner_state, last):
+      part, rows = self.member_batch(state, batch, member, partner_state)
+      if batch.warmup:
+        res = self._warmup(member_state, part)
+      else:
+        res = self.member.run_step(member_state, part, last)
+      res.indices = rows
+      return res
+
+    res_a = step(0, state.a, state.b, last_a)
+    res_b = step(1, state.b, res_a.state, last_b) if res_a.finite else None
     if res_b is None:  # A not finite: B is not stepped, the pair stays as it was
       return StepResult(state.replace(a=res_a.state), res_a.output, (res_a.dispatch, last_b),
                         False, res_a.compiled, res_a.reruns, res_a.indices)

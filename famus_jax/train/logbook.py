@@ -26,10 +26,15 @@ def _jsonable(value):
 
 
 class MetricsLog:
-  """Appends events to <workdir>/metrics.jsonl."""
+  """Appends events to <workdir>/metrics.jsonl.
 
-  def __init__(self, workdir: str):
+  active=False (every process of a multi-process job but process 0): writes and truncates
+  nothing, so the file holds each event once.
+  """
+
+  def __init__(self, workdir: str, active: bool = True):
     self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.active = active
 
   def truncate_after(self, step: int) -> None:
     """Keep only the events of the first `step` steps (used when resuming).
@@ -37,7 +42,7 @@ class MetricsLog:
     That is events with event step <= `step`, except PRE_STEP_EVENTS, which need step < `step`
     (the step they describe is redone). Unreadable lines are dropped with a warning.
     """
-    if not os.path.exists(self.path):
+    if not self.active or not os.path.exists(self.path):
       return
     kept = []
     for record in _parse_lines(self.path):
@@ -51,6 +56,8 @@ class MetricsLog:
     os.replace(tmp, self.path)
 
   def write(self, event: str, step: int, values: dict) -> None:
+    if not self.active:
+      return
     record = {'event': event, 'step': int(step)}
     record.update({k: _jsonable(v) for k, v in values.items()})
     with open(self.path, 'a') as f:

@@ -17,17 +17,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from famus_jax.cotrain.semi_supervised import SemiSupervised
 from famus_jax.data import DataSplits, batches
 from famus_jax.errors import ConfigError
 from famus_jax.method_registry import create_method
 from famus_jax.models import create_model
-from famus_jax.train import schedules
+from famus_jax.train import distributed, schedules
 from famus_jax.train.state import create_optimizer, create_train_state
 from famus_jax.train.step import StepOutput, make_eval_step, make_train_step
 
 
 def data_mesh() -> Mesh:
-  return Mesh(np.asarray(jax.devices()), ('data',))
+  """The one-axis ('data') mesh over every device of every process (train/distributed.py)."""
+  return distributed.global_mesh('data')
 
 
 def check_divisible(config, num_devices: int) -> None:
@@ -74,8 +76,10 @@ class EpochEnd(NamedTuple):
 class Run:
   """One training run's compiled functions and host-side helpers."""
 
-  def __init__(self, config, data: DataSplits, mesh: Mesh):
-    self.config, self.data, self.mesh = config, data, mesh
+  def __init__(self, config, data: DataSplits, mesh: Mesh,
+               semi: Optional[SemiSupervised] = None):
+    """semi: the semi-supervised settings of a co-trained member's step (cotrain_run.py)."""
+    self.config, self.data, self.mesh, self.semi = config, data, mesh, semi
     self.replicated = NamedSharding(mesh, P())
     self.sharded = NamedSharding(mesh, P('data'))
     self.num_train = data.num_train
@@ -102,7 +106,7 @@ class Run:
                                self.tx, self.data.train_images.shape[1:], self.num_train)
     # Host-side start hook (FSR's initial dictionary); a resumed run overwrites it on restore.
     state = state.replace(method_state=self.method.on_train_start(state.method_state, self.data))
-    return jax.device_put(state, self.replicated)
+    return distributed.replicate(state, self.replicated)  # process 0's values in every process
 
   def step_fn(self, variant):
     """The compiled step for a method variant (compiled once, on first use)."""
@@ -110,49 +114,62 @@ class Run:
       method = self.method.static_variant(variant)
       step = make_train_step(self.model, method, self.tx, self.lr_fn, self.config.augment,
                              self.mean, self.std, self.data.num_classes,
-                             self.config.meta_bn_train_mode)
+                             self.config.meta_bn_train_mode, semi=self.semi)
       donate = () if self.method.speculative else (0,)
-      self._steps[variant] = jax.jit(step, donate_argnums=donate)
+      # The new state and the step's outputs are replicated (every process can read them).
+      self._steps[variant] = jax.jit(step, donate_argnums=donate, out_shardings=self.replicated)
     return self._steps[variant]
 
   def run_step(self, state, batch, last_dispatch) -> StepResult:
     """One step: the variant the method guesses from `last_dispatch`, re-run once if wrong.
 
     Re-runs the step when a speculative method's guess of the variant was
-    wrong (`Method.accepts`); both runs count towards the step's time.
+    wrong (`Method.accepts`); both runs count towards the step's time. The
+    dispatch record and the finite flag the host acts on are process 0's in
+    every process (`distributed.agree`), so all processes run the same variants.
     """
     variant = self.method.variant(last_dispatch)
     compiled = variant not in self._steps
     new_state, out = self.step_fn(variant)(state, batch)
-    dispatch = jax.device_get(out.dispatch)
+    dispatch, finite = distributed.agree((out.dispatch, out.finite))
     reruns = 0
     if dispatch is not None and not self.method.accepts(variant, dispatch):
       variant = self.method.variant(dispatch)
       compiled |= variant not in self._steps
       new_state, out = self.step_fn(variant)(state, batch)
-      dispatch = jax.device_get(out.dispatch)
+      dispatch, finite = distributed.agree((out.dispatch, out.finite))
       reruns = 1
-    return StepResult(new_state, out, dispatch, bool(jax.device_get(out.finite)), compiled,
-                      reruns, batch['index'])
+    return StepResult(new_state, out, dispatch, bool(finite), compiled, reruns, batch['index'])
 
   def batch(self, step: int) -> dict:
+    """The global batch of `step` (the step dict of train/step.py), sharded over the mesh.
+
+    The ids are a pure function of (seed, step); each process reads the images of its own
+    rows only (`distributed.global_batch`).
+    """
     cfg, data = self.config, self.data
     idx = batches.train_batch_indices(cfg.seed, step, self.num_train, cfg.batch_size)
-    out = {'image': data.train_images[idx], 'label': data.train_labels[idx].astype(np.int32),
-           'index': idx.astype(np.int32)}
+    out = distributed.global_batch(self.sharded, len(idx), lambda rows: {
+        'image': data.train_images[idx[rows]],
+        'label': data.train_labels[idx[rows]].astype(np.int32),
+        'index': idx[rows].astype(np.int32)})
     if self.method.uses_meta_set:
       midx = batches.meta_batch_indices(cfg.seed, step, len(data.meta_labels), cfg.meta_batch_size)
-      out['meta_image'] = data.meta_images[midx]
-      out['meta_label'] = data.meta_labels[midx].astype(np.int32)
-    return jax.device_put(out, self.sharded)
+      out.update(distributed.global_batch(self.sharded, len(midx), lambda rows: {
+          'meta_image': data.meta_images[midx[rows]],
+          'meta_label': data.meta_labels[midx[rows]].astype(np.int32)}))
+    return out
 
   def on_epoch_end(self, state, epoch: int) -> EpochEnd:
     """Host-side work between epochs (the method's hook: FSR refreshes its dictionary).
 
-    epoch: the number of finished epochs. Returns the new state and no events.
+    epoch: the number of finished epochs. Returns the new state and no events. What the
+    hook changed holds process 0's values in every process (`distributed.replicate_changed`).
     """
-    return EpochEnd(state.replace(method_state=self.method.on_epoch_end(
-        state.method_state, epoch, self.data)), ())
+    method_state = self.method.on_epoch_end(state.method_state, epoch, self.data)
+    method_state = distributed.replicate_changed(method_state, state.method_state,
+                                                 self.replicated)
+    return EpochEnd(state.replace(method_state=method_state), ())
 
   def evaluate(self, state) -> dict:
     """Top-1 accuracy and mean loss on the test set."""
@@ -165,19 +182,23 @@ class Run:
     """Yields (real count, device (images, labels, mask)) of eval_batch_size batches.
 
     The last batch is padded with zeros; `mask` (bool (eval_batch_size,)) marks its real
-    examples. Used for the test set and for the co-trained pair's loss pass.
+    examples. Used for the test set and for the co-trained pair's loss pass. Each process
+    reads the rows of its own devices only (`distributed.global_batch`).
     """
     bs = self.config.eval_batch_size
     for start in range(0, len(labels), bs):
-      x = images[start:start + bs]
-      y = labels[start:start + bs].astype(np.int32)
-      real = len(y)
-      mask = np.zeros(bs, bool)
-      mask[:real] = True
-      if real < bs:
-        x = np.concatenate([x, np.zeros((bs - real,) + x.shape[1:], x.dtype)])
-        y = np.concatenate([y, np.zeros(bs - real, np.int32)])
-      yield real, jax.device_put((x, y, mask), self.sharded)
+      real = min(bs, len(labels) - start)
+
+      def load(rows, start=start, real=real):
+        lo, count = start + rows.start, rows.stop - rows.start
+        hi = max(lo, min(start + rows.stop, start + real))
+        x, y = images[lo:hi], labels[lo:hi].astype(np.int32)
+        if len(y) < count:
+          x = np.concatenate([x, np.zeros((count - len(y),) + x.shape[1:], x.dtype)])
+          y = np.concatenate([y, np.zeros(count - len(y), np.int32)])
+        return x, y, np.arange(lo, lo + count) < start + real
+
+      yield real, distributed.global_batch(self.sharded, bs, load)
 
   def test_sums(self, sums_fn: Callable) -> dict:
     """Sums of `sums_fn(images, labels, mask) -> {name: ()}` over the test set

@@ -18,9 +18,14 @@ The step
 Batch dict (global shapes; the leading axis is sharded over devices):
   image (n, H, W, C) uint8, label (n,) int32, index (n,) int32 and, for
   methods with a meta set, meta_image (m, H, W, C) uint8, meta_label (m,).
+  A co-trained member's semi-supervised step (`semi` given; famus_jax/
+  cotrain/semi_supervised.py) also takes clean_prob (n,) float32,
+  unlabeled_image (u, H, W, C), unlabeled_label (u,), unlabeled_index (u,),
+  partner_params and partner_batch_stats (the other member's, replicated)
+  and, with a meta set, meta_clean_prob (m,); its forward then runs on the
+  2n + 2u mixed rows, with their soft-target losses.
 """
 
-import functools
 from typing import Any, Callable, Optional
 
 import flax
@@ -28,7 +33,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from famus_jax.cotrain.semi_supervised import SemiSupervised, SoftBatch, SoftMeta
 from famus_jax.data import augment_batch
+from famus_jax.data.augment import train_augment_fn
 from famus_jax.methods.base import Method, StepContext
 from famus_jax.train.state import TrainState
 
@@ -73,19 +80,34 @@ def _tree_select(ok, new, old):
 
 
 def build_context(model, state: TrainState, batch: dict, images, meta_images, lr,
-                  dropout_rng, num_classes: int, meta_bn_train: bool = True, mix=None):
+                  dropout_rng, num_classes: int, meta_bn_train: bool = True, mix=None,
+                  semi: Optional[SemiSupervised] = None, soft: Optional[SoftBatch] = None,
+                  soft_meta: Optional[SoftMeta] = None):
   """Run the training forward pass once, linearised, and wrap it in a StepContext.
 
   images: (n, H, W, C) float32 (augmented, and prepared by the method);
   meta_images: (m, H, W, C) float32 or None; meta_bn_train: the validation
   forward pass uses batch statistics (as the reference code, whose meta model
   is in training mode) or running ones; mix: `Method.prepare_images`'s info,
-  kept as `ctx.mix`. Returns (ctx, new_batch_stats from the training forward).
-  BatchNorm statistics of every other forward pass (virtual, validation) are
-  thrown away.
+  kept as `ctx.mix`. With `semi`, `soft` describes the mixed rows `images`
+  are (their soft targets replace the labels: L_i = `semi.row_losses`, and
+  the uniform-prior penalty becomes `ctx.penalty_cotangent`) and `soft_meta`
+  the mixed meta rows (`semi.meta_loss`). Returns (ctx, new_batch_stats from
+  the training forward). BatchNorm statistics of every other forward pass
+  (virtual, validation) are thrown away.
   """
   apply_fn = make_apply_fn(model, dropout_rng)
-  labels = batch['label']
+  labels, indices = batch['label'], batch['index']
+  lambda_u = penalty_cotangent = None
+  if soft is None:
+    def loss_of_logits(z):
+      return cross_entropy(z, labels)
+  else:
+    labels, indices = soft.labels, soft.indices
+    lambda_u = semi.unlabelled_weight(state.step)
+
+    def loss_of_logits(z):
+      return semi.row_losses(z, soft, lambda_u)
 
   def logits_and_aux(params):
     (logits, features), new_stats = apply_fn(params, state.batch_stats, images)
@@ -94,46 +116,66 @@ def build_context(model, state: TrainState, batch: dict, images, meta_images, lr
   logits, logits_jvp, (features, new_stats) = jax.linearize(
       logits_and_aux, state.params, has_aux=True)
   transpose = jax.linear_transpose(logits_jvp, state.params)
-  losses = cross_entropy(logits, labels)
-  # dL_i/dlogits_i = softmax_i - onehot_i: turns logit-space products into loss-space ones.
-  errors = jax.nn.softmax(logits) - jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+  losses = loss_of_logits(logits)
+  if soft is None:
+    # dL_i/dlogits_i = softmax_i - onehot_i: turns logit-space products into loss-space ones.
+    errors = jax.nn.softmax(logits) - jax.nn.one_hot(labels, logits.shape[-1],
+                                                     dtype=logits.dtype)
+  else:
+    errors = jax.grad(lambda z: jnp.sum(loss_of_logits(z)))(logits)
+    penalty_cotangent = jax.lax.stop_gradient(jax.grad(semi.penalty)(logits))
 
   def logits_vjp(cotangent):
     return transpose(cotangent)[0]
 
   val_loss_fn = val_outputs_fn = None
   if meta_images is not None:
+    meta_labels = batch['meta_label'] if soft_meta is None else soft_meta.labels
+
+    def val_loss_of_logits(z):
+      if soft_meta is None:
+        return jnp.mean(cross_entropy(z, meta_labels))
+      return semi.meta_loss(z, soft_meta)
 
     def val_loss_fn(params):
       (val_logits, _), _ = apply_fn(params, state.batch_stats, meta_images, meta_bn_train)
-      return jnp.mean(cross_entropy(val_logits, batch['meta_label']))
+      return val_loss_of_logits(val_logits)
 
     def val_outputs_fn(params):
       (val_logits, val_features), _ = apply_fn(params, state.batch_stats, meta_images,
                                                meta_bn_train)
-      loss = jnp.mean(cross_entropy(val_logits, batch['meta_label']))
-      return loss, {'logits': val_logits, 'features': val_features, 'labels': batch['meta_label']}
+      loss = val_loss_of_logits(val_logits)
+      return loss, {'logits': val_logits, 'features': val_features, 'labels': meta_labels}
 
+  semi_metrics = {} if soft is None else semi.metrics(jax.lax.stop_gradient(logits), soft,
+                                                       lambda_u)
   ctx = StepContext(
       params=state.params, batch_stats=state.batch_stats, opt_state=state.opt_state,
-      step=state.step, lr=lr, images=images, labels=labels, indices=batch['index'],
+      step=state.step, lr=lr, images=images, labels=labels, indices=indices,
       losses=jax.lax.stop_gradient(losses), logits=jax.lax.stop_gradient(logits),
       features=jax.lax.stop_gradient(features), errors=jax.lax.stop_gradient(errors),
-      loss_vec_fn=lambda p: cross_entropy(logits_and_aux(p)[0], labels),
+      loss_vec_fn=lambda p: loss_of_logits(logits_and_aux(p)[0]),
       train_jvp=lambda t: jnp.sum(errors * logits_jvp(t), axis=-1),
       train_vjp=lambda c: logits_vjp(c[:, None] * errors), logits_vjp=logits_vjp,
+      logits_jvp=logits_jvp,
       val_loss_fn=val_loss_fn, apply_fn=apply_fn, num_classes=num_classes,
-      val_outputs_fn=val_outputs_fn, mix=mix)
+      val_outputs_fn=val_outputs_fn, mix=mix, penalty_cotangent=penalty_cotangent,
+      semi_metrics=semi_metrics)
   return ctx, new_stats
 
 
 def combined_gradient(ctx: StepContext, out):
-  """grad_w of sum_i eps_i L_i + <logit cotangent, logits> (+ extra), one backward pass."""
+  """grad_w of sum_i eps_i L_i + <logit cotangent, logits> (+ extra), one backward pass.
+
+  The semi-supervised step's uniform-prior penalty (`ctx.penalty_cotangent`)
+  joins the same backward pass, unweighted.
+  """
   cotangent = None
   if out.weights is not None:
     cotangent = out.weights.astype(ctx.losses.dtype)[:, None] * ctx.errors
-  if out.logit_cotangent is not None:
-    cotangent = out.logit_cotangent if cotangent is None else cotangent + out.logit_cotangent
+  for extra in (out.logit_cotangent, ctx.penalty_cotangent):
+    if extra is not None:
+      cotangent = extra if cotangent is None else cotangent + extra
   grads = ctx.logits_vjp(cotangent) if cotangent is not None else None
   if out.extra_grads is not None:
     grads = out.extra_grads if grads is None else jax.tree.map(jnp.add, grads, out.extra_grads)
@@ -142,7 +184,8 @@ def combined_gradient(ctx: StepContext, out):
 
 def make_context_fn(model, uses_meta_set: bool, lr_fn: Callable, augment_cfg, mean, std,
                     num_classes: int, meta_bn_train: bool = True,
-                    prepare_images: Optional[Callable] = None):
+                    prepare_images: Optional[Callable] = None,
+                    semi: Optional[SemiSupervised] = None):
   """context(state, batch) -> (ctx, new_batch_stats, method_rng): steps 1-2 of the step.
 
   The augmentation, dropout and method keys are fixed by (state.rng,
@@ -150,21 +193,43 @@ def make_context_fn(model, uses_meta_set: bool, lr_fn: Callable, augment_cfg, me
   sees exactly the step's context (e.g. `famus_jax.tools.quality`).
   prepare_images: the method's `Method.prepare_images(images, method_rng) ->
   (images, info)`, run between augmentation and the forward; None = identity.
+  semi: a co-trained member's semi-supervised settings: the forward runs on
+  the mixed rows `semi.training_batch` builds from the batch (module
+  docstring) instead of the augmented images, and the meta batch is refined
+  and mixed (`semi.meta_batch`).
   """
-  augment = functools.partial(augment_batch, crop_padding=augment_cfg.crop_padding,
-                              flip=augment_cfg.flip, mean=mean, std=std, train=True)
+  augment = train_augment_fn(augment_cfg, mean, std)  # config.augment.crop: pad | resized
+  eval_logits = make_eval_logits_fn(model, mean, std, normalised=True)
 
   def context(state: TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
     aug_rng, meta_aug_rng, dropout_rng, method_rng = jax.random.split(rng, 4)
-    images = augment(batch['image'], aug_rng)
+    soft = soft_meta = None
+    if semi is None:
+      images = augment(batch['image'], aug_rng)
+    else:
+      apply_fn = make_apply_fn(model, dropout_rng)
+
+      def own(x):  # training mode, batch statistics; the new statistics are dropped
+        return apply_fn(state.params, state.batch_stats, x)[0][0]
+
+      def partner(x):
+        return eval_logits(batch['partner_params'], batch['partner_batch_stats'], x)
+
+      soft = semi.training_batch(own, partner, batch, augment, aug_rng)
+      images = soft.images
     mix = None
     if prepare_images is not None:
       images, mix = prepare_images(images, method_rng)
-    meta_images = augment(batch['meta_image'], meta_aug_rng) if uses_meta_set else None
+    meta_images = None
+    if uses_meta_set and semi is not None:
+      soft_meta = semi.meta_batch(own, batch, augment, meta_aug_rng)
+      meta_images = soft_meta.images
+    elif uses_meta_set:
+      meta_images = augment(batch['meta_image'], meta_aug_rng)
     ctx, new_stats = build_context(model, state, batch, images, meta_images,
                                    lr_fn(state.step), dropout_rng, num_classes, meta_bn_train,
-                                   mix=mix)
+                                   mix=mix, semi=semi, soft=soft, soft_meta=soft_meta)
     return ctx, new_stats, method_rng
 
   return context
@@ -172,10 +237,14 @@ def make_context_fn(model, uses_meta_set: bool, lr_fn: Callable, augment_cfg, me
 
 def make_train_step(model, method: Method, tx: optax.GradientTransformation,
                     lr_fn: Callable, augment_cfg, mean, std, num_classes: int,
-                    meta_bn_train: bool = True):
-  """Build train_step(state, batch) -> (state, StepOutput); jit it outside."""
+                    meta_bn_train: bool = True, semi: Optional[SemiSupervised] = None):
+  """Build train_step(state, batch) -> (state, StepOutput); jit it outside.
+
+  semi: the semi-supervised settings of a co-trained member (`make_context_fn`).
+  """
   context = make_context_fn(model, method.uses_meta_set, lr_fn, augment_cfg, mean, std,
-                            num_classes, meta_bn_train, prepare_images=method.prepare_images)
+                            num_classes, meta_bn_train, prepare_images=method.prepare_images,
+                            semi=semi)
 
   def train_step(state: TrainState, batch: dict):
     ctx, new_stats, method_rng = context(state, batch)
@@ -200,6 +269,7 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation,
         'train_accuracy': jnp.mean(jnp.argmax(logits, -1) == labels),
         'grad_norm': grad_norm,
         'lr': lr,
+        **ctx.semi_metrics,
         **out.metrics,
     }
     return new_state, StepOutput(metrics=metrics, example_weights=out.example_weights,
@@ -208,16 +278,20 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation,
   return train_step
 
 
-def make_eval_logits_fn(model, mean, std):
-  """eval_logits(params, batch_stats, images uint8 (n, H, W, C)) -> (n, C) logits.
+def make_eval_logits_fn(model, mean, std, normalised: bool = False):
+  """eval_logits(params, batch_stats, images) -> (n, C) logits.
 
-  Eval mode: normalised images (no crop, no flip), BatchNorm with running
-  statistics, no dropout; each example's logits depend on it alone.
+  Eval mode: BatchNorm with running statistics, no dropout; each example's
+  logits depend on it alone. images: uint8 (n, H, W, C), normalised here (no
+  crop, no flip), or with `normalised=True` float32 images already augmented
+  and normalised (the semi-supervised step's views).
   """
 
   def eval_logits(params, batch_stats, images):
-    x = augment_batch(images, jax.random.PRNGKey(0), crop_padding=0, flip=False,
-                      mean=mean, std=std, train=False)
+    x = images
+    if not normalised:
+      x = augment_batch(images, jax.random.PRNGKey(0), crop_padding=0, flip=False,
+                        mean=mean, std=std, train=False)
     return model.apply({'params': params, 'batch_stats': batch_stats}, x, train=False)
 
   return eval_logits

@@ -29,8 +29,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from famus_jax import config_check
+from famus_jax.cotrain.pair import co_trained
 from famus_jax.data import build_data
-from famus_jax.errors import ConfigError, NonFiniteLossError, WorkdirMismatchError
+from famus_jax.errors import (ConfigError, NonFiniteLossError, WorkdirLockedError,
+                              WorkdirMismatchError)
+from famus_jax.train import distributed
 from famus_jax.train.checkpoint import (Checkpointer, WorkdirLock, config_fingerprint,
                                         fingerprint_differences, run_fingerprint)
 from famus_jax.train.cotrain_run import CoTrainedRun
@@ -127,6 +130,7 @@ def summarise(run: Run, progress: Progress, step: int, wall_seconds: float) -> d
       'mean_weight_clean': mean(progress.weight_sum_clean, progress.weight_count_clean),
       'mean_weight_noisy': mean(progress.weight_sum_noisy, progress.weight_count_noisy),
       'devices': [str(d) for d in jax.devices()],
+      'processes': jax.process_count(),
   }
 
 
@@ -146,7 +150,7 @@ class PendingHostData:
   def flush(self, run: 'Run', progress: Progress, window: WindowMeans, log: MetricsLog) -> None:
     if not self.items:
       return
-    items, self.items = jax.device_get(self.items), []
+    items, self.items = distributed.host_copy(self.items), []  # every process, same steps
     every = run.config.weights_log_every
     for step, metrics, weights, indices in items:
       _record_weights(progress, run.is_noisy, indices, weights)
@@ -160,14 +164,17 @@ def check_sizes(config, run: Run) -> None:
   if config.batch_size > run.num_train:
     raise ConfigError(f'config.batch_size={config.batch_size} is larger than the training set '
                       f'({run.num_train} examples after the meta split and subsetting)')
-  if config.meta_set == 'pseudo_clean' and config.cotrain.min_pseudo_clean > run.num_train:
+  if co_trained(config) and config.cotrain.min_pseudo_clean > run.num_train:
     raise ConfigError(f'config.cotrain.min_pseudo_clean={config.cotrain.min_pseudo_clean} is '
                       f'larger than the training set ({run.num_train} examples)')
 
 
 def create_run(config, data, mesh):
-  """The run object the loop drives: a `CoTrainedRun` for meta_set='pseudo_clean', else `Run`."""
-  if config.meta_set == 'pseudo_clean':
+  """The run object the loop drives: a `CoTrainedRun` for the co-trained pair, else `Run`.
+
+  The pair: meta_set='pseudo_clean' or method='dividemix' (`cotrain.pair.co_trained`).
+  """
+  if co_trained(config):
     return CoTrainedRun(config, data, mesh)
   return Run(config, data, mesh)
 
@@ -213,23 +220,43 @@ def train_and_evaluate(config, workdir: str, hooks: Sequence[Hook] = ()) -> dict
   metrics.jsonl are touched.
   """
   config_check.validate(config)
+  distributed.initialize(config)  # before anything touches a device
   mesh = data_mesh()
   check_divisible(config, mesh.size)
   data = build_data(config)
-  print(f'Data: {data.info["source"]}')
+  if distributed.is_primary():
+    print(f'Data: {data.info["source"]}')
   run = create_run(config, data, mesh)
   check_sizes(config, run)
   fingerprint = run_fingerprint(config, data)
   os.makedirs(workdir, exist_ok=True)
-  lock = WorkdirLock(workdir)
-  lock.acquire()
+  lock = _lock_workdir(workdir)
   try:
     return _train_locked(config, workdir, hooks, run, data, fingerprint)
   finally:
     lock.release()
 
 
+def _lock_workdir(workdir: str) -> WorkdirLock:
+  """The workdir's lock, held by process 0 for the whole job; every process stops with
+  WorkdirLockedError when process 0 could not take it."""
+  lock, error = WorkdirLock(workdir), None
+  if distributed.is_primary():
+    try:
+      lock.acquire()
+    except WorkdirLockedError as e:
+      error = e
+  if not bool(distributed.agree(np.bool_(error is None))):
+    raise error or WorkdirLockedError(
+        f'{workdir} is in use by another famus_jax run: process 0 of this job could not take '
+        f'its lock {lock.path}')
+  return lock
+
+
 def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
+  # Process 0 writes the run's files and talks; every process trains and checkpoints.
+  primary = distributed.is_primary()
+  say = print if primary else lambda *args, **kwargs: None
   checkpointer = Checkpointer(workdir, config.keep_checkpoints)
   template = run.init_state()
   changes = []
@@ -256,7 +283,7 @@ def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
   summary_path = os.path.join(workdir, 'summary.json')
   if found is not None and found[0] >= run.total_steps and os.path.exists(summary_path):
     checkpointer.close()
-    print(f'The run in {workdir} already finished ({found[0]} of {run.total_steps} steps): '
+    say(f'The run in {workdir} already finished ({found[0]} of {run.total_steps} steps): '
           f'nothing to train, {summary_path} is left as it is. To train further, pass a larger '
           f'num_steps with --config.resume=allow_changes, or use a new workdir.')
     with open(summary_path) as f:
@@ -267,17 +294,18 @@ def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
   if damaged:
     moved = checkpointer.quarantine([s for s, _ in damaged])
     names = '; '.join(f'step {s} ({checkpointer.step_path(s)}): {cause}' for s, cause in damaged)
-    print(f'Warning: damaged checkpoint skipped: {names}. Moved to {", ".join(moved)}; '
+    say(f'Warning: damaged checkpoint skipped: {names}. Moved to {", ".join(moved)}; '
           f'resuming from step {found[0]}, the newest intact checkpoint.', file=sys.stderr)
   if changes:
-    print('Warning: --config.resume=allow_changes: continuing with changed settings: '
+    say('Warning: --config.resume=allow_changes: continuing with changed settings: '
           + ', '.join(f'{f}: {json.dumps(o)} -> {json.dumps(n)}' for f, o, n in changes),
           file=sys.stderr)
-  write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-  write_json(os.path.join(workdir, 'data_info.json'), data.info)
-  write_json(os.path.join(workdir, FINGERPRINT_FILE), fingerprint)
+  if primary:
+    write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+    write_json(os.path.join(workdir, 'data_info.json'), data.info)
+    write_json(os.path.join(workdir, FINGERPRINT_FILE), fingerprint)
 
-  log = MetricsLog(workdir)
+  log = MetricsLog(workdir, active=primary)
   state = template
   progress = Progress()
   window = WindowMeans()
@@ -292,7 +320,7 @@ def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
       raise WorkdirMismatchError(f'the checkpoint {checkpointer.step_path(start)} holds the '
                                  f'state of step {int(state.step)}')
     log.truncate_after(start)
-    print(f'Resumed from the checkpoint at step {start} in {checkpointer.directory}')
+    say(f'Resumed from the checkpoint at step {start} in {checkpointer.directory}')
   else:
     log.truncate_after(0)
     log.write('data', 0, data.info)
@@ -317,7 +345,7 @@ def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
                                         'fingerprint': fingerprint})
 
   last_dispatch = None
-  bar = tqdm(total=run.total_steps, initial=start, disable=not config.progress_bar,
+  bar = tqdm(total=run.total_steps, initial=start, disable=not (config.progress_bar and primary),
              desc=f'{config.method}', dynamic_ncols=True)
   step = start
   try:
@@ -365,13 +393,22 @@ def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
         progress.best_test_accuracy = max(progress.best_test_accuracy, scores['test_accuracy'])
         scores['train_time_s'] = progress.timed_seconds + progress.compile_seconds
         log.write('eval', step, scores)
-        bar.write(f'step {step}: test accuracy {scores["test_accuracy"]:.4f} '
-                  f'(best {progress.best_test_accuracy:.4f})')
+        if primary:
+          bar.write(f'step {step}: test accuracy {scores["test_accuracy"]:.4f} '
+                    f'(best {progress.best_test_accuracy:.4f})')
       if step % config.checkpoint_every == 0 or step == run.total_steps:
         save(step)
   except KeyboardInterrupt:
-    if not any(x.is_deleted() for x in jax.tree.leaves(state)):
-      save(step)  # Ctrl-C between steps: keep everything done so far.
+    # Ctrl-C between steps: keep everything done so far (one process only: in a job the
+    # others would not join the save).
+    if jax.process_count() == 1 and not any(x.is_deleted() for x in jax.tree.leaves(state)):
+      save(step)
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if distributed.is_peer_failure(e):  # another process of the job died: stop, say how to resume
+      last = checkpointer.last_good_step
+      raise distributed.lost_process_error(
+          e, step, None if last is None else checkpointer.step_path(last)) from e
     raise
   finally:
     bar.close()
@@ -383,5 +420,6 @@ def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
   summary = summarise(run, progress, step, progress.wall_seconds)
   for hook in hooks:
     hook.on_end(run, state, summary)
-  write_json(os.path.join(workdir, 'summary.json'), summary)
+  if primary:
+    write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary
