@@ -48,65 +48,47 @@ class ActualStep(NamedTuple):
   extra_grads: Optional[Any] = None
 
 
-class PerExampleSpace:
-  """a = eps (n,): the virtual step's cotangent is eps_i e_i (MW-Net, L2R)."""
-  name = 'per_example'
+class CoefficientSpace(NamedTuple):
+  """One space of virtual coefficients a (module docstring); every field takes the step's context.
 
-  @staticmethod
-  def forward(ctx: StepContext) -> Callable:
-    """params -> (n,) per-example training losses (a fresh forward pass)."""
-    return ctx.loss_vec_fn
-
-  @staticmethod
-  def jvp(ctx: StepContext) -> Callable:
-    """tangent -> (n,) <grad_w L_i, tangent>, the step's linearisation."""
-    return ctx.train_jvp
-
-  @staticmethod
-  def vjp(ctx: StepContext) -> Callable:
-    """eps (n,) -> params-shaped sum_i eps_i grad_w L_i, the step's linearisation."""
-    return ctx.train_vjp
-
-  @staticmethod
-  def cotangent(ctx: StepContext, eps: jnp.ndarray) -> jnp.ndarray:
-    """K(eps) (n, C) = eps_i e_i."""
-    return eps[:, None] * ctx.errors
-
-  @staticmethod
-  def actual(eps: jnp.ndarray) -> ActualStep:
-    return ActualStep(weights=eps, logit_cotangent=None, example_weights=eps * eps.shape[0])
+  name: 'per_example' or 'logit'.
+  forward: ctx -> (params -> (n,) losses | (n, C) logits), a fresh forward pass.
+  jvp: ctx -> (tangent -> dL^val/da's shape), the step's linearisation: `train_jvp` (n,)
+    <grad_w L_i, tangent> or `logits_jvp` (n, C) (dz/dw) tangent.
+  vjp: ctx -> (a -> params-shaped J^T K(a)), the step's linearisation (the virtual gradient).
+  cotangent: (ctx, a) -> K(a) (n, C).
+  actual: new coefficients a -> the `ActualStep` that trains on them.
+  """
+  name: str
+  forward: Callable[[StepContext], Callable]
+  jvp: Callable[[StepContext], Callable]
+  vjp: Callable[[StepContext], Callable]
+  cotangent: Callable[[StepContext, jnp.ndarray], jnp.ndarray]
+  actual: Callable[[jnp.ndarray], ActualStep]
 
 
-class LogitSpace:
-  """a = c (n, C): the coefficients are the virtual step's logit cotangent itself (MLC)."""
-  name = 'logit'
-
-  @staticmethod
-  def forward(ctx: StepContext) -> Callable:
-    """params -> (n, C) training logits (a fresh forward pass, the step's images and keys)."""
-    return lambda params: ctx.apply_fn(params, ctx.batch_stats, ctx.images)[0][0]
-
-  @staticmethod
-  def jvp(ctx: StepContext) -> Callable:
-    """tangent -> (n, C) (d z / d w) tangent, the step's linearisation."""
-    return ctx.logits_jvp
-
-  @staticmethod
-  def vjp(ctx: StepContext) -> Callable:
-    """c (n, C) -> params-shaped J^T c, the step's linearisation."""
-    return ctx.logits_vjp
-
-  @staticmethod
-  def cotangent(ctx: StepContext, c: jnp.ndarray) -> jnp.ndarray:
-    del ctx
-    return c
-
-  @staticmethod
-  def actual(c: jnp.ndarray) -> ActualStep:
-    """The cotangent trains as it is; no example is re-weighted (example weights 1)."""
-    return ActualStep(weights=None, logit_cotangent=c,
-                      example_weights=jnp.ones((c.shape[0],), c.dtype))
+def _weighted_losses(eps: jnp.ndarray) -> ActualStep:
+  """The per-example weights eps train as weights (example weights eps * n)."""
+  return ActualStep(weights=eps, logit_cotangent=None, example_weights=eps * eps.shape[0])
 
 
-PER_EXAMPLE = PerExampleSpace()
-LOGIT = LogitSpace()
+def _logit_cotangent(c: jnp.ndarray) -> ActualStep:
+  """The cotangent trains as it is; no example is re-weighted (example weights 1)."""
+  return ActualStep(weights=None, logit_cotangent=c,
+                    example_weights=jnp.ones((c.shape[0],), c.dtype))
+
+
+def _training_logits(ctx: StepContext) -> Callable:
+  """params -> (n, C) training logits: the step's images, batch statistics and dropout key."""
+  return lambda params: ctx.apply_fn(params, ctx.batch_stats, ctx.images)[0][0]
+
+
+# a = eps (n,), K(eps)_i = eps_i e_i (MW-Net, L2R).
+PER_EXAMPLE = CoefficientSpace(
+    name='per_example', forward=lambda ctx: ctx.loss_vec_fn, jvp=lambda ctx: ctx.train_jvp,
+    vjp=lambda ctx: ctx.train_vjp, cotangent=lambda ctx, eps: eps[:, None] * ctx.errors,
+    actual=_weighted_losses)
+# a = c (n, C) = K(c): the coefficients are the virtual step's logit cotangent (MLC).
+LOGIT = CoefficientSpace(
+    name='logit', forward=_training_logits, jvp=lambda ctx: ctx.logits_jvp,
+    vjp=lambda ctx: ctx.logits_vjp, cotangent=lambda ctx, c: c, actual=_logit_cotangent)
