@@ -331,7 +331,7 @@ def test_four_processes_train_what_one_process_trains(runs, tmp_path):
   assert json.loads((tmp_path / 'mwnet' / 'summary.json').read_text())['processes'] == 4
 
 
-# ---- config and single-process identities ---------------------------------------------------------
+# ---- config and single-process identities --------------------------------------------------------
 @pytest.mark.parametrize('fields, pattern', [
     ({'num_processes': -1}, 'distributed.num_processes'),
     ({'num_processes': 2, 'process_id': 2}, r'distributed.process_id=2 must be in \[0, 2\)'),
