@@ -218,21 +218,28 @@ def test_ensemble_evaluation_is_the_accuracy_of_the_mean_logits(pair):
   assert scores['test_loss'] == pytest.approx(float(loss), rel=1e-5)
 
 
-def test_sigkill_and_resume_matches_an_uninterrupted_pair_run(pair, tmp_path):
-  overrides = {**OVERRIDES, 'num_steps': 24, 'checkpoint_every': 12, 'eval_every': 12}
-  # The three children share JAX's persistent compilation cache: the first compiles, the others
-  # load the same executables (a child spends most of its time compiling otherwise).
+def killed_and_resumed(tmp_path, overrides, kill_after: int, resume_step: int):
+  """(summary of an uninterrupted child run, summary of one SIGKILLed after `kill_after` and rerun).
+
+  The three children share JAX's persistent compilation cache: the first compiles, the others
+  load the same executables (a child spends most of its time compiling otherwise).
+  """
   env = {'JAX_COMPILATION_CACHE_DIR': str(tmp_path / 'jax_cache'),
          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
          'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
   straight = last_json(run_child(tmp_path / 'straight', overrides, env=env).stdout)
-  killed = run_child(tmp_path / 'resumed', overrides, '--kill-after-step', '22', env=env,
-                     check=False)
+  killed = run_child(tmp_path / 'resumed', overrides, '--kill-after-step', str(kill_after),
+                     env=env, check=False)
   assert killed.returncode == -9, killed.stderr[-2000:]
   assert not (tmp_path / 'resumed' / 'summary.json').exists()
   resumed_proc = run_child(tmp_path / 'resumed', overrides, env=env)
-  assert 'Resumed from the checkpoint at step 12' in resumed_proc.stdout
-  resumed = last_json(resumed_proc.stdout)
+  assert f'Resumed from the checkpoint at step {resume_step}' in resumed_proc.stdout
+  return straight, last_json(resumed_proc.stdout)
+
+
+def test_sigkill_and_resume_matches_an_uninterrupted_pair_run(pair, tmp_path):
+  overrides = {**OVERRIDES, 'num_steps': 24, 'checkpoint_every': 12, 'eval_every': 12}
+  straight, resumed = killed_and_resumed(tmp_path, overrides, 22, 12)
   for key in ('best_test_accuracy', 'last_test_accuracy', 'last_test_loss', 'steps',
               'mean_weight_clean', 'mean_weight_noisy'):
     assert resumed[key] == straight[key], key

@@ -28,8 +28,7 @@ from famus_jax.train.checkpoint import Checkpointer
 from famus_jax.train.cotrain_run import CoTrainedRun
 from famus_jax.train.step import combined_gradient, make_context_fn
 from famus_jax.train.trainer import create_run, data_mesh
-from tests.test_cotrain import pair_config, validated_run
-from tests.test_trainer import last_json, run_child
+from tests.test_cotrain import killed_and_resumed, pair_config, validated_run
 
 # 512 synthetic training examples, batch 16: 32 steps per epoch; warm-up is epoch 0.
 OVERRIDES = {'method': 'dividemix', 'num_meta': 0, 'cotrain.warmup_epochs': 1,
@@ -291,16 +290,7 @@ def test_config_errors_name_the_field():
 
 def test_sigkill_and_resume_matches_an_uninterrupted_dividemix_run(dividemix, tmp_path):
   overrides = {**OVERRIDES, 'num_steps': 40, 'checkpoint_every': 36, 'eval_every': 20}
-  env = {'JAX_COMPILATION_CACHE_DIR': str(tmp_path / 'jax_cache'),
-         'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
-         'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
-  straight = last_json(run_child(tmp_path / 'straight', overrides, env=env).stdout)
-  killed = run_child(tmp_path / 'resumed', overrides, '--kill-after-step', '38', env=env,
-                     check=False)
-  assert killed.returncode == -9, killed.stderr[-2000:]
-  resumed_proc = run_child(tmp_path / 'resumed', overrides, env=env)
-  assert 'Resumed from the checkpoint at step 36' in resumed_proc.stdout
-  resumed = last_json(resumed_proc.stdout)
+  straight, resumed = killed_and_resumed(tmp_path, overrides, 38, 36)
   for key in ('best_test_accuracy', 'last_test_accuracy', 'last_test_loss', 'steps'):
     assert resumed[key] == straight[key], key
   template = dividemix.init_state()
