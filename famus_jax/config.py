@@ -230,6 +230,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000      # steps; a checkpoint is also written at the end
   c.keep_checkpoints = 2
   c.progress_bar = True
+  # Training batches built ahead on a host thread while the step runs (famus_jax/train/
+  # prefetch.py; the same batches in the same order); 0 = each batch when its step starts.
+  c.prefetch_batches = 1
   c.diagnostics_every = 0        # > 0: exact-vs-estimate meta-gradient checks
   c.weights_log_every = 10       # > 0: log the batch's example weights + noisy flags (report plots)
   # What to do when the workdir holds a checkpoint whose run fingerprint (the config minus the

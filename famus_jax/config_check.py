@@ -60,7 +60,7 @@ def validate(config) -> None:
                 'eval_every', 'checkpoint_every', 'keep_checkpoints'):
     _range(config, field, 1, float('inf'))
   for field in ('num_meta', 'train_subset', 'num_steps', 'num_epochs', 'diagnostics_every',
-                'weights_log_every'):
+                'weights_log_every', 'prefetch_batches'):
     _range(config, field, 0, float('inf'))
   if config.num_steps == 0 and config.num_epochs == 0:
     raise ConfigError('config.num_steps and config.num_epochs are both 0: set one of them')

@@ -32,7 +32,12 @@ if [ "$mode" = gpu ] && [ "$backend" != gpu ] && [ "$backend" != cuda ]; then
   echo "gpu_check: JAX backend is '$backend', no CUDA GPU: running the --cpu settings"
   mode=cpu
 fi
-if [ "$mode" = cpu ]; then export JAX_PLATFORMS=cpu; fi
+# CPU mode only checks that every stage still runs: XLA's cheapest optimisation level (compiling
+# is most of its time; its benchmark figures mean nothing).
+if [ "$mode" = cpu ]; then
+  export JAX_PLATFORMS=cpu
+  export XLA_FLAGS="${XLA_FLAGS:-} --xla_backend_optimization_level=0"
+fi
 torch_device=$($py -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")' \
   2>/dev/null || echo none)
 bench=famus_jax.tools.benchmark

@@ -12,7 +12,8 @@ compared with one process (one device) training the same global batches:
 - erm through the README's command: a SIGKILL of one process stops the other at once with
   DistributedError, the rerun resumes from the last checkpoint and ends with the single-
   process run's parameters;
-- four processes (mwnet), only with FAMUS_TEST_4_PROCESSES=1 (it doubles the file's time);
+- four processes (mwnet: the training and the meta batch both split four ways) against the
+  same single-process run;
 - the config checks and the single-process identities of the helpers.
 
 Every process runs with XLA's cheapest optimisation level (`child_env`; compiling is most of
@@ -48,8 +49,6 @@ from famus_jax.train.logbook import read_metrics
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ('erm', 'mwnet', 'famus', 'fsr')
 JOB_METHODS = METHODS[1:]  # ERM's two-process run is the SIGKILL test's (README command)
-# The 4-process job doubles this file's time on one core: run it with FAMUS_TEST_4_PROCESSES=1.
-FOUR_PROCESSES = os.environ.get('FAMUS_TEST_4_PROCESSES') == '1'
 # Two epochs of 8 steps (168 synthetic images - 40 meta = 128 = 8 batches of 16).
 COMMON = {'num_steps': 16, 'synthetic.num_train': 168, 'log_every': 4, 'eval_every': 8,
           'checkpoint_every': 8, 'weights_log_every': 4}
@@ -319,7 +318,6 @@ def test_sigkill_of_one_process_stops_the_job_and_a_rerun_resumes(runs, tmp_path
     assert_params_close(checkpoint_params(workdir), runs.reference['mwnet'], 'erm vs mwnet')
 
 
-@pytest.mark.skipif(not FOUR_PROCESSES, reason='slow on one core: FAMUS_TEST_4_PROCESSES=1')
 def test_four_processes_train_what_one_process_trains(runs, tmp_path):
   procs = start_job(tmp_path, 4, ['mwnet'], runs.cache)
   wait_all(procs, tmp_path, 'job')

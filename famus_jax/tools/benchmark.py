@@ -123,6 +123,9 @@ METHODS = {
     'mlc': MethodSpec({'method': 'mlc'}),
     'famus_mlc': MethodSpec({**FAMUS, 'famus.base': 'mlc', 'famus.strategy': 'learned'},
                             settle_steps=40),
+    'mlc_reuse': MethodSpec({'method': 'mlc', 'meta.actual_step': 'reuse'}),
+    'famus_mlc_reuse': MethodSpec({**FAMUS, 'famus.base': 'mlc', 'famus.strategy': 'learned',
+                                   'meta.actual_step': 'reuse'}, settle_steps=40),
 }
 
 MODELS = {
@@ -130,6 +133,7 @@ MODELS = {
     'resnet20': {'model': 'resnet', 'depth': 20},
     'resnet8': {'model': 'resnet', 'depth': 8},
     'wrn-28-2': {'model': 'wide_resnet', 'depth': 28, 'width': 2},
+    'wrn-40-2': {'model': 'wide_resnet', 'depth': 40, 'width': 2},  # the FaMUS supplement's MLC net
     'wrn-28-10': {'model': 'wide_resnet', 'depth': 28, 'width': 10},
     'preact_resnet18': {'model': 'preact_resnet18'},
     'small_cnn': {'model': 'small_cnn', 'width': 16},
@@ -374,7 +378,7 @@ def _settle_steps(spec: MethodSpec, override: Optional[int]) -> int:
 
 # The PyTorch peer's method for each benchmark entry (by the part of its name before '_').
 PEER_METHODS = {'erm': 'erm', 'mwnet': 'mwnet', 'l2r': 'l2r', 'famus': 'famus', 'fsr': 'fsr'}
-NO_PEER = ('mlc', 'famus_mlc')  # the peer has no MLC
+NO_PEER = ('mlc', 'famus_mlc', 'mlc_reuse', 'famus_mlc_reuse')  # the peer has no MLC
 
 
 def peer_method(name: str) -> Optional[str]:

@@ -38,6 +38,7 @@ from famus_jax.train.checkpoint import (Checkpointer, WorkdirLock, config_finger
                                         fingerprint_differences, run_fingerprint)
 from famus_jax.train.cotrain_run import CoTrainedRun
 from famus_jax.train.logbook import MetricsLog, WindowMeans, write_json
+from famus_jax.train.prefetch import BatchPrefetcher
 # Run and the loop's contract (StepResult, EpochEnd) live in train/run.py; the names used by
 # tools and tests (Run, data_mesh, check_divisible) are importable from here as before.
 from famus_jax.train.run import Run, StepResult, check_divisible, data_mesh
@@ -348,9 +349,11 @@ def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
   bar = tqdm(total=run.total_steps, initial=start, disable=not (config.progress_bar and primary),
              desc=f'{config.method}', dynamic_ncols=True)
   step = start
+  batches = BatchPrefetcher(run.batch, run.steps_per_epoch, run.total_steps,
+                            config.prefetch_batches)
   try:
     while step < run.total_steps:
-      batch = run.batch(step)
+      batch = batches.get(step)
       for hook in hooks:
         hook.before_step(run, step, state, batch)
       t0 = time.perf_counter()
@@ -411,6 +414,7 @@ def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
           e, step, None if last is None else checkpointer.step_path(last)) from e
     raise
   finally:
+    batches.close()
     bar.close()
   checkpointer.close()
   if step == start:  # nothing trained (finished run without a summary.json): saved wall time
