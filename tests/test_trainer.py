@@ -109,7 +109,8 @@ def test_two_devices_give_the_same_losses_as_one(tmp_path):
   overrides = {'method': 'mwnet', 'num_steps': 8, 'log_every': 1, 'eval_every': 8}
   one = run_child(tmp_path / 'one', overrides)
   two = run_child(tmp_path / 'two', overrides,
-                  env={'XLA_FLAGS': '--xla_force_host_platform_device_count=2'})
+                  env={'XLA_FLAGS': os.environ.get('XLA_FLAGS', '')
+                       + ' --xla_force_host_platform_device_count=2'})
   assert len(last_json(two.stdout)['devices']) == 2
   assert len(last_json(one.stdout)['devices']) == 1
   loss_one = [e['train_loss'] for e in read_metrics(str(tmp_path / 'one')) if e['event'] == 'train']
