@@ -237,20 +237,29 @@ def killed_and_resumed(tmp_path, overrides, kill_after: int, resume_step: int):
   return straight, last_json(resumed_proc.stdout)
 
 
+def assert_final_checkpoints_equal(run, tmp_path, step: int) -> list:
+  """The checkpoints of `step` of killed_and_resumed's two runs hold the same state, bitwise.
+
+  Returns the two restored states (straight, resumed)."""
+  template = run.init_state()
+  states = []
+  for name in ('straight', 'resumed'):
+    ckpt = Checkpointer(str(tmp_path / name), 2)
+    states.append(ckpt.restore(template, step)[0])
+    ckpt.close()
+  for x, y in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
+    np.testing.assert_array_equal(x, y)
+  return states
+
+
 def test_sigkill_and_resume_matches_an_uninterrupted_pair_run(pair, tmp_path):
   overrides = {**OVERRIDES, 'num_steps': 24, 'checkpoint_every': 12, 'eval_every': 12}
   straight, resumed = killed_and_resumed(tmp_path, overrides, 22, 12)
   for key in ('best_test_accuracy', 'last_test_accuracy', 'last_test_loss', 'steps',
               'mean_weight_clean', 'mean_weight_noisy'):
     assert resumed[key] == straight[key], key
-  template = pair.init_state()
-  states = []
-  for name in ('straight', 'resumed'):
-    ckpt = Checkpointer(str(tmp_path / name), 2)
-    states.append(ckpt.restore(template, 24)[0])
-    ckpt.close()
-  for x, y in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
-    np.testing.assert_array_equal(x, y)   # both members and the divisions, bitwise
+  # Both members and the divisions, bitwise.
+  states = assert_final_checkpoints_equal(pair, tmp_path, 24)
   assert int(states[0].division_epoch) == 2
   divisions = [[e for e in read_metrics(str(tmp_path / name)) if e['event'] == 'division']
                for name in ('straight', 'resumed')]

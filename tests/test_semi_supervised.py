@@ -24,11 +24,11 @@ from famus_jax.cotrain import semi_supervised as semi_lib
 from famus_jax.data import augment_batch
 from famus_jax.errors import ConfigError
 from famus_jax.method_registry import create_method
-from famus_jax.train.checkpoint import Checkpointer
 from famus_jax.train.cotrain_run import CoTrainedRun
 from famus_jax.train.step import combined_gradient, make_context_fn
 from famus_jax.train.trainer import create_run, data_mesh
-from tests.test_cotrain import killed_and_resumed, pair_config, validated_run
+from tests.test_cotrain import (assert_final_checkpoints_equal, killed_and_resumed,
+                                pair_config, validated_run)
 
 # 512 synthetic training examples, batch 16: 32 steps per epoch; warm-up is epoch 0.
 OVERRIDES = {'method': 'dividemix', 'num_meta': 0, 'cotrain.warmup_epochs': 1,
@@ -293,11 +293,4 @@ def test_sigkill_and_resume_matches_an_uninterrupted_dividemix_run(dividemix, tm
   straight, resumed = killed_and_resumed(tmp_path, overrides, 38, 36)
   for key in ('best_test_accuracy', 'last_test_accuracy', 'last_test_loss', 'steps'):
     assert resumed[key] == straight[key], key
-  template = dividemix.init_state()
-  states = []
-  for name in ('straight', 'resumed'):
-    ckpt = Checkpointer(str(tmp_path / name), 2)
-    states.append(ckpt.restore(template, 40)[0])
-    ckpt.close()
-  for x, y in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
-    np.testing.assert_array_equal(x, y)
+  assert_final_checkpoints_equal(dividemix, tmp_path, 40)
