@@ -25,6 +25,7 @@ from famus_jax import config_check
 from famus_jax.data import augment, build_data, image_folder
 from famus_jax.errors import ConfigError, DataCorruptError, DataNotFoundError
 from famus_jax.famus.layer_sets import build_layer_sets
+from famus_jax.method_registry import create_method
 from famus_jax.models import ResNet50, create_model, layer_names, layer_names_in_call_order
 from famus_jax.models import resnet_imagenet
 from famus_jax.presets import clothing1m, webvision
@@ -189,6 +190,29 @@ def test_subsets_stay_lazy_and_only_indexed_files_are_decoded(c1m, monkeypatch):
   assert len(calls) == 5
   sample = stats.train_images[np.unique(np.linspace(0, stats.num_train - 1, 5).astype(int))]
   np.testing.assert_allclose(stats.mean, sample.reshape(-1, 3).mean(0) / 255, rtol=1e-5)
+
+
+def test_fsr_dictionary_decodes_only_its_own_images(c1m, monkeypatch):
+  root, _ = c1m
+  config = c1m_config(root, method='fsr', **{'fsr.dictionary_size': C1M_CLASSES})
+  data = build_data(config)
+  fsr = create_method(config)
+  shape = data.train_images.shape[1:]
+  state = {'dict_ids': jnp.zeros((C1M_CLASSES, 1), jnp.int32),
+           'dict_images': jnp.zeros((C1M_CLASSES, 1) + shape, jnp.uint8),
+           'dict_purity': jnp.zeros((), jnp.float32),
+           'image_mean': jnp.zeros((3,), jnp.float32), 'image_std': jnp.ones((3,), jnp.float32)}
+  calls = []
+  real = image_folder.decode_image
+  monkeypatch.setattr(image_folder, 'decode_image', lambda path, spec: calls.append(path)
+                      or real(path, spec))
+  state = fsr.on_train_start(state, data)
+  ids = np.asarray(state['dict_ids'])
+  # One image per class, drawn by noisy label; only those files are read, once each.
+  np.testing.assert_array_equal(data.train_labels[ids[:, 0]], np.arange(C1M_CLASSES))
+  assert sorted(calls) == sorted(os.path.join(root, data.train_images.paths[i])
+                                 for i in ids.reshape(-1))
+  np.testing.assert_array_equal(state['dict_images'], data.train_images[ids])
 
 
 @pytest.fixture(scope='module')

@@ -194,7 +194,7 @@ class FSR(Method):
 
   def _with_dictionary(self, method_state, ids: np.ndarray, data) -> dict:
     """A copy of the state holding dictionary `ids` (C, k), its images and purity."""
-    images = np.asarray(data.train_images)[ids]
+    images = np.asarray(data.train_images[ids])  # an image-file source decodes only these
     new = dict(method_state)
     new['dict_ids'] = _like(ids, method_state['dict_ids'])
     new['dict_images'] = _like(images, method_state['dict_images'])
