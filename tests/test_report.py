@@ -180,6 +180,7 @@ def test_accuracy_matches_numpy(built):
   erm = acc['fashion_mnist sym 40%' + SCHEDULE]['erm']
   assert erm['best_mean_std'] == (pytest.approx(61.2), None)  # one seed: no std
   assert mwnet['wall_time_min'] == pytest.approx(np.mean([120.0, 240.0]) / 60)
+  assert mwnet['median_step_s'] == pytest.approx(np.mean([0.1, 0.2]))  # 0.1 (1 + seed) a step
   # pivot: 'last (best)'
   assert f'| {100 * 0.583:.2f} ({100 * 0.612:.2f}) |' in text
 
@@ -259,6 +260,22 @@ def test_bad_path_names_the_path(tmp_path, kind):
   with pytest.raises(SystemExit) as info:
     report.main([str(path), f'--out={tmp_path / "out"}'])
   assert str(path) in str(info.value)
+
+
+def test_median_window_step_ignores_a_paused_window():
+  class Evals:
+    def __init__(self, steps, times):
+      self.events = [{'step': s, 'train_time_s': t} for s, t in zip(steps, times)]
+
+    def of(self, name):
+      assert name == 'eval'
+      return self.events
+
+  # Windows of 80 steps at 1.0 s / step, one holding a 2000 s pause, one at 1.5 s / step;
+  # the first eval (40 s of compile) opens no window.
+  run = Evals([80, 160, 240, 320, 400, 480], [120, 200, 2280, 2360, 2480, 2560])
+  assert report.median_window_step(run) == pytest.approx(1.0)  # windows 1, 26, 1, 1.5, 1
+  assert report.median_window_step(Evals([80], [120])) is None
 
 
 def test_weight_shape_by_hand():
