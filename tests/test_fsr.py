@@ -495,7 +495,7 @@ def test_one_pass_train_step_runs_one_mixed_forward(network):
   rng = np.random.default_rng(11)
   ubatch = {'image': jnp.asarray(rng.integers(0, 256, (N, 8, 8, 3)), jnp.uint8),
             'label': batch['label'], 'index': batch['index']}
-  aug = ml_collections.ConfigDict({'crop_padding': 1, 'flip': True})
+  aug = ml_collections.ConfigDict({'crop': 'pad', 'crop_padding': 1, 'flip': True})
   mean, std = jnp.full((3,), 0.5), jnp.full((3,), 0.25)
   start = state.replace(method_state=ms)
   step = jax.jit(make_train_step(model, method, tx, lambda s: jnp.float32(0.05), aug, mean, std,

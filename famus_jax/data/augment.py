@@ -206,11 +206,11 @@ def train_augment_fn(augment_cfg, mean, std) -> Callable[[jax.Array, jax.Array],
   """augment(images uint8 (B, H, W, C), rng) -> float32 normalised images: the step's training
   augmentation chosen by config.augment.crop.
 
-  'pad' (and a config without the field, such as a hand-built augment dict of crop_padding and
-  flip) gives `augment_batch` with crop_padding and flip; 'resized' gives `augment_resized_batch`
-  with `resized_crop_of(augment_cfg)` and flip. mean and std: float (C,), [0, 1] units.
+  'pad' gives `augment_batch` with crop_padding and flip; 'resized' gives
+  `augment_resized_batch` with `resized_crop_of(augment_cfg)` and flip. mean and std: float
+  (C,), [0, 1] units.
   """
-  if augment_cfg.get('crop') == 'resized':
+  if augment_cfg.crop == 'resized':
     return functools.partial(augment_resized_batch, crop=resized_crop_of(augment_cfg),
                              flip=augment_cfg.flip, mean=mean, std=std)
   return functools.partial(augment_batch, crop_padding=augment_cfg.crop_padding,
