@@ -78,19 +78,18 @@ def flat(tree) -> dict:
 
 
 class RecordingImages:
-  """Training images that record which ids each batch read (`Run.batch` indexes them)."""
+  """Training images that record the ids each read asked for: `Run.batch`'s (b,) batch ids in
+  `reads`, FSR's (C, k) dictionary refreshes in `dictionary_reads`. No __array__: reading the
+  whole set (np.asarray of it) fails."""
 
   def __init__(self, images):
-    self.images, self.reads = images, []
+    self.images, self.reads, self.dictionary_reads = images, [], []
     self.shape, self.dtype = images.shape, images.dtype
 
   def __getitem__(self, key):
-    self.reads.append(np.asarray(key).tolist())
+    key = np.asarray(key)
+    (self.dictionary_reads if key.ndim == 2 else self.reads).append(key.tolist())
     return self.images[key]
-
-  def __array__(self, dtype=None, copy=None):  # FSR's dictionary refresh reads all of them
-    del copy
-    return np.asarray(self.images, dtype)
 
   def __len__(self):
     return len(self.images)
@@ -116,7 +115,8 @@ class RecordRun(trainer.Hook):
     index = jax.process_index()
     np.savez(os.path.join(self.directory, f'params_p{index}.npz'), **flat(state.params))
     with open(os.path.join(self.directory, f'record_p{index}.json'), 'w') as f:
-      json.dump({'reads': self.images.reads, 'variants': self.variants}, f)
+      json.dump({'reads': self.images.reads, 'dictionary_reads': self.images.dictionary_reads,
+                 'variants': self.variants}, f)
 
 
 def child_main(argv) -> None:
@@ -244,6 +244,14 @@ def test_two_processes_train_what_one_process_trains(runs, method):
     assert records[0]['reads'][step] == ids[:half], step
     assert records[1]['reads'][step] == ids[half:], step
   assert len(records[0]['reads']) == len(records[1]['reads']) == cfg.num_steps
+  # FSR's dictionary refreshes read only the dictionary's (C, k) images, the same on both.
+  dictionaries = records[0]['dictionary_reads']
+  assert dictionaries == records[1]['dictionary_reads']
+  epochs = cfg.num_steps // (num_train // cfg.batch_size)  # one refresh at each epoch's end
+  assert len(dictionaries) == (epochs if method == 'fsr' else 0)
+  classes = cfg.synthetic.num_classes
+  for ids in dictionaries:
+    assert np.asarray(ids).shape == (classes, cfg.fsr.dictionary_size // classes)
   # FaMUS: both processes ran the variants the single process ran, re-run included.
   alone = json.loads((runs.one_process / method / 'record_p0.json').read_text())['variants']
   assert records[0]['variants'] == records[1]['variants'] == alone
