@@ -227,6 +227,10 @@ def get_config() -> ml_collections.ConfigDict:
   # ---- run ----------------------------------------------------------------
   c.log_every = 50
   c.eval_every = 1000            # steps; evaluation also runs at the end
+  # At every evaluation, also the eval-mode fit of the training set to its given labels, on the
+  # correctly and the wrongly labelled examples apart (train_fit_clean / train_fit_noisy in the
+  # 'eval' record: how much label noise the network has memorised); synthetic noise only.
+  c.eval_train_fit = True
   c.checkpoint_every = 1000      # steps; a checkpoint is also written at the end
   c.keep_checkpoints = 2
   c.progress_bar = True

@@ -67,7 +67,7 @@ from famus_jax.cotrain.pair import (PairState, divide_member, initial_division, 
 from famus_jax.data import DataSplits, batches
 from famus_jax.methods.erm import ERM
 from famus_jax.train.run import EpochEnd, LogEvent, Run, StepResult
-from famus_jax.train.step import (StepOutput, cross_entropy, make_eval_logits_fn,
+from famus_jax.train.step import (StepOutput, cross_entropy, fit_sums, make_eval_logits_fn,
                                   make_example_losses_fn, make_train_step)
 
 # Step metrics of member B logged next to A's, with the prefix 'b_' (when the step has them).
@@ -113,6 +113,20 @@ def make_pair_eval_step(model, mean, std):
   return pair_eval
 
 
+def make_pair_fit_step(model, mean, std):
+  """pair_fit(params_a, stats_a, params_b, stats_b, images, labels (n, 2), mask) -> sums.
+
+  `step.fit_sums` of the ensemble's logits (z_A + z_B) / 2 on training images.
+  """
+  eval_logits = make_eval_logits_fn(model, mean, std)
+
+  def pair_fit(params_a, stats_a, params_b, stats_b, images, labels, mask):
+    logits = (eval_logits(params_a, stats_a, images) + eval_logits(params_b, stats_b, images)) / 2
+    return fit_sums(logits, labels, mask)
+
+  return pair_fit
+
+
 class CoTrainedRun:
   """Two co-trained networks with `Run`'s interface (module docstring)."""
 
@@ -137,6 +151,7 @@ class CoTrainedRun:
     self._warmup_compiled = False
     self._example_losses = jax.jit(make_example_losses_fn(m.model, m.mean, m.std))
     self._pair_eval = jax.jit(make_pair_eval_step(m.model, m.mean, m.std))
+    self._pair_fit = jax.jit(make_pair_fit_step(m.model, m.mean, m.std))
     self.unlabelled_batch_size = config.cotrain.unlabelled_batch_size or config.batch_size
     self._ids_of = None  # (mask_a, mask_b) device arrays the cached ids were read from
     self._ids = None
@@ -330,11 +345,15 @@ class CoTrainedRun:
 
   # ---- evaluation --------------------------------------------------------------------------
   def evaluate(self, state: PairState) -> dict:
-    """Accuracy and loss of the ensemble (mean logits) on the test set, and each member's."""
+    """Accuracy and loss of the ensemble (mean logits) on the test set, and each member's;
+    the ensemble's training fit (`Run.train_fit`)."""
     totals = self.member.test_sums(lambda images, labels, mask: self._pair_eval(
         state.a.params, state.a.batch_stats, state.b.params, state.b.batch_stats,
         images, labels, mask))
     count = max(totals['count'], 1)
     return {'test_accuracy': totals['correct'] / count, 'test_loss': totals['loss_sum'] / count,
             'a_test_accuracy': totals['a_correct'] / count,
-            'b_test_accuracy': totals['b_correct'] / count}
+            'b_test_accuracy': totals['b_correct'] / count,
+            **self.member.train_fit(lambda images, labels, mask: self._pair_fit(
+                state.a.params, state.a.batch_stats, state.b.params, state.b.batch_stats,
+                images, labels, mask))}

@@ -24,7 +24,8 @@ from famus_jax.method_registry import create_method
 from famus_jax.models import create_model
 from famus_jax.train import distributed, schedules
 from famus_jax.train.state import create_optimizer, create_train_state
-from famus_jax.train.step import StepOutput, make_eval_step, make_train_step
+from famus_jax.train.step import (StepOutput, fit_scores, make_eval_step, make_fit_step,
+                                  make_train_step)
 
 
 def data_mesh() -> Mesh:
@@ -73,6 +74,19 @@ class EpochEnd(NamedTuple):
   events: tuple = ()
 
 
+def fit_labels(config, data: DataSplits) -> Optional[np.ndarray]:
+  """(N, 2) int32 [given label, true label] of the training set, or None.
+
+  None when `config.eval_train_fit` is off, when some true labels are unknown
+  (real label noise) or when no label is wrong: then no training-fit record
+  is written at evaluation.
+  """
+  clean = np.asarray(data.train_clean_labels)
+  if not config.eval_train_fit or (clean < 0).any() or not np.asarray(data.is_noisy).any():
+    return None
+  return np.stack([np.asarray(data.train_labels), clean], axis=1).astype(np.int32)
+
+
 class Run:
   """One training run's compiled functions and host-side helpers."""
 
@@ -97,7 +111,9 @@ class Run:
     self.mean, self.std = jnp.asarray(data.mean), jnp.asarray(data.std)
     self._steps = {}
     self._eval = jax.jit(make_eval_step(self.model, self.mean, self.std))
+    self._fit = jax.jit(make_fit_step(self.model, self.mean, self.std))
     self.is_noisy = np.asarray(data.is_noisy)
+    self.fit_labels = fit_labels(config, data)
 
   def init_state(self, seed: Optional[int] = None):
     """The initial TrainState from `seed` (default config.seed): init, keys, method state."""
@@ -172,11 +188,24 @@ class Run:
     return EpochEnd(state.replace(method_state=method_state), ())
 
   def evaluate(self, state) -> dict:
-    """Top-1 accuracy and mean loss on the test set."""
+    """Top-1 accuracy and mean loss on the test set, and the training fit (`train_fit`)."""
     totals = self.test_sums(lambda images, labels, mask: self._eval(
         state.params, state.batch_stats, images, labels, mask))
     return {'test_accuracy': totals['correct'] / max(totals['count'], 1),
-            'test_loss': totals['loss_sum'] / max(totals['count'], 1)}
+            'test_loss': totals['loss_sum'] / max(totals['count'], 1),
+            **self.train_fit(lambda images, labels, mask: self._fit(
+                state.params, state.batch_stats, images, labels, mask))}
+
+  def train_fit(self, sums_fn: Callable) -> dict:
+    """`step.fit_scores` of `sums_fn(images, labels (n, 2), mask)` over the training set.
+
+    The memorisation record of every evaluation: how many mislabelled training
+    examples the network predicts as their wrong given label. {} when
+    `fit_labels` is None.
+    """
+    if self.fit_labels is None:
+      return {}
+    return fit_scores(self.dataset_sums(self.data.train_images, self.fit_labels, sums_fn))
 
   def padded_batches(self, images: np.ndarray, labels: np.ndarray):
     """Yields (real count, device (images, labels, mask)) of eval_batch_size batches.
@@ -195,7 +224,7 @@ class Run:
         x, y = images[lo:hi], labels[lo:hi].astype(np.int32)
         if len(y) < count:
           x = np.concatenate([x, np.zeros((count - len(y),) + x.shape[1:], x.dtype)])
-          y = np.concatenate([y, np.zeros(count - len(y), np.int32)])
+          y = np.concatenate([y, np.zeros((count - len(y),) + y.shape[1:], np.int32)])
         return x, y, np.arange(lo, lo + count) < start + real
 
       yield real, distributed.global_batch(self.sharded, bs, load)
@@ -204,8 +233,12 @@ class Run:
     """Sums of `sums_fn(images, labels, mask) -> {name: ()}` over the test set
     (`padded_batches`). Returns {name: host float or int}.
     """
+    return self.dataset_sums(self.data.test_images, self.data.test_labels, sums_fn)
+
+  def dataset_sums(self, images, labels: np.ndarray, sums_fn: Callable) -> dict:
+    """Sums of `sums_fn(images, labels, mask) -> {name: ()}` over `padded_batches`."""
     totals = {}
-    for _, args in self.padded_batches(self.data.test_images, self.data.test_labels):
+    for _, args in self.padded_batches(images, labels):
       for key, value in sums_fn(*args).items():
         totals[key] = totals.get(key, 0) + np.asarray(value).item()
     return totals

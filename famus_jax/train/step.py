@@ -311,6 +311,51 @@ def make_example_losses_fn(model, mean, std):
   return example_losses
 
 
+def fit_sums(logits: jnp.ndarray, labels: jnp.ndarray, mask: jnp.ndarray) -> dict:
+  """How well the predictions fit the training labels, clean and mislabelled apart.
+
+  logits: (n, C) eval-mode logits of training images; labels: (n, 2) int32,
+  column 0 the given (possibly noisy) label, column 1 the true one; mask: (n,)
+  real rows. Returns () sums: 'clean_count' / 'noisy_count' (rows whose given
+  label is right / wrong), 'clean_fit' / 'noisy_fit' (of those, predicted as
+  the given label: on the mislabelled rows this counts memorised labels) and
+  'noisy_true' (mislabelled rows predicted as their true class).
+  """
+  predicted = jnp.argmax(logits, -1)
+  given, true = labels[:, 0], labels[:, 1]
+  noisy = (given != true) & mask
+  clean = (given == true) & mask
+  fit = predicted == given
+  return {'clean_count': jnp.sum(clean), 'noisy_count': jnp.sum(noisy),
+          'clean_fit': jnp.sum(fit & clean), 'noisy_fit': jnp.sum(fit & noisy),
+          'noisy_true': jnp.sum((predicted == true) & noisy)}
+
+
+def fit_scores(totals: dict) -> dict:
+  """`fit_sums` totals over the training set -> the eval record's fractions.
+
+  train_fit: accuracy against the given labels; train_fit_clean / train_fit_noisy:
+  the same on the correctly / wrongly labelled examples (train_fit_noisy is the
+  memorised share of the mislabelled examples); train_true_noisy: the share of
+  mislabelled examples predicted as their true class.
+  """
+  clean, noisy = totals['clean_count'], totals['noisy_count']
+  return {'train_fit': (totals['clean_fit'] + totals['noisy_fit']) / max(clean + noisy, 1),
+          'train_fit_clean': totals['clean_fit'] / max(clean, 1),
+          'train_fit_noisy': totals['noisy_fit'] / max(noisy, 1),
+          'train_true_noisy': totals['noisy_true'] / max(noisy, 1)}
+
+
+def make_fit_step(model, mean, std):
+  """fit_step(params, batch_stats, images uint8, labels (n, 2), mask) -> `fit_sums`."""
+  eval_logits = make_eval_logits_fn(model, mean, std)
+
+  def fit_step(params, batch_stats, images, labels, mask):
+    return fit_sums(eval_logits(params, batch_stats, images), labels, mask)
+
+  return fit_step
+
+
 def make_eval_step(model, mean, std):
   """eval_step(params, batch_stats, images uint8, labels, mask) -> sums.
 

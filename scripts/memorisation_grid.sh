@@ -1,0 +1,19 @@
+#!/bin/bash
+# The accuracy grid of the memorisation regime (configs/fashion_mnist_memorise.py): every
+# method on the same 5000 noisy training images per seed. One run at a time; finished runs
+# are skipped and interrupted ones resume (scripts/accuracy_grid.sh), so it can be stopped
+# and restarted at will, and two copies can share OUTDIR with disjoint SEEDS or VARIANTS.
+#
+#   bash scripts/memorisation_grid.sh OUTDIR "SEEDS" ["VARIANTS"]
+#   python -m famus_jax.tools.report OUTDIR --out=results/memorisation
+#
+# Default VARIANTS: the whole grid (about 7 hours per seed on one CPU core).
+set -euo pipefail
+out=${1:?usage: memorisation_grid.sh OUTDIR SEEDS [VARIANTS]}
+seeds=${2:-0 1 2}
+all="erm mwnet famus mwnet_reuse:meta.actual_step=reuse famus_reuse:meta.actual_step=reuse
+  l2r random_weight:method=random_weight mlc famus_l2r:method=famus,famus.base=l2r
+  fsr fsr_paper:fsr.mixup_losses=weighted dividemix
+  famus_pseudo:method=famus,meta_set=pseudo_clean mwnet_pseudo:method=mwnet,meta_set=pseudo_clean"
+variants=${3:-$all}
+exec bash "$(dirname "$0")/accuracy_grid.sh" configs/fashion_mnist_memorise.py "$out" "$seeds" "$variants"
