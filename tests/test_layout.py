@@ -1,10 +1,14 @@
 """The import structure points one way, and the docs describe the tree that exists.
 
-Layers, bottom to top: core (errors, data, models, meta, methods, famus, fsr, train),
-then config / presets / config_check / method_registry, then cli and tools. A
-module may import only its own layer or those below; nothing imports lazily inside
-a function (a loop hidden behind a lazy import); nothing imports the top-level
-`configs/` (a plain install does not ship it).
+Layers, bottom to top: core (errors, the method catalogue and provenance, data, models,
+meta, methods, famus, fsr, train), then config / presets / config_check / method_registry,
+then cli and tools. A module may import only its own layer or those below; nothing
+imports lazily inside a function (a loop hidden behind a lazy import); nothing imports
+the top-level `configs/` (a plain install does not ship it).
+
+The documents: the layout table of docs/development.md lists the package as it is, the
+README's test commands are the ones CI runs, and no relative link in the README or docs/
+points to a missing file.
 """
 
 import ast
@@ -13,9 +17,9 @@ import re
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / 'famus_jax'
-LEVEL = {'errors': 0, 'data': 1, 'models': 1, 'meta': 2, 'methods': 3, 'famus': 4, 'fsr': 4,
-         'cotrain': 4, 'train': 5, 'config': 6, 'presets': 6, 'method_registry': 6, 'config_check': 7,
-         'cli': 8, 'tools': 9}
+LEVEL = {'errors': 0, 'catalogue': 0, 'provenance': 0, 'data': 1, 'models': 1, 'meta': 2, 'methods': 3,
+         'famus': 4, 'fsr': 4, 'cotrain': 4, 'train': 5, 'config': 6, 'presets': 6,
+         'method_registry': 6, 'config_check': 7, 'cli': 8, 'tools': 9}
 # train/ builds the method from its name, so the trainer sits above the registry.
 EXCEPTIONS = {('train', 'method_registry'), ('train', 'config_check')}
 
@@ -68,9 +72,17 @@ def test_no_file_cites_a_document_that_is_not_in_the_repo():
     assert '../shared' not in path.read_text(), path
 
 
-def test_readme_layout_table_matches_the_tree():
-  text = (ROOT / 'README.md').read_text()
-  section = text[text.index('## Layout'):text.index('## Evidence tools')]
+def markdown_section(path, heading):
+  """The text of `path` from the line `heading` to the next heading of the same level."""
+  text = path.read_text()
+  start = text.index(f'\n{heading}\n') + 1
+  level = heading.split(' ')[0]
+  end = text.find(f'\n{level} ', start + len(heading))
+  return text[start:] if end < 0 else text[start:end]
+
+
+def test_layout_table_matches_the_tree():
+  section = markdown_section(ROOT / 'docs' / 'development.md', '## Layout')
   paths = re.findall(r'^\| `([^`]+)`', section, flags=re.M)
   assert len(paths) > 10
   for entry in paths:
@@ -80,7 +92,43 @@ def test_readme_layout_table_matches_the_tree():
   for child in PACKAGE.iterdir():
     if child.name.startswith('_') or child.suffix not in ('', '.py'):
       continue
-    assert f'famus_jax/{child.name}' in listed, f'README layout misses famus_jax/{child.name}'
+    assert f'famus_jax/{child.name}' in listed, (
+        f'the layout table of docs/development.md misses famus_jax/{child.name}')
+
+
+def test_readme_test_commands_are_the_ones_ci_runs():
+  """Each command `.ci/run` marks as the README's is in the README's Tests section."""
+  lines = (ROOT / '.ci' / 'run').read_text().splitlines()
+  commands = [lines[i + 1].replace(' -q ', ' ') for i, line in enumerate(lines[:-1])
+              if line.startswith('# README:')]
+  assert len(commands) >= 2, commands
+  section = markdown_section(ROOT / 'README.md', '## Tests')
+  for command in commands:
+    assert command in section.splitlines(), f'README "## Tests" lacks: {command}'
+
+
+def test_relative_links_point_to_files_that_exist():
+  problems = []
+  for path in [ROOT / 'README.md', ROOT / 'results' / 'README.md'] + sorted(
+      (ROOT / 'docs').glob('*.md')):
+    for target in re.findall(r'\]\(([^)\s]+)\)', path.read_text()):
+      if re.match(r'[a-z]+:', target):
+        continue  # http(s):, mailto:
+      file_part, _, anchor = target.partition('#')
+      resolved = (path.parent / file_part).resolve() if file_part else path
+      if not resolved.exists():
+        problems.append(f'{path.relative_to(ROOT)}: {target}')
+      elif anchor and resolved.suffix == '.md':
+        headings = re.findall(r'^#+ (.+)$', resolved.read_text(), flags=re.M)
+        if anchor not in {github_anchor(h) for h in headings}:
+          problems.append(f'{path.relative_to(ROOT)}: {target} (no such heading)')
+  assert not problems, '\n'.join(problems)
+
+
+def github_anchor(heading):
+  """The anchor GitHub gives a Markdown heading."""
+  text = re.sub(r'[^\w\- ]', '', heading.strip().lower().replace('`', ''))
+  return text.replace(' ', '-')
 
 
 def test_configs_re_export_the_presets():
