@@ -3,7 +3,7 @@
 # for determinism), then the benchmark of ResNet-32 and WRN-28-10 at batch 100, ours and,
 # where torch with CUDA is installed, the PyTorch peer. Sized to take under 5 minutes on one
 # GPU (each stage has a time limit; not yet timed on a GPU). The --cpu settings took 69 s on
-# the 2-core development machine (the other core running the test suite).
+# a 2-core CPU whose other core was busy.
 #
 #   bash scripts/gpu_check.sh OUTDIR          # GPU settings (falls back to --cpu without one)
 #   bash scripts/gpu_check.sh OUTDIR --cpu    # small settings on the CPU: CI's "does it rot"

@@ -32,7 +32,7 @@ Parameterisation and initialisation (the choices; docs/design.md Sec. 4.2):
     step max(I - 0.11 dL^val/dT, 0) with columns renormalised, multiplies the *logits* by T
     (z T, not softmax(z) T), uses a fixed virtual-step size 1e-3 on the summed loss, and starts
     from a 30k-iteration cross-entropy warm-up (base lr 1e-4 afterwards). Here T is learned
-    across steps, as the paper's Sec. 3 and the issue describe, on probabilities.
+    across steps, as the paper's Sec. 3 describes, on probabilities.
 
 The actual step: 'recompute' trains on c(T') / n (the new T), 'reuse' on the virtual step's
 gradient J^T c(T) / n (`meta_reweighting.py`); examples are not re-weighted (weights 1).

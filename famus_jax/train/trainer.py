@@ -39,8 +39,8 @@ from famus_jax.train.checkpoint import (Checkpointer, WorkdirLock, config_finger
 from famus_jax.train.cotrain_run import CoTrainedRun
 from famus_jax.train.logbook import MetricsLog, WindowMeans, write_json
 from famus_jax.train.prefetch import BatchPrefetcher
-# Run and the loop's contract (StepResult, EpochEnd) live in train/run.py; the names used by
-# tools and tests (Run, data_mesh, check_divisible) are importable from here as before.
+# Run and the loop's contract (StepResult, EpochEnd) live in train/run.py; the names that tools
+# and tests use (Run, data_mesh, check_divisible) are importable from this module too.
 from famus_jax.train.run import Run, StepResult, check_divisible, data_mesh
 from famus_jax.train.step import StepOutput
 
