@@ -181,7 +181,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.fsr.warmup_epochs = 2        # uniform weights before this epoch (deferred start: e.g. 160)
   c.fsr.weight_mode = 'noise'    # noise: max(-grad, 0) | longtail: raw - min(raw) + 1/b
   c.fsr.relabel = True           # momentum re-labeling (EMA of predictions as soft targets)
-  c.fsr.relabel_momentum = 0.9   # decay b of the EMA (share of the old value kept per visit)
+  # b of the EMA: the share of the old estimate kept per visit (paper Eq. 7 with Table 4's
+  # beta = 0.1: the target follows the current prediction closely; the reference code's too)
+  c.fsr.relabel_momentum = 0.1
   # prob_ema: EMA of softmax predictions, the target (paper Eq. 7) | logit_ema: EMA of logits,
   # target softmax of their RMS-normalised value (the reference code)
   c.fsr.relabel_target = 'prob_ema'
@@ -190,13 +192,18 @@ def get_config() -> ml_collections.ConfigDict:
   c.fsr.mixup_alpha = 1.0        # MixUp Beta(alpha, alpha) on the weighted loss; 0 = off
   # batch: one lam per batch (MixUp) | example_max: lam_i per example, max(lam_i, 1 - lam_i)
   # (MixMatch; the reference code), so each mixed example is mostly its own
-  c.fsr.mixup_lambda = 'batch'
+  c.fsr.mixup_lambda = 'example_max'
   # How MixUp (mixup_alpha > 0) enters the step (famus_jax/fsr/__init__.py):
   #   two_pass: the step's forward is clean (head-only meta step, scores, prediction EMA);
   #             one extra forward/backward on the mixed images carries the weighted loss.
   #   one_pass: the step's single forward runs on the mixed images and feeds the meta step,
   #             the scores and the weighted loss (the reference code); one backward.
   c.fsr.mixup_form = 'two_pass'
+  # Which losses MixUp applies to (both forms weight each example's whole MixUp loss by w_i):
+  #   all:      the weighted loss and the re-labeling loss, on the mixed forward (reference code);
+  #   weighted: the weighted loss only (paper Sec. 4.3); re-labeling on the clean forward, which
+  #             then gets its own backward pass (two_pass only).
+  c.fsr.mixup_losses = 'all'
   c.fsr.label_smoothing = 0.0    # on the training loss (0.1 for long-tail)
 
   # ---- co-training (meta_set='pseudo_clean'; famus_jax/train/cotrain_run.py) ----------

@@ -255,7 +255,8 @@ def test_method_step_matches_reference(setup):
   new = out.method_state
   np.testing.assert_array_equal(new['visits'][:N], np.asarray(state['visits'][:N]) + 1)
   np.testing.assert_allclose(new['pred'][6:N], probs[6:], rtol=1e-5)
-  np.testing.assert_allclose(new['pred'][:6], 0.9 * pred[:6] + 0.1 * probs[:6], rtol=1e-5)
+  # Paper Eq. 7 with beta = 0.1 (the default): 0.1 of the old estimate kept per visit.
+  np.testing.assert_allclose(new['pred'][:6], 0.1 * pred[:6] + 0.9 * probs[:6], rtol=1e-5)
   # Meta-margin: loss drop of each example from theta to theta* through the network.
   meta = method.meta_step(ctx, method.reward_features(ctx, reward_images), reward_labels)
   smooth_losses = smooth_ctx.loss_vec_fn
@@ -293,7 +294,8 @@ def test_example_max_lambda_follows_the_folded_beta():
   tail = 2 * (1 - 2 / np.pi * np.arcsin(np.sqrt(0.9)))
   assert abs(np.mean(lam > 0.9) - tail) < 0.01
   assert sorted(np.asarray(mix.perm).tolist()) == list(range(20000))
-  batch = FSR(fsr_config(mixup_alpha=0.5)).draw_mixup(jax.random.PRNGKey(0), 8, jnp.float32)
+  batch = FSR(fsr_config(mixup_alpha=0.5, mixup_lambda='batch')).draw_mixup(
+      jax.random.PRNGKey(0), 8, jnp.float32)
   assert batch.lam.shape == ()
 
 
@@ -325,10 +327,50 @@ def test_example_max_two_pass_gradient_by_hand(setup):
     logp = jax.nn.log_softmax(ctx.apply_fn(params, ctx.batch_stats, mixed, True)[0][0])
     own = -logp[jnp.arange(N), labels]
     partner = -logp[jnp.arange(N), labels[perm]]
-    weighted = jnp.sum(lam * w * own + (1 - lam) * w[perm] * partner)
+    weighted = jnp.sum(w * (lam * own + (1 - lam) * partner))  # w_i: the whole mixed loss
     return weighted + 2.0 * jnp.mean(-jnp.sum(soft * logp, axis=-1))
 
   assert rel_err(flat(out.extra_grads), flat(jax.grad(loss)(ctx.params))) < 1e-4
+
+
+def test_paper_mixup_losses_gradient_by_hand(setup):
+  """mixup_losses='weighted' (paper Sec. 4.3): MixUp on the weighted loss only; re-labeling on
+  the clean forward. The update (mixed extra gradient + clean logit cotangent) equals jax.grad
+  of the loss written out by hand."""
+  ctx, _, _, _ = setup
+  c = fsr_config(dictionary_size=10, reward_batch_size=Q, mixup_alpha=1.0, relabel=True,
+                 relabel_weight=2.0, mixup_losses='weighted', warmup_epochs=0)
+  method = FSR(c)
+  state = fsr_state(method, ctx.params)
+  key = jax.random.PRNGKey(7)
+  out = method.weights(ctx, state, {}, key)
+  assert out.extra_grads is not None and out.logit_cotangent is not None
+  mix = method.draw_mixup(jax.random.split(key)[1], N, jnp.float32)
+  lam, perm = np.asarray(mix.lam, np.float64), np.asarray(mix.perm)
+  images = np.asarray(ctx.images, np.float64)
+  mixed = jnp.asarray(lam[:, None, None, None] * images
+                      + (1 - lam[:, None, None, None]) * images[perm], jnp.float32)
+  w = np.asarray(out.example_weights, np.float64) / N
+  labels = np.asarray(ctx.labels)
+  probs = np.asarray(jax.nn.softmax(ctx.logits), np.float64)
+  seen = (np.arange(N) < 6)[:, None]
+  target = np.where(seen, np.asarray(state['pred'][:N], np.float64), probs)
+
+  def loss(params):
+    logp = jax.nn.log_softmax(ctx.apply_fn(params, ctx.batch_stats, mixed, True)[0][0])
+    own = -logp[jnp.arange(N), labels]
+    partner = -logp[jnp.arange(N), labels[perm]]
+    clean_logp = jax.nn.log_softmax(ctx.apply_fn(params, ctx.batch_stats, ctx.images,
+                                                 True)[0][0])
+    relabel = jnp.mean(-jnp.sum(target * clean_logp, axis=-1))
+    return jnp.sum(w * (lam * own + (1 - lam) * partner)) + 2.0 * relabel
+
+  assert rel_err(flat(combined_gradient(ctx, out)), flat(jax.grad(loss)(ctx.params))) < 1e-4
+  # The reference form ('all') differs: re-labeling on the mixed rows.
+  ref = FSR(fsr_config(dictionary_size=10, reward_batch_size=Q, mixup_alpha=1.0, relabel=True,
+                       relabel_weight=2.0, warmup_epochs=0)).weights(ctx, state, {}, key)
+  assert ref.logit_cotangent is None
+  assert rel_err(flat(combined_gradient(ctx, ref)), flat(jax.grad(loss)(ctx.params))) > 1e-3
 
 
 def fsr_state_logits(method, params, num_train=20, seed=5):
@@ -385,7 +427,7 @@ def fsr_state(method, params, num_train=20, seed=5):
 
 def one_pass_config(nesterov=False, **fsr_fields):
   fields = dict(dictionary_size=10, reward_batch_size=Q, mixup_alpha=1.0, mixup_form='one_pass',
-                relabel=True, relabel_weight=2.0, warmup_epochs=0)
+                mixup_lambda='batch', relabel=True, relabel_weight=2.0, warmup_epochs=0)
   fields.update(fsr_fields)
   c = fsr_config(**fields)
   c.optimizer.nesterov = nesterov
@@ -424,7 +466,7 @@ def test_one_pass_weights_match_autodiff_on_mixed_batch(network, setup, nesterov
   """Weights = reverse-over-reverse autodiff of the head-only look-ahead on the mixed batch."""
   _, _, _, images, _, _ = network
   method, ctx, ms, key = one_pass_case(network, nesterov, label_smoothing=smoothing)
-  lam, perm = float(ctx.mix.lam), np.asarray(ctx.mix.perm)
+  lam, perm = float(ctx.mix.mix.lam), np.asarray(ctx.mix.mix.perm)
   assert 0 < lam < 1 and sorted(perm) == list(range(N)) and np.any(perm != np.arange(N))
   mixed = lam * images + (1 - lam) * images[perm]
   np.testing.assert_allclose(ctx.images, mixed, rtol=1e-5, atol=1e-6)
@@ -437,16 +479,19 @@ def test_one_pass_weights_match_autodiff_on_mixed_batch(network, setup, nesterov
   targets = head_lib.smoothed_targets(ctx.labels, C, smoothing)
 
   def reward_loss(params):
-    (logits, _), _ = ctx.apply_fn(params, ctx.batch_stats, reward_images, True)
-    return jnp.mean(cross_entropy(logits, reward_labels))
+    # The look-ahead forward runs on the reward and the clean training images together.
+    both = jnp.concatenate([reward_images, images])
+    (logits, _), _ = ctx.apply_fn(params, ctx.batch_stats, both, True)
+    return jnp.mean(cross_entropy(logits[:Q], reward_labels))
 
   ref_ctx = dataclasses.replace(ctx, loss_vec_fn=mixed_loss_vec(ctx, mixed, targets, lam, perm),
                                 val_loss_fn=reward_loss)
   reference = autodiff_eps_gradient(ref_ctx, jnp.full((N,), 1.0 / N), method.direction,
                                     head_trace(ctx.opt_state))
   assert np.abs(np.asarray(reference)).max() > 1e-5
-  meta = method.meta_step(ctx, method.reward_features(ctx, reward_images), reward_labels,
-                          mixed_targets(targets, ctx.mix))
+  reward_features, _ = method.reward_and_clean_features(ctx, reward_images, images)
+  meta = method.meta_step(ctx, reward_features, reward_labels,
+                          mixed_targets(targets, ctx.mix.mix))
   assert rel_err(meta.reward.grad_eps, reference) < 1e-5
   expected_w = head_lib.weights_from_gradient(reference, 'noise')
   np.testing.assert_allclose(out.example_weights / N, expected_w, rtol=0, atol=1e-5)
@@ -463,7 +508,7 @@ def test_one_pass_update_is_grad_of_weighted_mixed_loss(network):
   _, state, _, images, _, tx = network
   method, ctx, ms, key = one_pass_case(network)
   out = method.weights(ctx, ms, {}, key)
-  lam, perm = float(ctx.mix.lam), np.asarray(ctx.mix.perm)
+  lam, perm = float(ctx.mix.mix.lam), np.asarray(ctx.mix.mix.perm)
   mixed = lam * images + (1 - lam) * images[perm]
   w = out.example_weights / N
   onehot = jax.nn.one_hot(ctx.labels, C)
@@ -534,12 +579,13 @@ def test_one_pass_train_step_runs_one_mixed_forward(network):
 
 
 def test_one_pass_scores_and_relabeling_by_hand(network):
-  """Meta-margin score and re-labeling on the mixed forward, against numpy (float64)."""
+  """Meta-margin score (mixed loss at theta minus the clean images' loss at theta*, as the
+  reference code) and re-labeling on the mixed forward, against numpy (float64)."""
   _, state, _, images, _, _ = network
   method, ctx, ms, key = one_pass_case(network)
   out = method.weights(ctx, ms, {}, key)
   f64 = lambda x: np.asarray(x, np.float64)
-  lam, perm = float(ctx.mix.lam), np.asarray(ctx.mix.perm)
+  lam, perm = float(ctx.mix.mix.lam), np.asarray(ctx.mix.mix.perm)
   z, h, y = f64(ctx.logits), f64(ctx.features), np.asarray(ctx.labels)
   head, trace = state.params['head'], head_trace(state.opt_state)
 
@@ -558,13 +604,17 @@ def test_one_pass_scores_and_relabeling_by_hand(network):
   before = -(t * log_softmax(z)).sum(-1)
   ce = lambda labels: -log_softmax(z)[np.arange(N), labels]
   np.testing.assert_allclose(before, lam * ce(y) + (1 - lam) * ce(y[perm]), rtol=1e-10)
-  after = -(t * log_softmax(h @ kernel + bias)).sum(-1)
-  margin = before - after
-  # theta* moved only the head: the same drop through the network at the mixed images.
+  # "After": the clean (un-mixed) images through the network at theta* (only the head moved),
+  # in one training-mode forward with the reward batch (the reference's look-ahead forward).
   star = {'kernel': jnp.asarray(kernel, jnp.float32), 'bias': jnp.asarray(bias, jnp.float32)}
-  net = mixed_loss_vec(ctx, ctx.images, jnp.asarray(onehot, jnp.float32), lam, perm)
-  np.testing.assert_allclose(f64(net(state.params)) - f64(net(with_head(state.params, star))),
-                             margin, rtol=1e-3, atol=1e-6)
+  reward_images, _ = method.draw_reward_batch(ms, jax.random.split(key)[0])
+  both = jnp.concatenate([reward_images, images])
+  z_star = f64(ctx.apply_fn(with_head(state.params, star), ctx.batch_stats, both, True)[0][0])
+  after = -log_softmax(z_star[Q:])[np.arange(N), y]
+  margin = before - after
+  # Not the mixed images' drop (the one-pass form's margin before the reference was followed).
+  mixed_after = -(t * log_softmax(h @ kernel + bias)).sum(-1)
+  assert np.abs(mixed_after - after).max() > 1e-2
 
   seen = np.arange(N) < 6
   new = out.method_state
@@ -578,7 +628,7 @@ def test_one_pass_scores_and_relabeling_by_hand(network):
   # step (this prediction on a first visit), mixed like the labels.
   old_pred = f64(ms['pred'])
   np.testing.assert_allclose(new['pred'][:N], np.where(seen[:, None],
-                                                       0.9 * old_pred[:N] + 0.1 * p, p),
+                                                       0.1 * old_pred[:N] + 0.9 * p, p),
                              rtol=1e-5, atol=1e-7)
   np.testing.assert_array_equal(new['pred'][N:], ms['pred'][N:])
   relabel = np.where(seen[:, None], old_pred[:N], p)
@@ -629,6 +679,13 @@ def test_mixup_form_config_and_hook_default():
     config_check.validate(c)
   c.fsr.mixup_alpha = 0.0            # MixUp off: both forms are the same step
   config_check.validate(c)
+  bad = fsr_config(mixup_form='one_pass', mixup_losses='weighted')
+  with pytest.raises(ConfigError, match=r"config\.fsr\.mixup_losses='weighted'.*two_pass"):
+    config_check.validate(bad)
+  bad = fsr_config()
+  bad.fsr.mixup_losses = 'clean'
+  with pytest.raises(ConfigError, match=r"config\.fsr\.mixup_losses='clean'.*'all', 'weighted'"):
+    config_check.validate(bad)
   # The hook is the identity for every other method, for two-pass and for MixUp off.
   x = jnp.ones((4, 8, 8, 3))
   for method in (Method(), FSR(fsr_config()), FSR(c)):

@@ -32,55 +32,53 @@ Choices, paper vs the public reference code (TensorFlow, google-research/ieg):
   examples to keep balance. EMA of the score with momentum 0.9; the first
   visit initialises the EMA (no bias towards 0 for examples seen fewer times);
   never-seen examples rank last.
-- Score (meta-margin, Eq. 5): "after" is l_i(theta*) at the virtual head
-  (closed form) on the forward the meta step ran on: the clean training
-  forward in the two-pass form, the mixed one in the one-pass form (see
-  MixUp). "Before" follows the reference code by default
-  (`score_before='train'`): the loss of the forward the weighted loss is
-  trained on, i.e. the MixUp loss lam l(x~_i, y_i) + (1 - lam) l(x~_i, y_perm(i))
-  when MixUp is on (two-pass: free, it comes out of the MixUp backward pass;
-  one-pass: the same forward as "after", so the score is the drop of the mixed
-  loss from theta to theta*). `score_before='clean'` is Eq. 5 read literally
-  (clean loss before and after; two-pass only, a ConfigError with one-pass
-  and MixUp on, where no clean forward exists). Measured here: with 'clean' the dictionary's purity
-  stays at (or below) the data's clean rate (synthetic 0.63 -> 0.63;
-  Fashion-MNIST 40% noise 0.66 -> 0.57): a not-yet-memorised mislabelled
-  example has a large error, so its own term in the uniform virtual step
-  drops its loss the most. This matches the paper's Fig. 6, where purity
-  without MixUp is about the clean rate and MixUp "has great impact on the
-  dictionary purity". With 'train' (MixUp on) the purity climbs (synthetic
-  0.63 -> 0.99 in 5 epochs). Without MixUp both are the same.
-- Re-labeling: EMA (decay 0.9) of softmax predictions, as the paper's Eq. 7
-  (the reference keeps an EMA of normalised logits with a temperature);
-  target = the EMA before the step; loss p * mean CE, after warm-up
-  (`relabel_start_epoch`).
-- MixUp (paper: on the weighted loss only). lam ~ Beta(alpha, alpha), one per
-  batch, and a random partner permutation; both forms draw them (and the
-  reward batch) from the same split of the step's method key, so for the same
-  step they mix the same pairs. Two forms, `config.fsr.mixup_form`:
-  - 'two_pass' (default for now; the choice awaits the accuracy evidence of
-    issue 9): the meta step, scores and prediction EMA use the clean forward
-    the shared step always runs, and one extra forward/backward on the mixed
-    images carries the weighted loss (each label term weighted by its own
-    example's weight: lam w_i l(x~_i, y_i) + (1 - lam) w_perm(i) l(x~_i,
-    y_perm(i))) and the re-labeling loss with mixed soft targets (returned as
-    `extra_grads`); the clean forward gets no backward. BatchNorm running
-    statistics come from the clean forward (the distribution the model is
-    evaluated on).
+- Score (meta-margin, Eq. 5): the loss drop l_i(theta) - l_i(theta*) of each
+  training example, theta* the virtual head. Two-pass form: "after" on the
+  clean training forward (closed form); "before" follows the reference code by
+  default (`score_before='train'`: the MixUp loss lam_i l(x~_i, y_i) +
+  (1 - lam_i) l(x~_i, y_perm(i)) that the weighted loss is trained on, free from
+  the MixUp backward pass) or is the clean loss (`'clean'`, Eq. 5 read
+  literally). One-pass form, as the reference code: "before" is the mixed
+  forward's loss at theta, "after" the CLEAN images' loss at theta*, from one
+  extra forward (no backward) of the reward batch and the clean training batch
+  together. Measured with `'clean'` in the two-pass form: the dictionary's
+  purity stays at (or below) the data's clean rate (a not-yet-memorised
+  mislabelled example has a large error, so its own term in the uniform
+  virtual step drops its loss the most), as the paper's Fig. 6 without MixUp;
+  with 'train' (MixUp on) it climbs. Without MixUp both are the same.
+- Re-labeling: EMA of softmax predictions, y^ <- b y^ + (1 - b) p with b =
+  `relabel_momentum` = 0.1 (paper Eq. 7 with Table 4's beta = 0.1: 0.1 of the
+  old estimate kept per visit; the reference code keeps 0.1 too, of normalised
+  logits, `relabel_target='logit_ema'`); target = the EMA before the step; loss
+  p * mean CE, after warm-up (`relabel_start_epoch`).
+- MixUp: lam_i ~ Beta(alpha, alpha) per example, lam_i = max(lam_i, 1 - lam_i)
+  in [0.5, 1] (`mixup_lambda='example_max'`, the reference code; 'batch' draws
+  one lam for the batch), and a random partner permutation; w_i multiplies
+  example i's whole MixUp loss (the reference code). Both forms draw lam, the
+  partners and the reward batch from the same split of the step's method key.
+  `config.fsr.mixup_losses` says which losses are mixed: 'all' (reference: the
+  weighted and the re-labeling loss on the mixed forward) or 'weighted'
+  (paper Sec. 4.3: the weighted loss only; re-labeling on the clean forward,
+  which then needs its own backward pass; two-pass only).
+  `config.fsr.mixup_form`:
+  - 'two_pass' (default): the meta step, scores and prediction EMA use the
+    clean forward the shared step always runs, and one extra forward/backward
+    on the mixed images carries the weighted loss (returned as
+    `extra_grads`). BatchNorm running statistics come from the clean forward
+    (the distribution the model is evaluated on).
   - 'one_pass' (the reference code's form): `FSR.prepare_images` mixes the
     images before the step's single training forward (the `Method` hook), so
     the head-only meta step (head inputs and logit errors softmax(z~_i) -
-    (lam t_i + (1 - lam) t_perm(i))), the meta-margin score and the actual
-    loss all come from that one forward, plus the reward forward. Example i's
-    weight w_i multiplies its whole MixUp loss (as the reference), and the
-    weighted loss and the re-labeling loss (mixed soft target on the same
-    logits) go through the step's own backward as one logit cotangent: no
-    second forward, no `extra_grads`. The prediction EMA is fed the mixed
-    forward's predictions: the only forward there is, and the closest to the
-    reference, whose one forward's outputs feed everything (docs/design.md;
-    not checked line by line against its re-labeling code). The step's
-    `train_loss` / `train_accuracy` are those of the mixed logits against the
-    noisy labels. BatchNorm running statistics come from the mixed forward.
+    (lam_i t_i + (1 - lam_i) t_perm(i))), the "before" loss and the actual loss
+    all come from that one forward, and the weighted loss and the re-labeling
+    loss (mixed soft target on the same logits) go through the step's own
+    backward as one logit cotangent: no second backward. The reward batch and
+    the clean training images share one more forward (no backward): the
+    reward features and the score's "after" loss. The prediction EMA is fed
+    the mixed forward's predictions (as the reference code's EMA of logits).
+    The step's `train_loss` / `train_accuracy` are those of the mixed logits
+    against the noisy labels. BatchNorm running statistics come from the mixed
+    forward.
   With MixUp off (`mixup_alpha = 0`) both forms are the same step.
 - Warm-up / deferred start: `warmup_epochs` uniform weights (meta step and
   scores still run; re-weighting and re-labeling start after). The long-tail

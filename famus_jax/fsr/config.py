@@ -13,6 +13,7 @@ WEIGHT_MODES = ('noise', 'longtail')
 SCORE_BEFORE = ('train', 'clean')
 MIXUP_FORMS = ('two_pass', 'one_pass')
 MIXUP_LAMBDAS = ('batch', 'example_max')
+MIXUP_LOSSES = ('all', 'weighted')
 RELABEL_TARGETS = ('prob_ema', 'logit_ema')
 
 
@@ -81,6 +82,13 @@ def check_config(config) -> None:
     _fail('score_before', f.score_before,
           "needs a clean forward; with config.fsr.mixup_form='one_pass' (and MixUp on) the "
           "step's only forward is the mixed one: use 'train'")
+  if f.mixup_losses not in MIXUP_LOSSES:
+    _fail('mixup_losses', f.mixup_losses, f'is not one of {list(MIXUP_LOSSES)}')
+  if f.mixup_form == 'one_pass' and f.mixup_alpha > 0 and f.mixup_losses == 'weighted':
+    _fail('mixup_losses', f.mixup_losses,
+          "puts the re-labeling loss on a clean forward with a backward pass; with "
+          "config.fsr.mixup_form='one_pass' (and MixUp on) the step's only forward is the "
+          "mixed one: use 'all', or mixup_form='two_pass'")
   if f.mixup_lambda not in MIXUP_LAMBDAS:
     _fail('mixup_lambda', f.mixup_lambda, f'is not one of {list(MIXUP_LAMBDAS)}')
   if f.relabel_target not in RELABEL_TARGETS:

@@ -26,8 +26,9 @@ One training step (FSR Algorithm 1), inside the shared jitted step:
    of the batch, kept as a per-example EMA (momentum `score_momentum`, Eq. 4-5).
    Two-pass: "before" is the MixUp loss when MixUp is on
    (`score_before='train'`, as the reference code), "after" the clean loss at
-   theta*. One-pass: both are the MixUp loss of the one mixed forward (at
-   theta and at theta*). R is refreshed from it on the host after every epoch
+   theta*. One-pass (as the reference code): "before" the mixed forward's
+   loss at theta, "after" the clean images' loss at theta*, their head inputs
+   from one forward of the reward and clean training images together. R is refreshed from it on the host after every epoch
    (`on_epoch_end`).
 6. Momentum re-labeling (Sec. 4.3): a per-example EMA of the predicted class
    probabilities (of the step's forward: clean in two-pass, mixed in one-pass)
@@ -37,9 +38,11 @@ One training step (FSR Algorithm 1), inside the shared jitted step:
    - MixUp off: weights through the step's own backward; re-labeling (and the
      label-smoothing correction) as a logit cotangent on the same forward.
    - MixUp on, `mixup_form='two_pass'` (default): one extra forward/backward
-     on the mixed images carries both the weighted loss and the re-labeling
-     loss (mixed soft targets), as `extra_grads`; the clean forward gets no
-     backward at all.
+     on the mixed images carries the weighted loss w_i (lam_i l(z~_i, y_i) +
+     (1 - lam_i) l(z~_i, y_perm(i))) and, with `mixup_losses='all'`, the
+     re-labeling loss (mixed soft targets), as `extra_grads`; the clean
+     forward gets no backward unless `mixup_losses='weighted'` puts the
+     re-labeling loss on it (paper Sec. 4.3).
    - MixUp on, `mixup_form='one_pass'`: w_i times example i's whole MixUp loss
      and the re-labeling loss (mixed soft target on the same logits) as one
      logit cotangent through the step's own backward: one forward and one
@@ -103,6 +106,12 @@ class MixUp(NamedTuple):
   perm: jnp.ndarray             # (n,) int32 partner of each example
 
 
+class OnePass(NamedTuple):
+  """What `FSR.prepare_images` keeps for `weights` in the one-pass form (`ctx.mix`)."""
+  mix: MixUp
+  clean_images: jnp.ndarray     # (n, H, W, ch) the augmented batch before mixing
+
+
 def per_row(lam: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
   """lam shaped to multiply the rows of x: () as is, (n,) as (n, 1, ..., 1)."""
   return lam if lam.ndim == 0 else lam.reshape(lam.shape + (1,) * (x.ndim - 1))
@@ -147,6 +156,9 @@ class FSR(Method):
     self.mixup_alpha = float(f.mixup_alpha)
     self.mixup_form = f.mixup_form
     self.mixup_lambda = f.mixup_lambda
+    # 'all': the re-labeling loss on the mixed forward too (reference); 'weighted': MixUp on the
+    # weighted loss only, re-labeling on the clean forward (paper Sec. 4.3; two-pass form only).
+    self.relabel_on_mixed = f.mixup_losses == 'all'
     # One-pass MixUp: the step's own forward runs on the mixed images (`prepare_images`).
     self.one_pass = self.mixup_form == 'one_pass' and self.mixup_alpha > 0
     self.label_smoothing = float(f.label_smoothing)
@@ -238,6 +250,18 @@ class FSR(Method):
     (_, features), _ = ctx.apply_fn(ctx.params, ctx.batch_stats, images, self.reward_bn_train)
     return jax.lax.stop_gradient(features)
 
+  def reward_and_clean_features(self, ctx: StepContext, reward_images, clean_images):
+    """(reward head inputs (q, D), clean training head inputs (n, D)), one forward, no backward.
+
+    The one-pass form's look-ahead forward: the reward batch and the clean
+    (un-mixed) training batch in one pass of the backbone (BatchNorm as
+    `reward_features`, over the q + n rows together, as the reference code's
+    look-ahead network sees them); statistics discarded.
+    """
+    q = reward_images.shape[0]
+    features = self.reward_features(ctx, jnp.concatenate([reward_images, clean_images]))
+    return features[:q], features[q:]
+
   def draw_mixup(self, rng, n: int, dtype) -> MixUp:
     """lam and a random partner permutation.
 
@@ -265,7 +289,7 @@ class FSR(Method):
       return images, None
     _, mix_rng = jax.random.split(rng)
     mix = self.draw_mixup(mix_rng, images.shape[0], images.dtype)
-    return mix_rows(images, mix), mix
+    return mix_rows(images, mix), OnePass(mix, images)
 
   def meta_step(self, ctx: StepContext, reward_features, reward_labels,
                 targets=None) -> MetaStep:
@@ -303,8 +327,16 @@ class FSR(Method):
         raise ValueError("config.fsr.mixup_form='one_pass' needs the step's forward on the "
                          'mixed images: build the context with FSR.prepare_images '
                          '(make_context_fn(..., prepare_images=method.prepare_images))')
-      targets = mixed_targets(targets, ctx.mix)
-    meta = self.meta_step(ctx, self.reward_features(ctx, reward_images), reward_labels, targets)
+      clean_targets, targets = targets, mixed_targets(targets, ctx.mix.mix)
+      reward_features, clean_features = self.reward_and_clean_features(
+          ctx, reward_images, ctx.mix.clean_images)
+      meta = self.meta_step(ctx, reward_features, reward_labels, targets)
+      # The margin's "after": the clean images' loss at theta* (the reference code's).
+      clean_after = head_lib.soft_cross_entropy(
+          head_lib.head_logits(meta.head_star, clean_features), clean_targets)
+    else:
+      meta = self.meta_step(ctx, self.reward_features(ctx, reward_images), reward_labels,
+                            targets)
 
     epoch = ms['epoch']
     reweighting = epoch >= self.warmup_epochs
@@ -336,19 +368,27 @@ class FSR(Method):
       metrics['weighted_loss'] = jnp.sum(weights * meta.loss_before)
       cotangent = weights[:, None] * (probs - targets)
       if self.relabel:
-        soft = mix_rows(relabel_targets, ctx.mix)
+        soft = mix_rows(relabel_targets, ctx.mix.mix)
         metrics['fsr_relabel_loss'] = jnp.mean(head_lib.soft_cross_entropy(ctx.logits, soft))
         cotangent = cotangent + (relabel_scale / n) * (probs - soft)
       out = dict(weights=None, logit_cotangent=cotangent)
-      before = meta.loss_before
+      before, after = meta.loss_before, clean_after
     elif self.mixup_alpha > 0:
+      on_mixed = relabel_targets if self.relabel_on_mixed else None
       grads, (weighted_loss, relabel_loss, mixed_losses) = self._mixup_gradient(
-          ctx, mix_rng, weights, targets, relabel_targets, relabel_scale)
+          ctx, mix_rng, weights, targets, on_mixed, relabel_scale)
       metrics['weighted_loss'] = weighted_loss
+      cotangent = None
+      if self.relabel and not self.relabel_on_mixed:
+        # Paper: MixUp on the weighted loss only; re-labeling on the clean forward, whose
+        # backward then runs too (a second training backward pass).
+        relabel_loss = jnp.mean(head_lib.soft_cross_entropy(ctx.logits, relabel_targets))
+        cotangent = (relabel_scale / n) * (probs - relabel_targets)
       if self.relabel:
         metrics['fsr_relabel_loss'] = relabel_loss
-      out = dict(weights=None, extra_grads=grads)
+      out = dict(weights=None, extra_grads=grads, logit_cotangent=cotangent)
       before = mixed_losses if self.score_before == 'train' else meta.loss_before
+      after = meta.loss_after
     else:
       metrics['weighted_loss'] = jnp.sum(weights * meta.loss_before)
       cotangent = None
@@ -362,10 +402,10 @@ class FSR(Method):
         relabel_cotangent = (relabel_scale / n) * (probs - relabel_targets)
         cotangent = relabel_cotangent if cotangent is None else cotangent + relabel_cotangent
       out = dict(weights=weights, logit_cotangent=cotangent)
-      before = meta.loss_before
+      before, after = meta.loss_before, meta.loss_after
 
     # Momentum meta-margin score (Eq. 4-5); the first visit initialises the EMA.
-    margins = before - meta.loss_after
+    margins = before - after
     m = self.score_momentum
     new_state['score'] = ms['score'].at[idx].set(
         jnp.where(seen, m * ms['score'][idx] + (1 - m) * margins, margins))
@@ -395,14 +435,13 @@ class FSR(Method):
   def _mixup_gradient(self, ctx, rng, weights, targets, relabel_targets, relabel_scale):
     """Gradient of the weighted MixUp loss (+ re-labeling on the same mixed forward).
 
-    Mixed example i = lam x_i + (1 - lam) x_perm(i), lam ~ Beta(alpha, alpha);
-    its label terms keep their own example's weight:
-      lam w_i l(z~_i, y_i) + (1 - lam) w_perm(i) l(z~_i, y_perm(i)),
-    so a zero-weight (likely mislabelled) example's label never supervises,
-    while its image still serves as the mixing partner. Re-labeling uses the
-    mixed soft target lam y^_i + (1 - lam) y^_perm(i) on the same logits.
+    Mixed example i = lam_i x_i + (1 - lam_i) x_perm(i) (`draw_mixup`); its
+    weight w_i multiplies its whole MixUp loss (as the reference code):
+      w_i (lam_i l(z~_i, y_i) + (1 - lam_i) l(z~_i, y_perm(i))).
+    relabel_targets (n, C) or None: re-labeling with the mixed soft target
+    lam_i y^_i + (1 - lam_i) y^_perm(i) on the same logits (`mixup_losses='all'`).
     Returns (grads, (weighted loss, re-labeling loss, (n,) unweighted mixed
-    losses lam l(z~_i, y_i) + (1 - lam) l(z~_i, y_perm(i)))).
+    losses lam_i l(z~_i, y_i) + (1 - lam_i) l(z~_i, y_perm(i)))).
     """
     n = ctx.losses.shape[0]
     mix = self.draw_mixup(rng, n, ctx.images.dtype)
@@ -414,7 +453,7 @@ class FSR(Method):
       logp = jax.nn.log_softmax(logits)
       own = -jnp.sum(targets * logp, axis=-1)
       partner = -jnp.sum(targets[perm] * logp, axis=-1)
-      weighted = jnp.sum(lam * weights * own + (1 - lam) * weights[perm] * partner)
+      weighted = jnp.sum(weights * (lam * own + (1 - lam) * partner))
       relabel = jnp.zeros((), weighted.dtype)
       total = weighted
       if relabel_targets is not None:
