@@ -28,7 +28,8 @@ One training step (FSR Algorithm 1), inside the shared jitted step:
    (`score_before='train'`, as the reference code), "after" the clean loss at
    theta*. One-pass (as the reference code): "before" the mixed forward's
    loss at theta, "after" the clean images' loss at theta*, their head inputs
-   from one forward of the reward and clean training images together. R is refreshed from it on the host after every epoch
+   from one forward of the reward and clean training images together. R is
+   refreshed from it on the host after every epoch
    (`on_epoch_end`).
 6. Momentum re-labeling (Sec. 4.3): a per-example EMA of the predicted class
    probabilities (of the step's forward: clean in two-pass, mixed in one-pass)

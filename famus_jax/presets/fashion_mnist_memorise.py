@@ -18,7 +18,8 @@ including those that use no clean data (erm, fsr, dividemix, the
 pseudo-clean pairs), so every row of a table trains on the same 5000 images
 with the same noisy labels for a given seed. FSR: a 1000-image dictionary
 (100 per class, the size of the clean meta set), reward batch 100; its
-warm-up is 6 of 40 epochs (the reference code's share: 20 of 127). The co-trained pair warms up for 5 epochs.
+warm-up is 6 of 40 epochs (the reference code's share: 20 of 127). The
+co-trained pair warms up for 5 epochs.
 `scripts/memorisation_grid.sh` runs the grid on this preset.
 """
 
