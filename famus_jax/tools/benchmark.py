@@ -26,10 +26,10 @@ Every method runs the real trainer pieces (`train.trainer.Run`: the jitted
      every 2 ms during the steps (`peak_rss_bytes`; on CPU this includes the
      runtime, the data and the compiled code, so ratios are diluted).
 
-Methods are a registry of specs (name -> config overrides, settling steps,
-and optionally overrides derived from earlier results: 'famus_static' holds
-the layers the learned samplers of 'famus' settled on). Add an entry to
-`METHODS` (or `MODELS`) to benchmark a new variant.
+Methods are the benchmark variants of `famus_jax.catalogue` (name -> config
+overrides, settling steps, and optionally the layers the learned samplers of
+another variant settled on: 'famus_static' holds those of 'famus'). Add a
+variant to a method's catalogue entry (or a network to `MODELS`) to benchmark it.
 
 `--profile` also times the parts of a meta step as separate jitted
 functions (forward, backward, validation forward/backward, JVPs), to explain
@@ -44,6 +44,7 @@ may carry its overhead (the title says so): take times from a run without it.
 import argparse
 import collections
 import dataclasses
+import functools
 import importlib
 import json
 import os
@@ -58,6 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from famus_jax import catalogue
 from famus_jax import config as base_config
 from famus_jax.data import build_data
 from famus_jax.famus import layer_sets
@@ -77,56 +79,29 @@ class MethodSpec:
   derive: Optional[Callable[[dict], dict]] = None
 
 
-def _static_from_learned(results: dict, learned: str = 'famus') -> dict:
+def _static_from_learned(results: dict, learned: str) -> dict:
   """'famus_static': the layer set `learned`'s samplers chose most often at the end of settling."""
   layers = results.get(learned, {}).get('settled', {}).get('most_frequent_active_set')
   return {'famus.static_layers': ','.join(layers)} if layers else {}
 
 
-FAMUS = {'method': 'famus'}
-METHODS = {
-    'erm': MethodSpec({'method': 'erm'}),
-    'mwnet': MethodSpec({'method': 'mwnet'}),
-    'mwnet_reference': MethodSpec({'method': 'mwnet', 'meta_gradient': 'reverse_over_reverse'}),
-    'l2r_reference': MethodSpec({'method': 'l2r', 'meta_gradient': 'reverse_over_reverse'}),
-    'l2r': MethodSpec({'method': 'l2r'}),
-    'famus': MethodSpec({**FAMUS, 'famus.strategy': 'learned'}, settle_steps=40),
-    'famus_paper': MethodSpec({**FAMUS, 'famus.strategy': 'learned',
-                               'famus.candidates': 'all'}, settle_steps=40),
-    'famus_static': MethodSpec({**FAMUS, 'famus.strategy': 'static'},
-                               derive=_static_from_learned),
-    'famus_no_lc': MethodSpec({**FAMUS, 'famus.strategy': 'learned', 'famus.lc_weight': 0.0},
-                              settle_steps=40),
-    'famus_top': MethodSpec({**FAMUS, 'famus.strategy': 'static', 'famus.static_layers': 'top'}),
-    'famus_all': MethodSpec({**FAMUS, 'famus.strategy': 'all'}),
-    'famus_random': MethodSpec({**FAMUS, 'famus.strategy': 'random'}),
-    'famus_block': MethodSpec({**FAMUS, 'famus.strategy': 'block'}),
-    'famus_l2r': MethodSpec({**FAMUS, 'famus.base': 'l2r', 'famus.strategy': 'learned'},
-                            settle_steps=40),
-    # The one-backward actual step (meta.actual_step='reuse'); the rows above recompute.
-    'mwnet_reuse': MethodSpec({'method': 'mwnet', 'meta.actual_step': 'reuse'}),
-    'famus_reuse': MethodSpec({**FAMUS, 'famus.strategy': 'learned',
-                               'meta.actual_step': 'reuse'}, settle_steps=40),
-    'famus_static_reuse': MethodSpec({**FAMUS, 'famus.strategy': 'static',
-                                      'meta.actual_step': 'reuse'},
-                                     derive=lambda r: _static_from_learned(r, 'famus_reuse')),
-    'famus_block_reuse': MethodSpec({**FAMUS, 'famus.strategy': 'block',
-                                     'meta.actual_step': 'reuse'}),
-    # FSR (famus_jax/fsr): defaults = noise setting (MixUp + re-labeling); warm-up 0 so the
-    # timed steps re-weight (the compiled program is the same either way). No meta set used.
-    'fsr': MethodSpec({'method': 'fsr', 'fsr.warmup_epochs': 0}),
-    'fsr_nomixup': MethodSpec({'method': 'fsr', 'fsr.warmup_epochs': 0, 'fsr.mixup_alpha': 0.0}),
-    'fsr_onepass': MethodSpec({'method': 'fsr', 'fsr.warmup_epochs': 0,
-                               'fsr.mixup_form': 'one_pass'}),
-    # MLC (methods/mlc.py): the loss-correction base, exact and with FaMUS's learned samplers
-    # (FaMUS Table 2); no PyTorch peer.
-    'mlc': MethodSpec({'method': 'mlc'}),
-    'famus_mlc': MethodSpec({**FAMUS, 'famus.base': 'mlc', 'famus.strategy': 'learned'},
-                            settle_steps=40),
-    'mlc_reuse': MethodSpec({'method': 'mlc', 'meta.actual_step': 'reuse'}),
-    'famus_mlc_reuse': MethodSpec({**FAMUS, 'famus.base': 'mlc', 'famus.strategy': 'learned',
-                                   'meta.actual_step': 'reuse'}, settle_steps=40),
-}
+def method_specs() -> dict:
+  """Benchmark name -> `MethodSpec`: the benchmark variants `famus_jax.catalogue` declares."""
+  specs = {}
+  for name, (_, variant) in catalogue.benchmark_variants().items():
+    derive = (functools.partial(_static_from_learned, learned=variant.static_layers_from)
+              if variant.static_layers_from else None)
+    specs[name] = MethodSpec(dict(variant.overrides), variant.settle_steps, derive)
+  return specs
+
+
+def method_spec(name: str) -> MethodSpec:
+  """The spec of benchmark variant `name` (ValueError naming the known ones otherwise)."""
+  specs = method_specs()
+  if name not in specs:
+    raise ValueError(f'unknown method {name!r}; known: {sorted(specs)}')
+  return specs[name]
+
 
 MODELS = {
     'resnet32': {'model': 'resnet', 'depth': 32},
@@ -183,8 +158,8 @@ class Timed:
     self.state, self.last = result.state, result.dispatch
     self.reruns += result.reruns
     self.step += 1
-    if result.dispatch is not None and 'famus_active' in result.output.metrics:
-      self.history.append({'active': np.asarray(result.output.metrics['famus_active']),
+    if result.dispatch is not None and catalogue.FAMUS_ACTIVE in result.output.metrics:
+      self.history.append({'active': np.asarray(result.output.metrics[catalogue.FAMUS_ACTIVE]),
                            'bucket': int(result.dispatch.bucket_needed),
                            'rerun': result.reruns > 0, 'timed': timed and not result.compiled})
     return wall, cpu, result.compiled
@@ -327,7 +302,7 @@ def peak_memory_in_child(name: str, model: str, batch_size: int, image_size: int
 
 def _memory_child(request: str) -> None:
   r = json.loads(request)
-  config = make_config(r['model'], r['batch_size'], r['image_size'], METHODS[r['name']],
+  config = make_config(r['model'], r['batch_size'], r['image_size'], method_spec(r['name']),
                        r['extra'])
   print(json.dumps(measure_peak_memory(r['name'], config, r['settle'])))
 
@@ -376,14 +351,10 @@ def _settle_steps(spec: MethodSpec, override: Optional[int]) -> int:
   return override if spec.settle_steps else 0
 
 
-# The PyTorch peer's method for each benchmark entry (by the part of its name before '_').
-PEER_METHODS = {'erm': 'erm', 'mwnet': 'mwnet', 'l2r': 'l2r', 'famus': 'famus', 'fsr': 'fsr'}
-NO_PEER = ('mlc', 'famus_mlc', 'mlc_reuse', 'famus_mlc_reuse')  # the peer has no MLC
-
-
 def peer_method(name: str) -> Optional[str]:
-  """The PyTorch peer's method for benchmark entry `name`, or None when it has none."""
-  return None if name in NO_PEER else PEER_METHODS[name.split('_')[0]]
+  """The PyTorch peer's method for benchmark variant `name`, or None when it has none."""
+  method, variant = catalogue.benchmark_variants()[name]
+  return method.peer if variant.peer else None
 
 
 def load_peer_module():
@@ -420,13 +391,14 @@ def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size
   taskset so that both frameworks run on the same cores), and every method's row gets
   the peer's median step and the ratio peer / ours.
   """
-  unknown = [m for m in methods if m not in METHODS]
+  specs = method_specs()
+  unknown = [m for m in methods if m not in specs]
   if unknown:
-    raise ValueError(f'unknown methods {unknown}; known: {sorted(METHODS)}')
+    raise ValueError(f'unknown methods {unknown}; known: {sorted(specs)}')
   results = {}
   timed = {}
   for name in methods:
-    spec = METHODS[name]
+    spec = specs[name]
     derived = spec.derive(results) if spec.derive else {}
     results.setdefault(name, {})['overrides'] = derived
     config = make_config(model, batch_size, image_size, spec, {**(extra or {}), **derived})
@@ -458,7 +430,7 @@ def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size
         'compile_time_s': t.compile_s,
         'reruns': t.reruns,
         'variants_compiled': len(t.run._steps),  # pylint: disable=protected-access
-        'overrides': {**METHODS[name].overrides, **results.get(name, {}).get('overrides', {})},
+        'overrides': {**specs[name].overrides, **results.get(name, {}).get('overrides', {})},
         'actual_step': step_form(t.config),
         **xla_step_memory(t),
     }
@@ -467,7 +439,7 @@ def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size
     if peak_memory:
       log(f'{name}: peak memory in a child process')
       out[name].update(peak_memory_in_child(
-          name, model, batch_size, image_size, _settle_steps(METHODS[name], settle_steps),
+          name, model, batch_size, image_size, _settle_steps(specs[name], settle_steps),
           extra or {},
           results.get(name, {}).get('overrides', {})))
     if t.history:
@@ -506,13 +478,12 @@ def memory_only(model: str, batch_size: int, methods: list, image_size: int = 32
   """
   out = {}
   for name in methods:
-    if name not in METHODS:
-      raise ValueError(f'unknown method {name!r}; known: {sorted(METHODS)}')
-    timed = Timed(name, make_config(model, batch_size, image_size, METHODS[name], extra or {}))
+    spec = method_spec(name)
+    timed = Timed(name, make_config(model, batch_size, image_size, spec, extra or {}))
     t0 = time.perf_counter()
     out[name] = {**xla_step_memory(timed),
                  'compile_time_s': time.perf_counter() - t0,
-                 'overrides': METHODS[name].overrides,
+                 'overrides': spec.overrides,
                  'actual_step': step_form(timed.config)}
     log(f'{name}: {out[name]["xla_step_bytes"] / 2**20:.0f} MiB, compiled in '
         f'{out[name]["compile_time_s"]:.1f}s')
@@ -602,7 +573,7 @@ def profile_parts(model_name: str, batch_size: int, image_size: int = 32, repeat
   piece is the difference between two entries. top_from: the first layer
   group of the 'top' set (default: the last residual block).
   """
-  config = make_config(model_name, batch_size, image_size, METHODS['erm'], {})
+  config = make_config(model_name, batch_size, image_size, method_spec('erm'), {})
   model = create_model(config, 10)
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.normal(size=(batch_size, image_size, image_size, 3)), jnp.float32)
@@ -678,7 +649,7 @@ def main(argv=None):
   parser.add_argument('--batch_size', type=int, default=100)
   parser.add_argument('--image_size', type=int, default=32)
   parser.add_argument('--methods', default='erm,mwnet,famus,famus_static',
-                      help=f'comma-separated, from {sorted(METHODS)}')
+                      help=f'comma-separated, from {sorted(method_specs())}')
   parser.add_argument('--steps', type=int, default=10, help='timed steps per method')
   parser.add_argument('--settle_steps', type=int, default=None,
                       help='override the settling steps of methods that settle')

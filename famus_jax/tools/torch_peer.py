@@ -78,6 +78,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from famus_jax import catalogue
+
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.1          # torch convention: 1 - famus_jax's decay 0.9
 LR = 0.1                   # base network (config.lr.base, constant schedule)
@@ -94,7 +96,8 @@ FSR_META_LR = 0.1
 FSR_NORM_EPS = 1e-5
 FSR_MIXUP_ALPHA = 0.5      # the reference's noise setting (per example, max(lam, 1 - lam))
 FSR_RELABEL_WEIGHT, FSR_RELABEL_KEEP = 2.0, 0.1   # re-labeling `all_1_0.1_2`
-METHODS = ('erm', 'mwnet', 'l2r', 'famus', 'fsr')
+# The methods the peer computes: the catalogue's `MethodEntry.peer` names (one step each).
+METHODS = catalogue.peer_methods()
 
 
 # ---- networks ----------------------------------------------------------------------------

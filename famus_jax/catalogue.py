@@ -1,0 +1,274 @@
+"""The training methods, declared once: what every other part reads about a method.
+
+One `MethodEntry` per value of `config.method`: its factory (an import path,
+resolved by `famus_jax.method_registry` only when a run builds the method), its
+config group, the config fields whose values set its runs apart and the one
+short name each such value shows ('famus(l2r)', 'mwnet[reuse]',
+'fsr[one_pass]', 'famus[pseudo_clean]'), its benchmark variants, its PyTorch
+peer, the metrics and events it writes to metrics.jsonl, whether it trains one
+network or the co-trained pair and whether it reads the clean meta set.
+
+The metric and event names of metrics.jsonl are declared here too, so the
+producers and the tools (report, benchmark) spell them once. This module
+imports nothing from the package: every layer may read it.
+
+Adding a method: one entry in `CATALOGUE` (plus the method's own module).
+"""
+
+import dataclasses
+from typing import Any, Mapping, Optional
+
+# ---- events of metrics.jsonl (the 'event' field of each record) ---------------------------
+TRAIN = 'train'          # window means of the step metrics, every config.log_every steps
+EVAL = 'eval'            # test accuracy / loss (and the training fit) at each evaluation
+WEIGHTS = 'weights'      # one batch's example weights and hidden noisy flags
+DIVISION = 'division'    # the co-trained pair's pseudo-clean sets after an epoch
+RESUME = 'resume'        # a run continued from a checkpoint
+DATA = 'data'            # the data set's facts (realised noise rate, sizes), at the start
+METHOD = 'method'        # the method's facts (FaMUS's layers), at the start
+EVENTS = (TRAIN, EVAL, WEIGHTS, DIVISION, RESUME, DATA, METHOD)
+# What every run writes; a `MethodEntry.events` lists what its method adds (and a run on the
+# pair's pseudo-clean meta sets adds DIVISION).
+COMMON_EVENTS = (TRAIN, EVAL, WEIGHTS, RESUME, DATA, METHOD)
+
+# ---- metrics: keys of the records ------------------------------------------------------
+TEST_ACCURACY = 'test_accuracy'
+TRAIN_TIME_S = 'train_time_s'
+# The eval-mode fit of the training set (EVAL records of runs with synthetic noise):
+# accuracy against the given labels on all / correctly / wrongly labelled examples, and the
+# share of the wrongly labelled ones predicted as their true class.
+TRAIN_FIT = 'train_fit'
+TRAIN_FIT_CLEAN = 'train_fit_clean'
+TRAIN_FIT_NOISY = 'train_fit_noisy'   # the memorised share of the mislabelled examples
+TRAIN_TRUE_NOISY = 'train_true_noisy'
+TRAIN_FIT_METRICS = (TRAIN_FIT, TRAIN_FIT_CLEAN, TRAIN_FIT_NOISY, TRAIN_TRUE_NOISY)
+FAMUS_ACTIVE = 'famus_active'                 # step metric: the layers in this step's estimate
+FAMUS_ACTIVE_COUNTS = 'famus_active_counts'   # TRAIN: cumulative steps each candidate was on
+FSR_DICT_PURITY = 'fsr_dict_purity'           # TRAIN: share of correct labels in the dictionary
+MLC_TRANSITION_DIAGONAL = 'mlc_transition_diagonal'  # TRAIN: diagonal of MLC's transition
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """A config field whose value sets a method's runs apart, and the name that value shows.
+
+  field: dotted config field. names: value -> its short name; None: every value but
+  `default` shows as itself. stem: the name joins the method's in parentheses
+  ('famus(l2r)') instead of a bracketed tag ('mwnet[reuse]'). when: (field, value) that
+  must hold for this variant to count (the semi-supervised step only on pseudo-clean sets).
+  """
+  field: str
+  names: Optional[Mapping[Any, str]] = None
+  default: Any = None
+  stem: bool = False
+  when: Optional[tuple] = None
+
+  def name_of(self, value) -> Optional[str]:
+    """The short name of `value`, None when it is the reference value."""
+    if self.names is not None:
+      return self.names.get(value) if _hashable(value) else None
+    return None if value == self.default else str(value)
+
+
+def _hashable(value) -> bool:
+  try:
+    hash(value)
+  except TypeError:
+    return False
+  return True
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkVariant:
+  """One row of the step-time benchmark (`famus_jax.tools.benchmark --methods=NAME`).
+
+  overrides: dotted config field -> value. settle_steps: untimed steps first (FaMUS's
+  samplers). static_layers_from: the benchmark variant whose learned samplers' most frequent
+  layer set this one holds fixed. peer: whether the method's PyTorch peer times this row.
+  """
+  name: str
+  overrides: Mapping[str, Any]
+  settle_steps: int = 0
+  static_layers_from: Optional[str] = None
+  peer: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodEntry:
+  """Everything declared about one method (`config.method == name`).
+
+  factory: 'module:function', the function taking the config and returning the `Method`.
+  group: the config group holding its settings (None: none of its own). variants: the
+  fields that name its variants (`Variant`), in the order the label lists them.
+  ablation_fields: prefixes of the config fields whose differing values among one setting's
+  runs tag them apart in the report ('fsr[relabel_momentum=0.1]'). peer: the method of
+  `famus_jax.tools.torch_peer` that computes it the reference code's way (None: no peer).
+  metrics / events: what it writes to metrics.jsonl beyond every method's (COMMON_EVENTS).
+  networks: 1, or 2 for a co-trained pair. clean_meta: whether it reads the clean meta
+  set. pseudo_clean: whether `config.meta_set='pseudo_clean'` can feed its meta batch
+  instead. colour: its colour in the report's figures (None: one of the spare colours).
+  """
+  name: str
+  factory: str
+  group: Optional[str] = None
+  variants: tuple = ()
+  ablation_fields: tuple = ()
+  benchmarks: tuple = ()
+  peer: Optional[str] = None
+  metrics: tuple = ()
+  events: tuple = ()
+  networks: int = 1
+  clean_meta: bool = False
+  pseudo_clean: bool = False
+  colour: Optional[str] = None
+
+  @property
+  def factory_path(self) -> tuple:
+    """(module, attribute) of the factory."""
+    module, _, attribute = self.factory.partition(':')
+    return module, attribute
+
+
+# The variants every meta method shares: the one-backward actual step, and the co-trained
+# pair's pseudo-clean meta sets (with the pair's semi-supervised step).
+REUSE = Variant('meta.actual_step', {'reuse': 'reuse'})
+PSEUDO_CLEAN = Variant('meta_set', {'pseudo_clean': 'pseudo_clean'})
+SEMI = Variant('cotrain.semi_supervised', {True: 'semi'}, when=('meta_set', 'pseudo_clean'))
+META_FIELDS = ('meta.', 'meta_batch_size', 'meta_gradient')
+REGISTRY = 'famus_jax.method_registry'
+FAMUS = {'method': 'famus', 'famus.strategy': 'learned'}
+FSR = {'method': 'fsr', 'fsr.warmup_epochs': 0}  # timed steps re-weight (same program)
+B = BenchmarkVariant
+
+CATALOGUE = {
+    'erm': MethodEntry(
+        'erm', f'{REGISTRY}:create_erm', peer='erm', colour='#444444',
+        benchmarks=(B('erm', {'method': 'erm'}),)),
+    'mwnet': MethodEntry(
+        'mwnet', f'{REGISTRY}:create_exact', group='mwnet', variants=(REUSE, PSEUDO_CLEAN, SEMI),
+        ablation_fields=('mwnet.',) + META_FIELDS, peer='mwnet', clean_meta=True,
+        pseudo_clean=True, colour='tab:blue',
+        benchmarks=(B('mwnet', {'method': 'mwnet'}),
+                    B('mwnet_reference', {'method': 'mwnet',
+                                          'meta_gradient': 'reverse_over_reverse'}),
+                    B('mwnet_reuse', {'method': 'mwnet', 'meta.actual_step': 'reuse'}))),
+    'l2r': MethodEntry(
+        'l2r', f'{REGISTRY}:create_exact', group='l2r', variants=(PSEUDO_CLEAN, SEMI),
+        ablation_fields=('l2r.',) + META_FIELDS, peer='l2r', clean_meta=True,
+        pseudo_clean=True, colour='tab:orange',
+        benchmarks=(B('l2r', {'method': 'l2r'}),
+                    B('l2r_reference', {'method': 'l2r',
+                                        'meta_gradient': 'reverse_over_reverse'}))),
+    'random_weight': MethodEntry(
+        'random_weight', 'famus_jax.methods.random_weight:create_random_weight',
+        colour='tab:olive',
+        benchmarks=(B('random_weight', {'method': 'random_weight'}),)),
+    'mlc': MethodEntry(
+        'mlc', f'{REGISTRY}:create_exact', group='mlc', variants=(REUSE,),
+        ablation_fields=('mlc.',) + META_FIELDS, metrics=(MLC_TRANSITION_DIAGONAL,),
+        clean_meta=True, colour='tab:purple',
+        benchmarks=(B('mlc', {'method': 'mlc'}),
+                    B('mlc_reuse', {'method': 'mlc', 'meta.actual_step': 'reuse'}))),
+    'famus': MethodEntry(
+        'famus', 'famus_jax.famus.method:create_famus', group='famus',
+        variants=(Variant('famus.base', {'l2r': 'l2r', 'mlc': 'mlc'}, stem=True),
+                  Variant('famus.strategy', default='learned'), REUSE, PSEUDO_CLEAN, SEMI),
+        ablation_fields=('famus.', 'mwnet.', 'l2r.', 'mlc.') + META_FIELDS[:2],
+        metrics=(FAMUS_ACTIVE, FAMUS_ACTIVE_COUNTS), peer='famus',
+        clean_meta=True, pseudo_clean=True, colour='tab:green',
+        benchmarks=(
+            B('famus', FAMUS, settle_steps=40),
+            B('famus_paper', {**FAMUS, 'famus.candidates': 'all'}, settle_steps=40),
+            B('famus_static', {**FAMUS, 'famus.strategy': 'static'},
+              static_layers_from='famus'),
+            B('famus_no_lc', {**FAMUS, 'famus.lc_weight': 0.0}, settle_steps=40),
+            B('famus_top', {**FAMUS, 'famus.strategy': 'static', 'famus.static_layers': 'top'}),
+            B('famus_all', {**FAMUS, 'famus.strategy': 'all'}),
+            B('famus_random', {**FAMUS, 'famus.strategy': 'random'}),
+            B('famus_block', {**FAMUS, 'famus.strategy': 'block'}),
+            B('famus_l2r', {**FAMUS, 'famus.base': 'l2r'}, settle_steps=40),
+            B('famus_reuse', {**FAMUS, 'meta.actual_step': 'reuse'}, settle_steps=40),
+            B('famus_static_reuse', {**FAMUS, 'famus.strategy': 'static',
+                                     'meta.actual_step': 'reuse'},
+              static_layers_from='famus_reuse'),
+            B('famus_block_reuse', {**FAMUS, 'famus.strategy': 'block',
+                                    'meta.actual_step': 'reuse'}),
+            # The peer has no MLC base.
+            B('famus_mlc', {**FAMUS, 'famus.base': 'mlc'}, settle_steps=40, peer=False),
+            B('famus_mlc_reuse', {**FAMUS, 'famus.base': 'mlc', 'meta.actual_step': 'reuse'},
+              settle_steps=40, peer=False))),
+    'fsr': MethodEntry(
+        'fsr', 'famus_jax.fsr.method:create_fsr', group='fsr',
+        variants=(Variant('fsr.mixup_form', {'one_pass': 'one_pass'}),),
+        ablation_fields=('fsr.',), metrics=(FSR_DICT_PURITY,), peer='fsr',
+        colour='tab:red',
+        benchmarks=(B('fsr', FSR),
+                    B('fsr_nomixup', {**FSR, 'fsr.mixup_alpha': 0.0}),
+                    B('fsr_onepass', {**FSR, 'fsr.mixup_form': 'one_pass'}))),
+    'dividemix': MethodEntry(
+        'dividemix', f'{REGISTRY}:create_dividemix', group='cotrain',
+        ablation_fields=('cotrain.',), events=(DIVISION,), networks=2,
+        colour='tab:brown'),
+}
+
+
+def entry(method: str) -> Optional[MethodEntry]:
+  """The entry of `config.method == method`, None for a name the catalogue does not hold."""
+  return CATALOGUE.get(method)
+
+
+def names() -> tuple:
+  """The method names, in the catalogue's order (the order of the report's tables)."""
+  return tuple(CATALOGUE)
+
+
+def pseudo_clean_methods() -> tuple:
+  """The methods whose meta batch `config.meta_set='pseudo_clean'` can feed."""
+  return tuple(n for n, e in CATALOGUE.items() if e.pseudo_clean)
+
+
+def peer_methods() -> tuple:
+  """The methods of the PyTorch peer, in the catalogue's order."""
+  return tuple(e.peer for e in CATALOGUE.values() if e.peer is not None)
+
+
+def benchmark_variants() -> dict:
+  """Benchmark name -> (its method's entry, `BenchmarkVariant`), over the whole catalogue."""
+  return {v.name: (e, v) for e in CATALOGUE.values() for v in e.benchmarks}
+
+
+def named_fields() -> tuple:
+  """Every config field some method's `Variant` names (the report's ablation tags skip them)."""
+  return tuple(sorted({v.field for e in CATALOGUE.values() for v in e.variants}))
+
+
+def label(config: Mapping) -> str:
+  """The one short name of a run's method and variant, from its config (a nested dict).
+
+  config.method, then the stem variant in parentheses and the tags in brackets:
+  'famus(l2r)', 'famus(mlc)[reuse]', 'mwnet[pseudo_clean,semi]', 'fsr[one_pass]'. Fields
+  missing from `config` count as their reference value.
+  """
+  method = config.get('method', '?')
+  spec = entry(method)
+  stem, tags = method, []
+  for variant in (spec.variants if spec else ()):
+    if variant.when is not None and _get(config, variant.when[0]) != variant.when[1]:
+      continue
+    name = variant.name_of(_get(config, variant.field, variant.default))
+    if name is None:
+      continue
+    if variant.stem:
+      stem = f'{method}({name})'
+    else:
+      tags.append(name)
+  return stem + (f'[{",".join(tags)}]' if tags else '')
+
+
+def _get(config: Mapping, field: str, default=None):
+  node = config
+  for part in field.split('.'):
+    if not isinstance(node, Mapping) or part not in node:
+      return default
+    node = node[part]
+  return node
