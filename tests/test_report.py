@@ -2,18 +2,21 @@
 
 No training: each fake workdir holds hand-written config.json, metrics.jsonl
 and (when finished) summary.json in the trainer's format; plus a quality
-workdir and a benchmark JSON. The numbers in the report are checked against
-an independent numpy aggregation of the fake numbers.
+workdir and a benchmark JSON. The numbers in the report, the memorisation
+grid's table included, are checked against an independent numpy aggregation
+of the fake numbers.
 """
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
 from famus_jax.tools import report
+from famus_jax.tools.report import plots
 
 STEPS = 100
 LAYERS = ['stem_conv', 'stem_bn', 'stage3_conv1', 'stage3_bn1', 'stage3_conv2', 'head']
@@ -39,6 +42,13 @@ ACCURACY = {
 def _write(path, value):
   with open(path, 'w') as f:
     json.dump(value, f)
+
+
+def fit_scores(method, step):
+  """The training-fit keys of an eval event: ERM memorises more as it trains."""
+  noisy = (0.9 if method == 'erm' else 0.2) * step / STEPS
+  return {'train_fit': 0.6 + 0.3 * noisy, 'train_fit_clean': 0.95, 'train_fit_noisy': noisy,
+          'train_true_noisy': 0.9 - noisy}
 
 
 def make_run(root, method, seed, noise_type, best, last, finished=True):
@@ -81,7 +91,8 @@ def make_run(root, method, seed, noise_type, best, last, finished=True):
     if (step + 10) % 50 == 0:
       acc = best if step + 10 == 50 else last
       events.append({'event': 'eval', 'step': step + 10, 'test_accuracy': acc,
-                     'test_loss': 1.0, 'train_time_s': 0.1 * (step + 10) * (1 + seed)})
+                     'test_loss': 1.0, 'train_time_s': 0.1 * (step + 10) * (1 + seed),
+                     **(fit_scores(method, step + 10) if finished else {})})
   with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
     f.writelines(json.dumps(e) + '\n' for e in events)
   if finished:
@@ -146,7 +157,8 @@ def built(tmp_path_factory):
   return root, out, result, text
 
 
-EXPECTED_PNGS = ['accuracy_vs_time.png', 'weights_fashion_mnist_sym_40' + SCHEDULE_SLUG + '.png',
+EXPECTED_PNGS = ['accuracy_vs_time.png', 'memorisation.png',
+                 'weights_fashion_mnist_sym_40' + SCHEDULE_SLUG + '.png',
                  'weights_fashion_mnist_asym_40' + SCHEDULE_SLUG + '.png',
                  'famus_sampled_layers.png',
                  'fsr_purity.png', 'pseudo_clean_division.png', 'meta_gradient_quality.png',
@@ -300,13 +312,107 @@ def test_ablation_runs_get_their_own_label():
     config = report.with_schema_defaults({'method': 'fsr', 'seed': seed, 'fsr': fsr})
     return report.RunDir(workdir=name, config=config, summary=None, events=[], quality=[],
                          quality_summary=None)
-  runs = [run('a', 0), run('b', 1), run('c', 0, relabel_momentum=0.1),
+  runs = [run('a', 0), run('b', 1), run('c', 0, relabel_momentum=0.5),
           run('d', 0, mixup_form='one_pass'), run('e', 0, mixup_alpha=0.0, relabel=False)]
   report.tag_variants(runs)
   assert [r.method for r in runs] == [
-      'fsr', 'fsr', 'fsr[relabel_momentum=0.1]', 'fsr[one_pass]',
+      'fsr', 'fsr', 'fsr[relabel_momentum=0.5]', 'fsr[one_pass]',
       'fsr[mixup_alpha=0.0,relabel=False]']
   erm = [report.RunDir(workdir='x', config=report.with_schema_defaults({'method': 'erm'}),
                        summary=None, events=[], quality=[], quality_summary=None)]
   report.tag_variants(erm)
   assert erm[0].method == 'erm'
+
+
+# The memorisation grid: three seeds of erm, mwnet and famus; (best, last, memorised share,
+# wall time) per run, with ERM memorising and collapsing as the regime needs.
+GRID = {
+    'erm': [(0.718, 0.470, 0.92, 600.0), (0.705, 0.491, 0.88, 620.0), (0.722, 0.455, 0.95, 580.0)],
+    'mwnet': [(0.794, 0.765, 0.21, 1500.0), (0.781, 0.770, 0.18, 1560.0),
+              (0.799, 0.748, 0.25, 1490.0)],
+    'famus': [(0.790, 0.760, 0.22, 900.0), (0.788, 0.772, 0.20, 950.0),
+              (0.801, 0.741, 0.27, 910.0)],
+}
+GRID_STEP_S = {'erm': 0.18, 'mwnet': 0.5, 'famus': 0.3, 'l2r': 0.45}
+
+
+def make_grid_run(root, method, seed, best, last, memorised, wall, fit_keys=True):
+  """A finished run of 100 steps: evals at 50 (best) and 100 (last) with the fit keys."""
+  workdir = os.path.join(root, f'{method}_s{seed}')
+  os.makedirs(workdir)
+  _write(os.path.join(workdir, 'config.json'), {
+      'method': method, 'seed': seed, 'dataset': 'fashion_mnist', 'noise_type': 'symmetric',
+      'noise_rate': 0.6, 'model': 'resnet', 'depth': 8, 'train_subset': 5000,
+      'num_epochs': 40})
+  events = [{'event': 'train', 'step': 50, 'epoch': 20.0, 'train_loss': 1.0}]
+  for step, acc in ((50, best), (100, last)):
+    fit = {'train_fit': 0.4 + 0.6 * memorised, 'train_fit_clean': 0.97,
+           'train_fit_noisy': memorised * step / 100, 'train_true_noisy': 1 - memorised}
+    events.append({'event': 'eval', 'step': step, 'test_accuracy': acc, 'test_loss': 1.0,
+                   'train_time_s': 10.0 + GRID_STEP_S[method] * step,
+                   **(fit if fit_keys else {})})
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+    f.writelines(json.dumps(e) + '\n' for e in events)
+  _write(os.path.join(workdir, 'summary.json'), {
+      'steps': 100, 'epochs': 40.0, 'best_test_accuracy': best, 'last_test_accuracy': last,
+      'wall_time_s': wall, 'mean_step_time_s': GRID_STEP_S[method],
+      'mean_weight_clean': None if method == 'erm' else 1.3 + 0.01 * seed,
+      'mean_weight_noisy': None if method == 'erm' else 0.4})
+
+
+def test_grid_table_by_hand(tmp_path, capsys):
+  root = str(tmp_path / 'grid')
+  for method, runs in GRID.items():
+    for seed, values in enumerate(runs):
+      make_grid_run(root, method, seed, *values)
+  old = str(tmp_path / 'old')  # an older run: no fit keys in its eval records
+  make_grid_run(old, 'l2r', 0, 0.75, 0.70, 0.3, 1000.0, fit_keys=False)
+  result = report.main([root, os.path.join(old, 'l2r_s0'), f'--out={tmp_path / "out"}'])
+  printed = capsys.readouterr().out
+  text = open(result['report']).read()
+  setting = 'fashion_mnist sym 60% (ResNet-8, 5000 imgs, 40 ep)'
+  rows = result['grid'][setting]
+  assert list(rows) == ['erm', 'mwnet', 'l2r', 'famus']
+  col = lambda method, k: 100 * np.array([r[k] for r in GRID[method]])
+  for method in GRID:
+    best, last = col(method, 0), col(method, 1)
+    np.testing.assert_allclose(rows[method]['best_mean_std'], [best.mean(), best.std(ddof=1)])
+    np.testing.assert_allclose(rows[method]['last_mean_std'], [last.mean(), last.std(ddof=1)])
+    memorised = np.array([r[2] for r in GRID[method]])
+    np.testing.assert_allclose(rows[method]['train_fit_noisy'],
+                               [memorised.mean(), memorised.std(ddof=1)])
+    np.testing.assert_allclose(rows[method]['wall_ratio'],
+                               np.mean([r[3] for r in GRID[method]])
+                               / np.mean([r[3] for r in GRID['erm']]))
+    assert rows[method]['step_ratio'] == pytest.approx(
+        GRID_STEP_S[method] / GRID_STEP_S['erm'])
+    per_seed = ', '.join(f's{s} {b:.2f} / {l:.2f}' for s, (b, l) in enumerate(zip(best, last)))
+    assert f'| {method} | 3 | {best.mean():.2f} ± {best.std(ddof=1):.2f} | ' \
+           f'{last.mean():.2f} ± {last.std(ddof=1):.2f} | {per_seed} |' in text
+  for method, reference, key in (('famus', 'erm', 'minus_erm'),
+                                 ('famus', 'mwnet', 'minus_mwnet'), ('mwnet', 'erm', 'minus_erm')):
+    diff = col(method, 1) - col(reference, 1)  # paired by seed
+    got = rows[method][key]
+    np.testing.assert_allclose(got[:2], [diff.mean(), diff.std(ddof=1)])
+    assert got[2] == 3
+    assert f'{diff.mean():+.2f} ± {diff.std(ddof=1):.2f}' in text
+  assert rows['erm']['minus_erm'] == (None, None, 0)
+  # The older run: its fit columns are '-', its one seed pairs with seed 0 of ERM and MW-Net.
+  assert rows['l2r']['train_fit_noisy'] == (None, None)
+  assert rows['l2r']['minus_erm'][2] == 1
+  l2r_line = next(line for line in text.splitlines() if line.startswith('| l2r | 1 |'))
+  assert '| - | - | - | - |' in l2r_line
+  assert 'numpy std with ddof=1' in text
+  # ERM: fit 0.4 + 0.6 m at the end; best - last in points.
+  fit = np.mean([0.4 + 0.6 * r[2] for r in GRID['erm']])
+  drop = np.mean(col('erm', 0) - col('erm', 1))
+  for where in (text, printed):
+    assert f"PASS: ERM's final fit to the given (noisy) labels {fit:.3f}" in where
+    assert f"PASS: ERM's best minus last top-1 {drop:.2f} points" in where
+  assert 'memorisation.png' in [os.path.basename(p) for p in result['figures']]
+
+
+def test_missing_matplotlib_is_one_line_naming_the_extra(monkeypatch):
+  monkeypatch.setitem(sys.modules, 'matplotlib', None)  # `import matplotlib` raises
+  with pytest.raises(SystemExit, match=r"pip install 'famus_jax\[report\]'"):
+    plots.matplotlib_modules()

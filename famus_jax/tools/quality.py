@@ -50,7 +50,7 @@ from famus_jax import cli
 from famus_jax.errors import ConfigError
 from famus_jax.famus import layer_sets as ls_lib
 from famus_jax.meta import meta_gradient as mg
-from famus_jax.train.logbook import write_json
+from famus_jax.train.logbook import read_jsonl, write_json
 from famus_jax.train.step import make_context_fn
 from famus_jax.train.trainer import Hook, Run, train_and_evaluate
 
@@ -189,9 +189,7 @@ class QualityHook(Hook):
     self.probe = jax.jit(make_probe(run, self.names))
     kept = []
     if start_step and os.path.exists(self.path):
-      with open(self.path) as f:
-        kept = [json.loads(line) for line in f if line.strip()]
-      kept = [r for r in kept if r['step'] < start_step]
+      kept = [r for r in read_jsonl(self.path) if r['step'] < start_step]
     with open(self.path, 'w') as f:
       f.writelines(json.dumps(r) + '\n' for r in kept)
     self.records = kept

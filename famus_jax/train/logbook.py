@@ -14,6 +14,8 @@ import sys
 
 import numpy as np
 
+from famus_jax import catalogue
+
 
 def _jsonable(value):
   if isinstance(value, (np.floating, float)):
@@ -45,7 +47,7 @@ class MetricsLog:
     if not self.active or not os.path.exists(self.path):
       return
     kept = []
-    for record in _parse_lines(self.path):
+    for record in read_jsonl(self.path):
       limit_ok = (record.get('step', 0) < step if record.get('event') in PRE_STEP_EVENTS
                   else record.get('step', 0) <= step)
       if limit_ok:
@@ -66,11 +68,14 @@ class MetricsLog:
 
 # Events stamped with the finished steps *before* the step they describe ('weights': the batch
 # of step s is logged with step s): on resume from step s they belong to the redone steps.
-PRE_STEP_EVENTS = ('weights',)
+PRE_STEP_EVENTS = (catalogue.WEIGHTS,)
 
 
-def _parse_lines(path: str) -> list:
-  """The JSON objects of a .jsonl file; unreadable lines are dropped with one warning."""
+def read_jsonl(path: str) -> list:
+  """The JSON objects of a .jsonl file, in order; unreadable lines are dropped with one warning.
+
+  The one reader of the package's .jsonl files (metrics.jsonl, quality.jsonl).
+  """
   records, bad = [], []
   with open(path, 'rb') as f:
     lines = f.read().split(b'\n')
@@ -95,7 +100,7 @@ def _parse_lines(path: str) -> list:
 
 def read_metrics(workdir: str) -> list:
   """All events of a run, in order (a torn last line is dropped with a warning)."""
-  return _parse_lines(os.path.join(workdir, 'metrics.jsonl'))
+  return read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
 
 
 class WindowMeans:
