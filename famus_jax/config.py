@@ -224,6 +224,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.cotrain.mixup_alpha = 4.0    # MixUp lam ~ Beta(alpha, alpha), lam = max(lam, 1 - lam)
   c.cotrain.lambda_u = 25.0      # unlabelled squared-error weight after the ramp-up
   c.cotrain.rampup_epochs = 16.0  # lambda_u ramps linearly over this many epochs after warm-up
+  # The member's own guessing forwards (training mode, no gradient) update its BatchNorm running
+  # statistics before the mixed forward does, as the reference code's (PyTorch's no_grad forwards
+  # in training mode do); False: only the mixed rows set them.
+  c.cotrain.guess_updates_bn = True
   c.cotrain.prior_penalty_weight = 1.0  # uniform-prior penalty on the mixed batch's predictions
 
   # ---- meta-gradient quality tool (python -m famus_jax.quality) -------------

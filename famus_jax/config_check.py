@@ -107,6 +107,7 @@ def check_cotrain_config(config) -> None:
   _range(config, 'cotrain.min_pseudo_clean', 0, float('inf'))
   _range(config, 'cotrain.warmup_epochs', 0, float('inf'))
   _choice(config, 'cotrain.semi_supervised', (False, True))
+  _choice(config, 'cotrain.guess_updates_bn', (False, True))
   _range(config, 'cotrain.labelled_threshold', 0.0, 1.0)
   _range(config, 'cotrain.unlabelled_batch_size', 0, float('inf'))
   _range(config, 'cotrain.sharpen_temperature', 0.0, float('inf'), low_open=True)

@@ -9,6 +9,7 @@ host-side labelled / unlabelled split against the partner's division, and a
 SIGKILLed DivideMix pair against an uninterrupted one.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -201,6 +202,32 @@ def test_dividemix_update_is_the_gradient_of_dividemix_loss(dividemix):
   result = run.member.run_step(jax.tree.map(jnp.copy, state.a), part, None)
   for x, y in zip(jax.tree.leaves(result.state.params), jax.tree.leaves(expected)):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+  # BatchNorm running statistics: this member's guessing forwards (u^1, u^2, x^1, x^2, the
+  # reference code's order) move them one after the other, then the mixed forward does.
+  def stats_after(stats, x):
+    return run.model.apply({'params': state.a.params, 'batch_stats': stats}, x, train=True,
+                           mutable=['batch_stats'], rngs={'dropout': dropout_rng})[1]['batch_stats']
+
+  keys = jax.random.split(aug_rng, 5)
+  x, u = part['image'], part['unlabeled_image']
+  stats = state.a.batch_stats
+  for images, key in ((u, keys[2]), (u, keys[3]), (x, keys[0]), (x, keys[1])):
+    stats = stats_after(stats, augment(images, key))
+  stats = stats_after(stats, soft.images)
+  for got_s, want_s in zip(jax.tree.leaves(result.state.batch_stats), jax.tree.leaves(stats)):
+    np.testing.assert_allclose(got_s, want_s, rtol=1e-5, atol=1e-6)
+  # guess_updates_bn=False: the mixed rows alone set them (and that is another result).
+  off = dataclasses.replace(run.semi, guess_updates_bn=False)
+  context = make_context_fn(run.model, run.method.uses_meta_set, run.lr_fn, run.config.augment,
+                            run.member.mean, run.member.std, run.data.num_classes,
+                            run.config.meta_bn_train_mode, semi=off)
+  _, mixed_only, _ = context(state.a, part)
+  want_off = stats_after(state.a.batch_stats, soft.images)
+  for got_s, want_s in zip(jax.tree.leaves(mixed_only), jax.tree.leaves(want_off)):
+    np.testing.assert_allclose(got_s, want_s, rtol=1e-5, atol=1e-6)
+  assert max(float(jnp.max(jnp.abs(a - b))) for a, b in
+             zip(jax.tree.leaves(stats), jax.tree.leaves(want_off))) > 1e-3
 
 
 def test_host_split_follows_the_partner_division(dividemix):

@@ -28,9 +28,17 @@ row instead). The meta batch of the meta methods is refined by A's own
 views and mixed the same way (two views per image, no unlabelled part), and
 its loss is the mean soft cross-entropy plus the penalty.
 
-Guesses: A's own predictions in training mode (batch statistics, the
-statistics thrown away), B's in eval mode, as the reference code; all
-targets are constants (no gradient). Pure jnp, static shapes, jittable.
+Guesses: A's own predictions in training mode (batch statistics), B's in
+eval mode, as the reference code; all targets are constants (no gradient).
+A's guessing forwards (u^1, u^2, then x^1, x^2, the reference code's order)
+update A's BatchNorm running statistics one after the other before the mixed
+forward does (`guess_updates_bn`, the step threads them): the reference's
+forwards run under `no_grad` in training mode, which in PyTorch still moves
+the running averages, so most of them come from un-mixed views. Without it
+only the mixed rows set them, and after a heavy MixUp (alpha 4) their
+variance is smaller than clean images' (about 0.6x after the first
+convolution), which the eval-mode test forward and the division's losses then
+see. Pure jnp, static shapes, jittable.
 """
 
 import dataclasses
@@ -95,7 +103,9 @@ class SemiSupervised:
   lambda_u: the unlabelled loss weight after the ramp-up; warmup_epochs and
   rampup_epochs: lambda_u(e) = lambda_u clip((e - warmup) / rampup, 0, 1)
   (`mixmatch.linear_rampup`) at the fractional epoch e = step /
-  steps_per_epoch; penalty_weight: lambda_r of the uniform-prior penalty.
+  steps_per_epoch; penalty_weight: lambda_r of the uniform-prior penalty;
+  guess_updates_bn: this member's guessing forwards update its BatchNorm
+  running statistics (module docstring; `config.cotrain.guess_updates_bn`).
   """
   temperature: float
   alpha: float
@@ -104,6 +114,7 @@ class SemiSupervised:
   rampup_epochs: float
   penalty_weight: float
   steps_per_epoch: int
+  guess_updates_bn: bool = True
 
   def unlabelled_weight(self, step) -> jnp.ndarray:
     """() lambda_u(e) at the step counter `step` (counted from 0, warm-up included)."""
@@ -122,12 +133,14 @@ class SemiSupervised:
     keys = jax.random.split(rng, 5)
     x, u = batch['image'], batch['unlabeled_image']
     x1, x2, u1, u2 = (augment(images, key) for images, key in zip((x, x, u, u), keys[:4]))
+    # Own forwards in the reference code's order (u^1, u^2, x^1, x^2): with
+    # guess_updates_bn each one moves the running statistics the next one starts from.
+    own_u1, own_u2 = _softmax(own, u1), _softmax(own, u2)
     p_x = (_softmax(own, x1) + _softmax(own, x2)) / 2
     onehot = jax.nn.one_hot(batch['label'], p_x.shape[-1], dtype=p_x.dtype)
     t_x = mixmatch.refine_labels(onehot, batch['clean_prob'].astype(p_x.dtype), p_x,
                                  self.temperature)
-    views = jnp.stack([_softmax(own, u1), _softmax(own, u2),
-                       _softmax(partner, u1), _softmax(partner, u2)])
+    views = jnp.stack([own_u1, own_u2, _softmax(partner, u1), _softmax(partner, u2)])
     t_u = mixmatch.co_guess(views, self.temperature)
     mixed = mixmatch.mixup_batch(keys[4], jnp.concatenate([x1, x2, u1, u2]),
                                  jnp.concatenate([t_x, t_x, t_u, t_u]), self.alpha)
@@ -190,4 +203,4 @@ def from_config(cotrain_cfg, steps_per_epoch: int) -> SemiSupervised:
   return SemiSupervised(temperature=c.sharpen_temperature, alpha=c.mixup_alpha,
                         lambda_u=c.lambda_u, warmup_epochs=c.warmup_epochs,
                         rampup_epochs=c.rampup_epochs, penalty_weight=c.prior_penalty_weight,
-                        steps_per_epoch=steps_per_epoch)
+                        steps_per_epoch=steps_per_epoch, guess_updates_bn=c.guess_updates_bn)

@@ -209,9 +209,14 @@ def make_context_fn(model, uses_meta_set: bool, lr_fn: Callable, augment_cfg, me
       images = augment(batch['image'], aug_rng)
     else:
       apply_fn = make_apply_fn(model, dropout_rng)
+      # This member's running statistics as its guessing forwards leave them, in call order.
+      guess_stats = [state.batch_stats]
 
-      def own(x):  # training mode, batch statistics; the new statistics are dropped
-        return apply_fn(state.params, state.batch_stats, x)[0][0]
+      def own(x):  # training mode, batch statistics
+        (logits, _), new_stats = apply_fn(state.params, guess_stats[0], x)
+        if semi.guess_updates_bn:
+          guess_stats[0] = new_stats
+        return logits
 
       def partner(x):
         return eval_logits(batch['partner_params'], batch['partner_batch_stats'], x)
@@ -227,6 +232,8 @@ def make_context_fn(model, uses_meta_set: bool, lr_fn: Callable, augment_cfg, me
       meta_images = soft_meta.images
     elif uses_meta_set:
       meta_images = augment(batch['meta_image'], meta_aug_rng)
+    if semi is not None:  # the training forward's statistics update follows the guesses'
+      state = state.replace(batch_stats=guess_stats[0])
     ctx, new_stats = build_context(model, state, batch, images, meta_images,
                                    lr_fn(state.step), dropout_rng, num_classes, meta_bn_train,
                                    mix=mix, semi=semi, soft=soft, soft_meta=soft_meta)
