@@ -321,3 +321,16 @@ def test_sigkill_and_resume_matches_an_uninterrupted_dividemix_run(dividemix, tm
   for key in ('best_test_accuracy', 'last_test_accuracy', 'last_test_loss', 'steps'):
     assert resumed[key] == straight[key], key
   assert_final_checkpoints_equal(dividemix, tmp_path, 40)
+
+
+def test_presets_take_lambda_u_from_the_dividemix_table():
+  """The co-training presets' lambda_u is DivideMix's for their noise (its appendix table)."""
+  from famus_jax.presets import _dividemix, cifar10_pseudo_clean, cifar100_pseudo_clean
+  c10, c100 = cifar10_pseudo_clean.get_config(), cifar100_pseudo_clean.get_config()
+  assert (c10.noise_type, c10.noise_rate, c10.cotrain.lambda_u) == ('symmetric', 0.5, 25.0)
+  assert (c100.noise_type, c100.noise_rate, c100.cotrain.lambda_u) == ('symmetric', 0.5, 150.0)
+  assert _dividemix.lambda_u('cifar10', 'symmetric', 0.2) == 0.0
+  assert _dividemix.lambda_u('cifar10', 'symmetric', 0.9) == 50.0
+  assert _dividemix.lambda_u('cifar10', 'asymmetric', 0.4) == 0.0
+  with pytest.raises(KeyError, match='no lambda_u'):
+    _dividemix.lambda_u('cifar10', 'symmetric', 0.6)

@@ -6,12 +6,12 @@ DivideMix's CIFAR-100 values: 30 warm-up epochs, lambda_u = 150 (its choice
 at 50% symmetric noise), alpha = 4.
 """
 
-from famus_jax.presets import cifar10_pseudo_clean
+from famus_jax.presets import _dividemix, cifar10_pseudo_clean
 
 
 def get_config():
   c = cifar10_pseudo_clean.get_config()
   c.dataset = 'cifar100'
   c.cotrain.warmup_epochs = 30
-  c.cotrain.lambda_u = 150.0
+  c.cotrain.lambda_u = _dividemix.lambda_u(c.dataset, c.noise_type, c.noise_rate)
   return c

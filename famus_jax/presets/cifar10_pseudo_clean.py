@@ -14,7 +14,7 @@ symmetric. The rows of the supplement's Table 2 side by side:
   --config.cotrain.semi_supervised=False              (Alg. 2 without the semi-supervised part)
 """
 
-from famus_jax.presets import cifar10
+from famus_jax.presets import _dividemix, cifar10
 
 
 def get_config():
@@ -33,5 +33,5 @@ def get_config():
   c.cotrain.warmup_epochs = 10
   c.cotrain.semi_supervised = True
   c.cotrain.mixup_alpha = 4.0
-  c.cotrain.lambda_u = 25.0
+  c.cotrain.lambda_u = _dividemix.lambda_u(c.dataset, c.noise_type, c.noise_rate)
   return c
