@@ -1,11 +1,13 @@
 """The training state: one pytree of arrays, saved whole in every checkpoint."""
 
-from typing import Any
+from typing import Any, Optional
 
 import flax
 import jax
 import jax.numpy as jnp
 import optax
+
+from famus_jax.train.record import ExampleRecord
 
 PyTree = Any
 
@@ -18,6 +20,8 @@ class TrainState:
   method_state: the method's own arrays (meta model and its optimiser,
     FaMUS samplers, FSR dictionary and per-example EMAs).
   rng: the run's root key; step keys are `fold_in(rng, step)`.
+  record: the per-example training record (`famus_jax.train.record`), or
+    None (a state built by hand; the step then keeps none).
   """
   step: jnp.ndarray
   params: PyTree
@@ -25,6 +29,7 @@ class TrainState:
   opt_state: PyTree
   method_state: PyTree
   rng: jnp.ndarray
+  record: Optional[ExampleRecord] = None
 
 
 def create_optimizer(config, lr_fn) -> optax.GradientTransformation:
@@ -47,4 +52,5 @@ def create_train_state(rng, model, method, tx, image_shape, num_train: int) -> T
       batch_stats=variables.get('batch_stats', {}),
       opt_state=tx.init(params),
       method_state=method.init_state(method_rng, params, num_train),
-      rng=run_rng)
+      rng=run_rng,
+      record=ExampleRecord.create(num_train))

@@ -267,8 +267,11 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation,
     finite = jnp.isfinite(jnp.mean(losses)) & jnp.isfinite(grad_norm)
     if out.batch_stats is not None:
       new_stats = out.batch_stats
+    record = state.record
+    if record is not None:
+      record = record.update(ctx.indices, out.example_weights, jnp.argmax(logits, -1))
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
-                              opt_state=opt_state, method_state=out.method_state)
+                              opt_state=opt_state, method_state=out.method_state, record=record)
     new_state = _tree_select(finite, new_state, state)
     metrics = {
         'train_loss': jnp.mean(losses),
