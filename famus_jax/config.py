@@ -260,7 +260,7 @@ def get_config() -> ml_collections.ConfigDict:
   # A change of the state's structure (method, model, width...) can never be resumed.
   c.resume = 'auto'
 
-  # ---- past one machine (famus_jax/train/distributed.py; README "Past one machine") ----------
+  # ---- past one machine (famus_jax/train/distributed.py; docs/running.md) ------------------
   # Every process of a job runs the same command; jax.distributed connects them and one mesh
   # spans the devices of all. The defaults mean one process (jax.distributed is not used).
   c.distributed = ml_collections.ConfigDict()

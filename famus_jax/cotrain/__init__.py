@@ -14,9 +14,9 @@ and a noisy (unlabelled) part that the OTHER network trains on.
 - `pair` (host): the co-trained pair's state (`PairState`), its pseudo-clean
   sets and how each member's meta ids are drawn from the other member's set;
   `famus_jax/train/cotrain_run.py` drives it through the one training loop.
-
-`division` and `pair` run today (`config.meta_set='pseudo_clean'`); the
-MixMatch pieces are not wired into a training step yet (DivideMix).
+- `semi_supervised` (device): the mixed rows of DivideMix's MixMatch step,
+  built inside the shared training step (`method='dividemix'`, or a meta
+  method with `cotrain.semi_supervised=True`).
 """
 
 from famus_jax.cotrain.division import (TwoGaussians, clean_probability, divide, division_stats,

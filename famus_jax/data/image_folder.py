@@ -245,8 +245,8 @@ def split_files(config, split: str) -> SplitFiles:
 def _missing_list(path: str, field: str) -> DataNotFoundError:
   return DataNotFoundError(
       f'List file not found: {path} (config.image_folder.{field}, relative to '
-      f'config.data_dir). Put the data set\'s list files and images in data_dir (README, '
-      '"Clothing1M and WebVision") or set the field to the file\'s path.')
+      f'config.data_dir). Put the data set\'s list files and images in data_dir (docs/data.md, '
+      '"Image files on disk") or set the field to the file\'s path.')
 
 
 def _read_lines(path: str, field: str) -> list:

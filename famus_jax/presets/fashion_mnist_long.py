@@ -1,11 +1,12 @@
-"""The long accuracy schedule on real Fashion-MNIST: long enough for ERM to memorise.
+"""A 20-epoch schedule on real Fashion-MNIST where plain training underfits the noise.
 
-Same ResNet-8, augmentation, 8000-image class-balanced training subset and
-1000 clean meta images as configs/fashion_mnist_short.py, but 20 epochs of 80
-steps (1600 steps, batch 100): lr 0.1, divided by 10 at epochs 10 and 15.
-After the first decay plain training starts fitting the wrong labels and its
-test accuracy falls, which is the regime re-weighting is for; judge methods on
-the last-epoch accuracy. Evaluation on the full test set after every epoch.
+Same ResNet-8, augmentation (crops), 8000-image class-balanced training
+subset and 1000 clean meta images as configs/fashion_mnist_short.py, but 20
+epochs of 80 steps (1600 steps, batch 100): lr 0.1, divided by 10 at epochs
+10 and 15, 60% symmetric noise. Measured: ERM never memorises here (its
+training accuracy against the noisy labels stays near 0.37, below a clean
+predictor's 0.46), so this is not the regime re-weighting is for; the
+memorisation regime is configs/fashion_mnist_memorise.py.
 """
 
 from famus_jax.presets import fashion_mnist_short

@@ -8,8 +8,8 @@ images are held out of training for every method (ERM and FSR do not use
 them, so all methods train on the same 8000 images). FSR: a 1000-id
 dictionary (100 per class, the size of the meta set), one warm-up epoch.
 
-One run of exact MW-Net takes a few minutes on one CPU core; the README's
-accuracy table and `scripts/fashion_mnist_grid.sh` use this config.
+One run of exact MW-Net takes a few minutes on one CPU core
+(`scripts/accuracy_grid.sh` runs a grid of methods on it).
 """
 
 from famus_jax.presets import fashion_mnist
