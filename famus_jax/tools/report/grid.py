@@ -51,6 +51,8 @@ def grid_rows(methods: dict) -> dict:
                seeds, mwnet and mwnet['per_seed']),
            'weight_clean': a['weight_clean'], 'weight_noisy': a['weight_noisy'],
            'median_step_s': a['median_step_s'],
+           'all_unfinished': a['all_unfinished'],
+           'running': [] if a['all_unfinished'] else a['unfinished_seeds'],
            'step_ratio': _ratio(a['median_step_s'], erm and erm['median_step_s']),
            'wall_ratio': _ratio(a['wall_time_s'], erm and erm['wall_time_s'])}
     for key in catalogue.TRAIN_FIT_METRICS:
@@ -82,8 +84,10 @@ def grid_table(setting: str, rows: dict) -> list:
   for label, r in rows.items():
     per_seed = ', '.join(f's{s} {fmt(b, ".2f")} / {fmt(l, ".2f")}'
                          for s, (b, l) in sorted(r['per_seed'].items(), key=lambda kv: str(kv[0])))
+    per_seed += ''.join(f', s{s} running' for s in sorted(r['running'], key=str))
+    name = f'{label} (unfinished)' if r['all_unfinished'] else label
     lines.append(
-        f'| {label} | {len(r["seeds"])} | {fmt_mean_std(r["best_mean_std"])} | '
+        f'| {name} | {len(r["seeds"])} | {fmt_mean_std(r["best_mean_std"])} | '
         f'{fmt_mean_std(r["last_mean_std"])} | {per_seed} | '
         f'{_paired(r["minus_erm"], len(r["seeds"]))} | '
         f'{_paired(r["minus_mwnet"], len(r["seeds"]))} | '
@@ -134,7 +138,9 @@ def grid_section(acc: dict) -> tuple:
            'all / correctly / wrongly labelled examples (the last: the memorised share), and '
            'the share of wrongly labelled examples predicted as their true class; "-" for '
            'runs that do not log them. Step x ERM: median step over ERM\'s; wall x ERM: '
-           "mean whole-run wall time (summary.json) over ERM's.", '']
+           "mean whole-run wall time (summary.json) over ERM's. Only finished runs count; a "
+           'method with none shows its running ones so far, marked "(unfinished)" (their '
+           '"last" is the latest evaluation), and "running" names seeds still training.', '']
   grids = {}
   for setting, methods in acc.items():
     grids[setting] = grid_rows(methods)
