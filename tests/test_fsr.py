@@ -27,7 +27,9 @@ from famus_jax.data import augment_batch, build_data
 from famus_jax.errors import ConfigError
 from famus_jax.fsr import dictionary as dict_lib
 from famus_jax.fsr import head as head_lib
-from famus_jax.fsr.method import FSR, create_fsr, head_trace, mixed_targets
+from famus_jax.data.augment import augment_resized_batch, resized_crop_of
+from famus_jax.data.mixup import mix_rows
+from famus_jax.fsr.method import FSR, create_fsr, head_trace
 from famus_jax.meta import meta_gradient as mg
 from famus_jax.methods.base import Method
 from famus_jax.models import SmallCNN
@@ -491,7 +493,7 @@ def test_one_pass_weights_match_autodiff_on_mixed_batch(network, setup, nesterov
   assert np.abs(np.asarray(reference)).max() > 1e-5
   reward_features, _ = method.reward_and_clean_features(ctx, reward_images, images)
   meta = method.meta_step(ctx, reward_features, reward_labels,
-                          mixed_targets(targets, ctx.mix.mix))
+                          mix_rows(targets, ctx.mix.mix))
   assert rel_err(meta.reward.grad_eps, reference) < 1e-5
   expected_w = head_lib.weights_from_gradient(reference, 'noise')
   np.testing.assert_allclose(out.example_weights / N, expected_w, rtol=0, atol=1e-5)
@@ -724,6 +726,28 @@ def test_dictionary_host_and_device_sampling():
     for c in range(4):
       got = np.asarray(cols)[np.asarray(rows) == c]
       assert len(set(got)) == min(len(got), 3)
+
+
+def test_reward_batch_follows_the_training_crop():
+  """Under augment.crop='resized' the reward batch is random resized crops of crop_size, as
+  the training batch, not the pad crop of the stored images' size."""
+  c = fsr_config(dictionary_size=2 * C, reward_batch_size=Q)
+  c.augment.crop, c.augment.crop_size = 'resized', 6
+  rng = np.random.default_rng(0)
+  state = {'dict_ids': jnp.zeros((C, 2), jnp.int32),
+           'dict_images': jnp.asarray(rng.integers(0, 256, (C, 2, 8, 8, 3)), jnp.uint8),
+           'image_mean': jnp.full((3,), 0.4), 'image_std': jnp.full((3,), 0.2)}
+  key = jax.random.PRNGKey(3)
+  images, rows = FSR(c).draw_reward_batch(state, key)
+  assert images.shape == (Q, 6, 6, 3)
+  slot_rng, aug_rng = jax.random.split(key)
+  _, cols = dict_lib.reward_slots(slot_rng, C, 2, Q)
+  expected = augment_resized_batch(state['dict_images'][rows, cols], aug_rng,
+                                   crop=resized_crop_of(c.augment), flip=c.augment.flip,
+                                   mean=state['image_mean'], std=state['image_std'])
+  np.testing.assert_array_equal(images, expected)
+  c.augment.crop = 'pad'   # the pad crop keeps the stored size
+  assert FSR(c).draw_reward_batch(state, key)[0].shape == (Q, 8, 8, 3)
 
 
 def synthetic_config():

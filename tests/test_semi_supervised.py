@@ -65,9 +65,9 @@ def test_training_batch_refines_co_guesses_and_mixes():
   batch = {'image': rng.integers(0, 256, (b, 2, 2, 1), dtype=np.uint8),
            'label': np.array([0, 3, 1], np.int32), 'index': np.array([7, 8, 9], np.int32),
            'clean_prob': np.array([0.9, 0.2, 0.5], np.float32),
-           'unlabeled_image': rng.integers(0, 256, (u, 2, 2, 1), dtype=np.uint8),
-           'unlabeled_label': np.array([2, 2], np.int32),
-           'unlabeled_index': np.array([1, 4], np.int32)}
+           'unlabelled_image': rng.integers(0, 256, (u, 2, 2, 1), dtype=np.uint8),
+           'unlabelled_label': np.array([2, 2], np.int32),
+           'unlabelled_index': np.array([1, 4], np.int32)}
   w_own, w_partner = rng.normal(size=(4, c)), rng.normal(size=(4, c))
 
   def augment(images, key):  # a view: the image plus key-dependent noise
@@ -81,7 +81,7 @@ def test_training_batch_refines_co_guesses_and_mixes():
   soft = SEMI.training_batch(linear(w_own), linear(w_partner), batch, augment, key)
   keys = jax.random.split(key, 5)
   views = [np.asarray(augment(x, k)) for x, k in zip(
-      (batch['image'], batch['image'], batch['unlabeled_image'], batch['unlabeled_image']),
+      (batch['image'], batch['image'], batch['unlabelled_image'], batch['unlabelled_image']),
       keys[:4])]
   probs = {name: [softmax_np(v.reshape(len(v), -1) @ w) for v in views]
            for name, w in (('own', w_own), ('partner', w_partner))}
@@ -210,7 +210,7 @@ def test_dividemix_update_is_the_gradient_of_dividemix_loss(dividemix):
                            mutable=['batch_stats'], rngs={'dropout': dropout_rng})[1]['batch_stats']
 
   keys = jax.random.split(aug_rng, 5)
-  x, u = part['image'], part['unlabeled_image']
+  x, u = part['image'], part['unlabelled_image']
   stats = state.a.batch_stats
   for images, key in ((u, keys[2]), (u, keys[3]), (x, keys[0]), (x, keys[1])):
     stats = stats_after(stats, augment(images, key))
@@ -244,11 +244,11 @@ def test_host_split_follows_the_partner_division(dividemix):
   part_a, rows_a = run.member_batch(state, batch, 0, state.b)
   part_b, rows_b = run.member_batch(state, batch, 1, state.a)
   for part, rows, partner_prob in ((part_a, rows_a, prob_b), (part_b, rows_b, prob_a)):
-    idx, uidx = np.asarray(part['index']), np.asarray(part['unlabeled_index'])
+    idx, uidx = np.asarray(part['index']), np.asarray(part['unlabelled_index'])
     assert (partner_prob[idx] > 0.5).all() and (partner_prob[uidx] <= 0.5).all()
     np.testing.assert_array_equal(part['clean_prob'], partner_prob[idx])
     np.testing.assert_array_equal(part['image'], data.train_images[idx])
-    np.testing.assert_array_equal(part['unlabeled_image'], data.train_images[uidx])
+    np.testing.assert_array_equal(part['unlabelled_image'], data.train_images[uidx])
     np.testing.assert_array_equal(rows, np.concatenate([idx, idx, uidx, uidx]))
     assert len(uidx) == run.config.cotrain.unlabelled_batch_size
   assert clean[np.asarray(part_b['index'])].all()   # b learns from a's (oracle) labelled part

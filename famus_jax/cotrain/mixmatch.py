@@ -36,6 +36,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from famus_jax.data import mixup
+
 
 def sharpen(p: jnp.ndarray, temperature) -> jnp.ndarray:
   """Sharpen (n, C) distributions: p^(1/T) renormalised over the classes.
@@ -76,24 +78,19 @@ class Mixed(NamedTuple):
 
 
 def mixup_batch(rng, inputs: jnp.ndarray, targets: jnp.ndarray, alpha) -> Mixed:
-  """MixUp of a whole batch with one coefficient.
+  """MixUp of a whole batch with one coefficient (`famus_jax.data.mixup`).
 
   lam ~ Beta(alpha, alpha), lam = max(lam, 1 - lam), perm a random
   permutation of the B rows; inputs (B, ...) are mixed in (at least) float32,
   targets (B, C) distributions. The caller concatenates the labelled and
   unlabelled batches first, as DivideMix.
   """
-  lam_rng, perm_rng = jax.random.split(rng)
-  lam = jax.random.beta(lam_rng, alpha, alpha)
-  lam = jnp.maximum(lam, 1.0 - lam)
-  permutation = jax.random.permutation(perm_rng, inputs.shape[0]).astype(jnp.int32)
+  mix = mixup.draw(rng, inputs.shape[0], alpha)
   x = inputs.astype(jnp.promote_types(inputs.dtype, jnp.float32))
   t = targets.astype(jnp.promote_types(targets.dtype, jnp.float32))
-  lam_x = lam.astype(x.dtype)
-  lam_t = lam.astype(t.dtype)
-  mixed_x = lam_x * x + (1.0 - lam_x) * x[permutation]
-  mixed_t = lam_t * t + (1.0 - lam_t) * t[permutation]
-  return Mixed(mixed_x, mixed_t, lam, permutation)
+  mixed_x = mixup.mix_rows(x, mix._replace(lam=mix.lam.astype(x.dtype)))
+  mixed_t = mixup.mix_rows(t, mix._replace(lam=mix.lam.astype(t.dtype)))
+  return Mixed(mixed_x, mixed_t, mix.lam, mix.perm)
 
 
 def uniform_prior_penalty(logits: jnp.ndarray) -> jnp.ndarray:

@@ -126,12 +126,12 @@ class SemiSupervised:
     """The mixed rows from the batch's labelled and unlabelled parts (module docstring).
 
     batch: image (b, H, W, C) uint8, label (b,), index (b,), clean_prob (b,)
-    float32 (the partner's c_i), unlabeled_image (u, H, W, C),
-    unlabeled_label (u,), unlabeled_index (u,). own / partner: this member's
+    float32 (the partner's c_i), unlabelled_image (u, H, W, C),
+    unlabelled_label (u,), unlabelled_index (u,). own / partner: this member's
     (training mode) and the partner's (eval mode) logits of float images.
     """
     keys = jax.random.split(rng, 5)
-    x, u = batch['image'], batch['unlabeled_image']
+    x, u = batch['image'], batch['unlabelled_image']
     x1, x2, u1, u2 = (augment(images, key) for images, key in zip((x, x, u, u), keys[:4]))
     # Own forwards in the reference code's order (u^1, u^2, x^1, x^2): with
     # guess_updates_bn each one moves the running statistics the next one starts from.
@@ -146,8 +146,8 @@ class SemiSupervised:
                                  jnp.concatenate([t_x, t_x, t_u, t_u]), self.alpha)
     b, n_u = x.shape[0], u.shape[0]
     unlabelled = jnp.concatenate([jnp.zeros((2 * b,), bool), jnp.ones((2 * n_u,), bool)])
-    labels = jnp.concatenate([batch['label']] * 2 + [batch['unlabeled_label']] * 2)
-    indices = jnp.concatenate([batch['index']] * 2 + [batch['unlabeled_index']] * 2)
+    labels = jnp.concatenate([batch['label']] * 2 + [batch['unlabelled_label']] * 2)
+    indices = jnp.concatenate([batch['index']] * 2 + [batch['unlabelled_index']] * 2)
     return SoftBatch(images=mixed.inputs, targets=jax.lax.stop_gradient(mixed.targets),
                      unlabelled=unlabelled, labels=labels.astype(jnp.int32),
                      indices=indices.astype(jnp.int32), lam=mixed.lam, num_labelled=2 * b)

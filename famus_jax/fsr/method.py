@@ -62,7 +62,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from famus_jax.data import augment_batch
+from famus_jax.data import mixup
+from famus_jax.data.augment import train_augment_fn
+from famus_jax.data.mixup import MixUp, mix_rows
 from famus_jax.errors import ConfigError
 from famus_jax.fsr import dictionary as dict_lib
 from famus_jax.fsr import head as head_lib
@@ -101,32 +103,10 @@ class MetaStep(NamedTuple):
   loss_after: jnp.ndarray       # l_i(theta*) on the same forward
 
 
-class MixUp(NamedTuple):
-  """One batch's MixUp draw: x~_i = lam_i x_i + (1 - lam_i) x_perm(i)."""
-  lam: jnp.ndarray              # () one per batch ('batch') or (n,) per example ('example_max')
-  perm: jnp.ndarray             # (n,) int32 partner of each example
-
-
 class OnePass(NamedTuple):
   """What `FSR.prepare_images` keeps for `weights` in the one-pass form (`ctx.mix`)."""
   mix: MixUp
   clean_images: jnp.ndarray     # (n, H, W, ch) the augmented batch before mixing
-
-
-def per_row(lam: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
-  """lam shaped to multiply the rows of x: () as is, (n,) as (n, 1, ..., 1)."""
-  return lam if lam.ndim == 0 else lam.reshape(lam.shape + (1,) * (x.ndim - 1))
-
-
-def mix_rows(x: jnp.ndarray, mix: MixUp) -> jnp.ndarray:
-  """(n, ...) lam_i x_i + (1 - lam_i) x_perm(i), for images, targets or soft labels."""
-  lam = per_row(mix.lam, x)
-  return lam * x + (1 - lam) * x[mix.perm]
-
-
-def mixed_targets(targets: jnp.ndarray, mix: MixUp) -> jnp.ndarray:
-  """(n, C) lam_i t_i + (1 - lam_i) t_perm(i): CE to it is the MixUp loss of example i."""
-  return mix_rows(targets, mix)
 
 
 def rms_normalized(v: jnp.ndarray) -> jnp.ndarray:
@@ -168,8 +148,7 @@ class FSR(Method):
     self.direction = head_lib.optimizer_direction(float(opt.momentum), bool(opt.nesterov),
                                                   float(opt.weight_decay))
     self.reward_bn_train = bool(config.meta_bn_train_mode)
-    self.crop_padding = int(config.augment.crop_padding)
-    self.flip = bool(config.augment.flip)
+    self.augment_config = config.augment  # the training crop (config.augment.crop) and flip
     self.seed = int(config.seed)
     self.image_shape = image_shape_of(config)
 
@@ -236,14 +215,17 @@ class FSR(Method):
   # ---- the step ------------------------------------------------------------
 
   def draw_reward_batch(self, method_state, rng):
-    """(float images (q, H, W, ch) augmented and normalised, labels (q,)) from R."""
+    """(float images (q, H', W', ch) augmented and normalised, labels (q,)) from R.
+
+    Augmented as the training batch (`train_augment_fn`: config.augment.crop's pad crop
+    or random resized crop to crop_size, and the flip).
+    """
     num_classes, k = method_state['dict_ids'].shape
     slot_rng, aug_rng = jax.random.split(rng)
     rows, cols = dict_lib.reward_slots(slot_rng, num_classes, k, self.reward_batch_size)
-    images = augment_batch(method_state['dict_images'][rows, cols], aug_rng,
-                           crop_padding=self.crop_padding, flip=self.flip,
-                           mean=method_state['image_mean'], std=method_state['image_std'],
-                           train=True)
+    augment = train_augment_fn(self.augment_config, method_state['image_mean'],
+                               method_state['image_std'])
+    images = augment(method_state['dict_images'][rows, cols], aug_rng)
     return images, rows
 
   def reward_features(self, ctx: StepContext, images):
@@ -271,13 +253,9 @@ class FSR(Method):
     then lam_i = max(lam_i, 1 - lam_i), so every mixed example is dominated by
     its own image and label (MixMatch Eq. 8-9; the FSR reference code).
     """
-    lam_rng, perm_rng = jax.random.split(rng)
-    if self.mixup_lambda == 'example_max':
-      lam = jax.random.beta(lam_rng, self.mixup_alpha, self.mixup_alpha, (n,)).astype(dtype)
-      lam = jnp.maximum(lam, 1 - lam)
-    else:
-      lam = jax.random.beta(lam_rng, self.mixup_alpha, self.mixup_alpha).astype(dtype)
-    return MixUp(lam, jax.random.permutation(perm_rng, n))
+    per_example = self.mixup_lambda == 'example_max'
+    return mixup.draw(rng, n, self.mixup_alpha, per_example=per_example, dominant=per_example,
+                      dtype=dtype)
 
   def prepare_images(self, images, rng):
     """One-pass MixUp: the step's single training forward sees the mixed images.
@@ -328,7 +306,7 @@ class FSR(Method):
         raise ValueError("config.fsr.mixup_form='one_pass' needs the step's forward on the "
                          'mixed images: build the context with FSR.prepare_images '
                          '(make_context_fn(..., prepare_images=method.prepare_images))')
-      clean_targets, targets = targets, mixed_targets(targets, ctx.mix.mix)
+      clean_targets, targets = targets, mix_rows(targets, ctx.mix.mix)
       reward_features, clean_features = self.reward_and_clean_features(
           ctx, reward_images, ctx.mix.clean_images)
       meta = self.meta_step(ctx, reward_features, reward_labels, targets)

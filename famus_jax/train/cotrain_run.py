@@ -247,9 +247,9 @@ class CoTrainedRun:
             'index': idx.astype(np.int32)}
     rows = idx
     if semi:
-      part.update(clean_prob=prob[idx], unlabeled_image=data.train_images[uidx],
-                  unlabeled_label=data.train_labels[uidx].astype(np.int32),
-                  unlabeled_index=uidx.astype(np.int32))
+      part.update(clean_prob=prob[idx], unlabelled_image=data.train_images[uidx],
+                  unlabelled_label=data.train_labels[uidx].astype(np.int32),
+                  unlabelled_index=uidx.astype(np.int32))
       rows = np.concatenate([idx, idx, uidx, uidx])
     if not batch.warmup and self.method.uses_meta_set:
       midx = self.meta_indices(state, batch.step)[member]
