@@ -8,13 +8,17 @@ preset shipped in famus_jax/presets, so an installed package trains from any
 directory. Every field can be overridden with `--config.field=value`.
 """
 
+import difflib
 import os
+import re
 import sys
 import traceback
 
 from absl import app, flags, logging
+from flax import traverse_util
 from ml_collections import config_flags
 
+from famus_jax import config as base_config
 from famus_jax import errors, presets
 from famus_jax.train import distributed
 from famus_jax.train.trainer import train_and_evaluate
@@ -55,6 +59,44 @@ def define_run_flags(workdir_default=None) -> None:
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
 
 
+def unknown_override(argv: list, error: Exception) -> str:
+  """One line naming the `--config.FIELD` override of `argv` that names no field of the schema.
+
+  `error`: what ml_collections raised for it (a KeyError or AttributeError holding the key).
+  """
+  found = re.search(r'\w+', str(error))
+  key = found.group() if found else ''
+  fields = traverse_util.flatten_dict(base_config.get_config().to_dict(), sep='.')
+  for arg in argv:
+    if not arg.startswith('--config.'):
+      continue
+    field = arg[len('--config.'):].partition('=')[0]
+    if key in field.split('.') and field not in fields:
+      close = difflib.get_close_matches(field, fields, n=3)
+      hint = f'; did you mean {", ".join(close)}?' if close else ' (famus_jax/config.py lists them)'
+      return f'--config.{field}: the config has no field {field!r}{hint}'
+  return f'a --config override names no field of the config ({key!r})'
+
+
+def parse_flags(argv: list) -> list:
+  """absl's flag parsing, with an override of a field the config lacks as one line."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:  # ml_collections' error for an unknown field
+    sys.exit(f'error: {unknown_override(argv, e)}')
+
+
+def check_workdir(workdir: str) -> None:
+  """ConfigError when `workdir`, or the nearest of its parents that exists, is not a directory."""
+  path = os.path.abspath(workdir)
+  while not os.path.exists(path) and os.path.dirname(path) != path:
+    path = os.path.dirname(path)
+  if not os.path.isdir(path):
+    what = 'is' if path == os.path.abspath(workdir) else f'lies under {path}, which is'
+    raise errors.ConfigError(f'--workdir={workdir} {what} a file, not a directory: give a '
+                             'directory path')
+
+
 def default_workdir(config) -> str:
   return f'runs/{config.dataset}_{config.method}'
 
@@ -78,6 +120,7 @@ def _train_main(argv):
   config = flags.FLAGS.config
   workdir = flags.FLAGS.workdir or default_workdir(config)
   try:
+    check_workdir(workdir)
     summary = train_and_evaluate(config, workdir)
   except USER_ERRORS as e:
     distributed.exit_now(f'error ({type(e).__name__}): {e}')
@@ -96,7 +139,20 @@ def run_app(main_fn, workdir_default=None) -> None:
     argv = resolve_config_arg(sys.argv)
   except ValueError as e:
     sys.exit(f'error: {e}')
-  app.run(main_fn, argv=argv)
+  app.run(main_fn, argv=argv, flags_parser=parse_flags)
+
+
+def run_tool(main_fn, define_flags) -> None:
+  """Define a tool's flags (`define_flags()`) and run `main_fn` under absl.
+
+  An override of a field the config lacks ends in one line, also where the definition itself
+  parses the overrides (`config_flags.DEFINE_config_dict` reads them from sys.argv at once).
+  """
+  try:
+    define_flags()
+  except (AttributeError, KeyError) as e:
+    sys.exit(f'error: {unknown_override(sys.argv, e)}')
+  app.run(main_fn, flags_parser=parse_flags)
 
 
 def train() -> None:

@@ -1,6 +1,8 @@
 """Bad input stops early with a message that names the field and what is allowed."""
 
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -101,3 +103,33 @@ def test_method_groups_are_checked_before_loading_data(field, value):
   config.data_source = 'idx'  # would fail to load: the config check must come first
   with pytest.raises(ConfigError, match=name):
     config_check.validate(config)
+
+
+def run_main(*flags):
+  """(exit code, stderr) of `python main.py --config=tiny FLAGS...` in a fresh process."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, os.path.join(root, 'main.py'), '--config=tiny',
+                         '--config.num_steps=1', *flags],
+                        capture_output=True, text=True, timeout=300, check=False)
+  return proc.returncode, proc.stderr
+
+
+def test_unknown_override_is_one_line_naming_the_field():
+  code, err = run_main('--config.no_such_field=1')
+  assert code != 0 and 'Traceback' not in err
+  assert err.strip() == ("error: --config.no_such_field: the config has no field "
+                         "'no_such_field' (famus_jax/config.py lists them)")
+  code, err = run_main('--config.fsr.mixup_alpa=0.5')
+  assert code != 0 and 'Traceback' not in err
+  assert err.strip().startswith("error: --config.fsr.mixup_alpa: the config has no field "
+                                "'fsr.mixup_alpa'; did you mean fsr.mixup_alpha")
+
+
+def test_workdir_that_is_a_file_is_one_line_naming_the_path(tmp_path):
+  path = tmp_path / 'a_file'
+  path.write_text('')
+  for workdir, says in ((path, 'is a file'), (path / 'run', f'lies under {path}, which is a file')):
+    code, err = run_main(f'--workdir={workdir}')
+    assert code != 0 and 'Traceback' not in err, err
+    assert err.strip().splitlines() == [
+        f'error (ConfigError): --workdir={workdir} {says}, not a directory: give a directory path']

@@ -39,6 +39,7 @@ estimator's variance across draws, and the final test accuracy).
 
 import json
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -245,7 +246,11 @@ def run_quality(config, workdir: str) -> dict:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  summary = run_quality(flags.FLAGS.config, flags.FLAGS.workdir)
+  try:
+    cli.check_workdir(flags.FLAGS.workdir)
+    summary = run_quality(flags.FLAGS.config, flags.FLAGS.workdir)
+  except cli.USER_ERRORS as e:  # as famus-train: one line saying what is wrong
+    sys.exit(f'error ({type(e).__name__}): {e}')
   print(f'{summary["checks"]} checks; test accuracy {summary["test_accuracy"]:.4f}')
   print('| estimator | layers | cosine | rel. error | norm ratio |\n|---|---|---|---|---|')
   for name in ESTIMATORS:
