@@ -20,6 +20,7 @@ from famus_jax.data import idx
 from famus_jax.data import meta_split
 from famus_jax.data import sources
 from famus_jax.data import testing
+from famus_jax.data import tfds_source
 from famus_jax.errors import ConfigError
 from famus_jax.errors import DataNotFoundError
 
@@ -509,9 +510,9 @@ class _FakeRandomAccessSource:
 
 
 def test_tfds_reader_uses_batched_reads(monkeypatch):
-  monkeypatch.setattr(sources, '_TFDS_CHUNK', 64)
+  monkeypatch.setattr(tfds_source, 'CHUNK', 64)
   fake = _FakeRandomAccessSource(300)
-  arrays = sources._read_tfds_split(fake)
+  arrays = tfds_source.read_split(fake)
   assert fake.batched_calls == 5  # ceil(300 / 64)
   assert arrays['image'].shape == (300, 32, 32, 3)
   assert arrays['image'].dtype == np.uint8
@@ -723,7 +724,7 @@ def test_auto_tries_local_then_tfds_then_download_into_cache(tmp_path,
 
   def fake_tfds(dataset, data_dir):
     tried.append(('tfds', dataset, data_dir))
-    raise sources._SourceFailed('not prepared')
+    raise sources.SourceFailed('not prepared')
 
   monkeypatch.setattr(sources, '_load_tfds', fake_tfds)
   cache = tmp_path / 'cache'

@@ -31,6 +31,7 @@ from famus_jax.data import datasets
 from famus_jax.data import pipeline
 from famus_jax.data import sources
 from famus_jax.data import testing
+from famus_jax.data import tfds_source
 from famus_jax.errors import ConfigError
 from famus_jax.errors import DataCorruptError
 from famus_jax.errors import DataNotFoundError
@@ -467,8 +468,7 @@ def test_tfds_records_without_the_label_set_key(cifar_n_tfds):
       return {'image': np.zeros((2, 2, 3), np.uint8), 'label': i}
 
   with pytest.raises(sources.SourceFailed, match="its records lack 'worse_label'"):
-    # pylint: disable-next=protected-access
-    sources._read_tfds_split(Records(), extra_keys=('worse_label',))
+    tfds_source.read_split(Records(), extra_keys=('worse_label',))
 
 
 # ---- CNWL ---------------------------------------------------------------------------------------
