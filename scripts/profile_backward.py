@@ -36,16 +36,20 @@ Sections:
           against the plain model in float64 (ResNet-32's float32 gradients
           are only good to ~1e-3 at init, for the plain model as well).
   torch   XLA:CPU against PyTorch (the benchmark's peer, famus_jax/tools/
-          torch_peer.py; needs the `peers` extra) on the same shapes, timed in
+          torch_peer_nets.py; needs the `peers` extra) on the same shapes, timed in
           the same interleaved rounds on the same threads: each conv's
           forward, input gradient (dX) and kernel gradient (dW) alone,
           BatchNorm forward and forward+backward, and the whole model's
           forward and forward+backward (value_and_grad vs loss.backward());
           then the per-step totals of the conv parts, weighted by how often
           each shape occurs in ResNet-32.
+  parts   the pieces a meta step is made of, each its own jitted function:
+          forward, forward + backward, the linearised virtual step (VJPs), the
+          JVPs of all layers and of the last block, the validation backward
+          restricted to the last block (the cost of a piece is a difference
+          of two rows). Not in the default sections.
 """
 
-import argparse
 import collections
 import contextlib
 import functools
@@ -55,16 +59,20 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 import flax.linen as nn  # pylint: disable=g-import-not-at-top
 import jax
 import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from famus_jax.famus import layer_sets
+from famus_jax.meta import meta_gradient as mg
 from famus_jax.models import common
-from famus_jax.models import ResNetCifar
+from famus_jax.models import ResNetCifar, layer_names
 from famus_jax.models.resnet_cifar import shortcut_a
 from famus_jax.tools import xla_trace
+from famus_jax.train.step import cross_entropy
 
 NUM_CLASSES = 10
 VARIANTS = ('plain', 'current')
@@ -513,9 +521,9 @@ def section_flags(opts):
   print(f'\n== flags: {name} value_and_grad [current] under XLA:CPU options (ms) ==')
   _, vg, args = model_problem(name, opts.batch)
   fns = {}
-  for label, flags in FLAG_SETS.items():
+  for label, options in FLAG_SETS.items():
     try:
-      fns[label] = (compile_fn(vg, args, 'current', flags), args)
+      fns[label] = (compile_fn(vg, args, 'current', options), args)
     except Exception as e:  # pylint: disable=broad-except
       print(f'{label:20s} not available: {str(e).splitlines()[0][:100]}')
   res = bench(fns, opts.runs)
@@ -592,7 +600,7 @@ def _torch_model_fns(torch, tp, name, batch):
 def section_torch(opts):
   try:
     import torch  # pylint: disable=g-import-not-at-top
-    from famus_jax.tools import torch_peer as tp  # pylint: disable=g-import-not-at-top
+    from famus_jax.tools import torch_peer_nets as tp  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     print(f'\n== torch: skipped, PyTorch is not installed ({e}); pip install -e ".[peers]"')
     return
@@ -633,32 +641,105 @@ def section_torch(opts):
         print(f'{name + " model":36s} {part[:5]:5s} {ms(x)} {ms(t)} {x / t:9.2f}')
 
 
+
+# ---- the parts of a meta step ---------------------------------------------
+
+def section_parts(opts):
+  """The pieces a meta step is made of, each one jitted function of (params, images).
+
+  Each returns everything it computes (nothing is dead code or constant-folded); the cost of a
+  piece is the difference between two rows. 'top': the last residual block's layers.
+  """
+  for name in opts.models:
+    depth, hwc = MODEL_SPECS[name]
+    model = ResNetCifar(NUM_CLASSES, depth=depth)
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.normal(size=(opts.batch,) + hwc), jnp.float32)
+    labels = jnp.asarray(rng.integers(0, NUM_CLASSES, opts.batch), jnp.int32)
+    variables = model.init(jax.random.PRNGKey(0), images[:2], train=False)
+    params, stats = variables['params'], variables['batch_stats']
+    names = layer_names(params)
+    top = layer_sets.residual_blocks(names)[-1]
+    top_layers = names[next(i for i, n in enumerate(names) if n.startswith(top)):]
+    tangent = jax.tree.map(lambda a: 1e-2 * jnp.ones_like(a), params)
+    top_tangent = {k: v for k, v in mg.flat_params(tangent).items()
+                   if mg.layer_of(k) in top_layers}
+    b = opts.batch
+
+    def logits_fn(p, x, stats=stats):
+      out, _ = model.apply({'params': p, 'batch_stats': stats}, x, train=True,
+                           mutable=['batch_stats'])
+      return out
+
+    def loss_fn(p, x, labels=labels):
+      return jnp.mean(cross_entropy(logits_fn(p, x), labels))
+
+    def virtual(p, x):
+      logits, jvp = jax.linearize(lambda q: logits_fn(q, x), p)
+      vjp = jax.linear_transpose(jvp, p)
+      return logits, jvp, lambda c: vjp(c)[0], vjp(jax.nn.softmax(logits) / b)[0]
+
+    def two_vjps(p, x):
+      logits, _, vjp, g1 = virtual(p, x)
+      return g1, vjp(jax.nn.softmax(2 * logits) / b)
+
+    def jvp_all(p, x, tangent=tangent):
+      _, jvp, _, g1 = virtual(p, x)
+      return g1, jvp(tangent)
+
+    def jvp_top(p, x, labels=labels, top_tangent=top_tangent):
+      return virtual(p, x)[3], mg.directional_losses(
+          lambda q: cross_entropy(logits_fn(q, x), labels), p, top_tangent)
+
+    def restricted(p, x, top_layers=top_layers):
+      return mg.restricted_value_and_grad(lambda q: loss_fn(q, x), p, top_layers)
+
+    fns = {
+        'forward (train mode)': loss_fn,
+        'forward + backward (ERM core)': jax.value_and_grad(loss_fn),
+        'linearize + VJP (virtual step)': lambda p, x: virtual(p, x)[3],
+        'linearize + 2 VJPs (virtual + actual)': two_vjps,
+        'linearize + VJP + JVP all (linearized)': jvp_all,
+        f'linearize + VJP + JVP from {top} (restricted)': jvp_top,
+        f'val forward + backward from {top}': restricted,
+    }
+    res = bench({k: (jax.jit(f), (params, images)) for k, f in fns.items()}, opts.runs)
+    print(f'\n== parts of a meta step: {name}, batch {b} (ms, median of {opts.runs}; min in '
+          'brackets) ==')
+    for k, (median, low) in res.items():
+      print(f'{k:52s} {ms(median)} ({ms(low)})')
+
+
 SECTIONS = {'models': section_models, 'ops': section_ops, 'trace': section_trace,
             'candidates': section_candidates, 'flags': section_flags,
-            'numerics': section_numerics, 'torch': section_torch}
+            'numerics': section_numerics, 'torch': section_torch, 'parts': section_parts}
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--sections',
-                      default='models,ops,trace,candidates,flags,numerics')
-  parser.add_argument('--models', default='resnet32,resnet8')
-  parser.add_argument('--batch', type=int, default=100)
-  parser.add_argument('--runs', type=int, default=10)
-  parser.add_argument('--threads', type=int, default=1,
-                      help='torch: PyTorch intra-op threads (pin the process with taskset)')
-  parser.add_argument('--top', type=int, default=0,
-                      help='trace: also list the N slowest HLO instructions')
-  opts = parser.parse_args()
-  opts.models = opts.models.split(',')
-  for m in opts.models:
-    if m not in MODEL_SPECS:
-      parser.error(f'unknown model {m!r}; choose from {sorted(MODEL_SPECS)}')
+def define_flags():
+  flags.DEFINE_list('sections', ['models', 'ops', 'trace', 'candidates', 'flags', 'numerics'],
+                    f'Sections to run, from {sorted(SECTIONS)}.')
+  flags.DEFINE_list('models', ['resnet32', 'resnet8'], f'From {sorted(MODEL_SPECS)}.')
+  flags.DEFINE_integer('batch', 100, 'Batch size.')
+  flags.DEFINE_integer('runs', 10, 'Timed rounds.')
+  flags.DEFINE_integer('threads', 1,
+                       'torch: PyTorch intra-op threads (pin the process with taskset).')
+  flags.DEFINE_integer('top', 0, 'trace: also list the N slowest HLO instructions.')
+  flags.register_validator('models', lambda ms: set(ms) <= set(MODEL_SPECS),
+                           f'unknown model; choose from {sorted(MODEL_SPECS)}')
+  flags.register_validator('sections', lambda ss: set(ss) <= set(SECTIONS),
+                           f'unknown section; choose from {sorted(SECTIONS)}')
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  opts = flags.FLAGS
   print(f'jax {jax.__version__}, devices {jax.devices()}, '
         f'{os.cpu_count()} CPUs, batch {opts.batch}')
-  for s in opts.sections.split(','):
+  for s in opts.sections:
     SECTIONS[s](opts)
 
 
 if __name__ == '__main__':
-  main()
+  define_flags()
+  app.run(main)

@@ -1,6 +1,8 @@
 """famus_jax.tools.benchmark: the protocol's bookkeeping, memory figures and table (tiny model)."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -64,3 +66,24 @@ def test_torch_peer_rows_are_timed_in_the_same_rounds():
     assert r['peer_ratio'] == pytest.approx(r['peer_step_time_s'] / r['step_time_s'])
   table = benchmark.table(result)
   assert '| mwnet |' in table.split('PyTorch peer')[1] and 'thread(s)' in table
+
+
+def test_command_line_takes_schema_overrides(tmp_path):
+  """python -m famus_jax.tools.benchmark: absl flags, --config.FIELD overrides for every
+  method (here the network's width: a smaller step), an unknown field as one line."""
+  def run(*flags):
+    return subprocess.run([sys.executable, '-m', 'famus_jax.tools.benchmark', '--memory_only',
+                           '--model=small_cnn', '--batch_size=10', '--image_size=8',
+                           '--methods=erm', *flags], capture_output=True, text=True,
+                          timeout=300, check=False)
+  sizes = []
+  for width in (16, 4):
+    out = tmp_path / f'w{width}.json'
+    proc = run(f'--config.width={width}', f'--out={out}')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sizes.append(json.loads(out.read_text())['methods']['erm']['xla_step_bytes'])
+    assert (tmp_path / f'w{width}.md').read_text().startswith('small_cnn, batch 10')
+  assert sizes[1] < sizes[0]
+  proc = run('--config.widht=4')
+  assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+  assert "error: --config.widht: the config has no field 'widht'" in proc.stderr

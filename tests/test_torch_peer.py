@@ -31,6 +31,7 @@ from famus_jax.meta import meta_gradient as mg
 from famus_jax.methods.bases import MWNetBase
 from famus_jax.models import ResNetCifar
 from famus_jax.tools import torch_peer as tp
+from famus_jax.tools import torch_peer_nets as tn
 from famus_jax.train.state import create_optimizer
 from famus_jax.train.step import cross_entropy
 
@@ -131,8 +132,8 @@ def batch(ours):
 
 
 def torch_net(ours):
-  net = tp.ResNetCifar(C, depth=8).double().train()
-  tp.load_flax_params(net, ours.params, ours.stats)
+  net = tn.ResNetCifar(C, depth=8).double().train()
+  tn.load_flax_params(net, ours.params, ours.stats)
   return net
 
 
@@ -140,7 +141,7 @@ class MWNet:
   """Our MW-Net base (weight net, its optimiser) with its small pieces compiled."""
 
   def __init__(self):
-    cfg = ml_collections.ConfigDict(dict(hidden=tp.META_HIDDEN, lr=tp.META_LR,
+    cfg = ml_collections.ConfigDict(dict(hidden=tn.META_HIDDEN, lr=tp.META_LR,
                                          momentum=tp.META_MOMENTUM,
                                          weight_decay=tp.META_WEIGHT_DECAY, normalize=True))
     self.base = base = MWNetBase(cfg)
@@ -159,8 +160,8 @@ class MWNet:
 
 
 def torch_vnet(theta):
-  vnet = tp.WeightNet(tp.META_HIDDEN).double()
-  tp.load_flax_params(vnet, theta)
+  vnet = tn.WeightNet(tn.META_HIDDEN).double()
+  tn.load_flax_params(vnet, theta)
   return vnet
 
 
@@ -180,7 +181,7 @@ def sgd_update(params, grads):
 
 
 def named(module):
-  return tp.to_flax_tree(module, dict(module.named_parameters()))
+  return tn.to_flax_tree(module, dict(module.named_parameters()))
 
 
 def test_layout_round_trip_and_forward(ours, batch):
@@ -192,14 +193,14 @@ def test_layout_round_trip_and_forward(ours, batch):
   assert rel_err(logits.numpy(), our_logits) < TOL
   assert rel_err(features.numpy(), our_features) < TOL
   with pytest.raises(KeyError, match='not set'):
-    tp.load_flax_params(tp.ResNetCifar(C, depth=8).double(), ours.params)
+    tn.load_flax_params(tn.ResNetCifar(C, depth=8).double(), ours.params)
 
 
 def test_plain_step_loss_gradient_and_update(ours, batch):
   net = torch_net(ours)
   state = tp.make_state(net, 'erm', lr=LR)
   loss = tp.erm_step(state, batch)
-  grads = tp.to_flax_tree(net, {k: p.grad for k, p in net.named_parameters()})
+  grads = tn.to_flax_tree(net, {k: p.grad for k, p in net.named_parameters()})
   our_grads = ours.train_grad(ours.params, jnp.full((N,), 1.0 / N))
   assert rel_err(loss.item(), jnp.mean(ours.losses(ours.params))) < TOL
   assert tree_rel_err(grads, our_grads) < TOL
@@ -222,10 +223,10 @@ def test_mwnet_meta_gradient_and_step(ours, batch):
   assert rel_err(peer_eps.numpy(), eps) < TOL
   assert rel_err(meta_loss.item(), val_loss) < TOL
   assert np.abs(np.asarray(our_meta_grad['fc2']['kernel'])).max() > 1e-8
-  assert tree_rel_err(tp.to_flax_tree(vnet, meta_grads), our_meta_grad) < TOL
+  assert tree_rel_err(tn.to_flax_tree(vnet, meta_grads), our_meta_grad) < TOL
   # It can fail: the same peer with eps = V / n instead of V / sum V is far off.
   wrong, _, _ = tp.mwnet_meta_gradient(net, vnet, batch, LR, normalize=False)
-  assert tree_rel_err(tp.to_flax_tree(vnet, wrong), our_meta_grad) > 1e-3
+  assert tree_rel_err(tn.to_flax_tree(vnet, wrong), our_meta_grad) > 1e-3
 
   # The whole step: the meta model's SGD step, then the actual step with eps(theta').
   state = tp.make_state(net, 'erm', lr=LR)
@@ -270,9 +271,9 @@ def test_famus_gated_meta_gradient(ours, batch):
   theta = dict(vnet.named_parameters())
   peer_grads = torch.autograd.grad(total, list(theta.values()), retain_graph=True)
   assert r.tolist() == gates
-  assert tree_rel_err(tp.to_flax_tree(vnet, dict(zip(theta, peer_grads))), our_grad) < TOL
+  assert tree_rel_err(tn.to_flax_tree(vnet, dict(zip(theta, peer_grads))), our_grad) < TOL
   full, _, _ = tp.mwnet_meta_gradient(net, vnet, batch, LR)   # every layer on
-  assert tree_rel_err(tp.to_flax_tree(vnet, full), our_grad) > 1e-6
+  assert tree_rel_err(tn.to_flax_tree(vnet, full), our_grad) > 1e-6
   # The samplers learn from L_r = (sum r - 4)^2 (and the straight-through gate path).
   sampler_grads = torch.autograd.grad(total, list(samplers.parameters()), allow_unused=True)
   assert any(g is not None and g.abs().max() > 0 for g in sampler_grads)

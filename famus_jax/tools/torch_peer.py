@@ -8,21 +8,11 @@ and `tests/test_torch_peer.py` can check, in float64, that the peer computes the
 numbers as famus_jax. torch is imported at the top: import this module only when the
 peer is requested (`pip install -e ".[peers]"`).
 
-Networks (NCHW; layer names, widths, strides and BatchNorm placement as famus_jax.models):
-  `ResNetCifar(depth 6n+2)`  3x3 stem (16), three stages of n BasicBlocks with 16 / 32 / 64
-      channels (strides 1, 2, 2), option-A shortcut (subsample ::2 and zero-pad the
-      channels, half each side), global average pooling, `head`.
-  `WideResNet(depth 6n+4, k)`  pre-activation blocks with 16k / 32k / 64k channels, a 1x1
-      conv shortcut where the shape changes, `final_bn`, pooling, `head` (no dropout).
-  `WeightNet(h)`  MW-Net's meta model, Linear(1, h) - ReLU - Linear(h, 1) - sigmoid.
-Every parameterised layer is an attribute of the top module named as our flat Flax layer
-(`stage3_block5_conv2`), so `load_flax_params` maps a famus_jax params / batch_stats tree
-onto it: conv kernel (kh, kw, in, out) -> weight (out, in, kh, kw); dense kernel (in, out)
--> weight (out, in); BatchNorm scale / bias / mean / var -> weight / bias / running_mean /
-running_var. BatchNorm: epsilon 1e-5 both sides; our running-statistics decay 0.9 is
-torch's momentum 0.1 (torch keeps the unbiased batch variance in running_var where Flax
-keeps the biased one; the training-mode forward, the only one used here, uses the biased
-variance on both sides).
+Networks: `famus_jax/tools/torch_peer_nets.py` (the same layer names, so that
+`load_flax_params` maps a famus_jax params tree onto them).
+
+Settings: the schema's defaults (`SETTINGS`: `famus_jax.config.get_config()` with the reference
+code's FSR noise setting, `PEER_OVERRIDES`); the numbers below are those defaults.
 
 Optimiser (as `famus_jax.train.state.create_optimizer`): SGD, momentum 0.9, weight decay
 added to the gradient (torch.optim.SGD's `weight_decay`, the same as optax's
@@ -67,11 +57,13 @@ fixed random CIFAR-shaped data for timing: `.step()` runs a step and synchronise
 """
 
 import dataclasses
+import json
 import math
 import re
 import time
 from typing import Mapping, Optional, Sequence
 
+from absl import app, flags
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -79,210 +71,39 @@ from torch import nn
 from torch.func import functional_call
 
 from famus_jax import catalogue
+from famus_jax import config as base_config
+from famus_jax.famus.samplers import STD_EPS
+from famus_jax.fsr.head import NORM_EPS as FSR_NORM_EPS
+from famus_jax.tools.torch_peer_nets import WeightNet, create_model
 
-BN_EPSILON = 1e-5
-BN_MOMENTUM = 0.1          # torch convention: 1 - famus_jax's decay 0.9
-LR = 0.1                   # base network (config.lr.base, constant schedule)
-MOMENTUM = 0.9
-WEIGHT_DECAY = 5e-4        # config.optimizer.weight_decay
-META_LR, META_MOMENTUM, META_WEIGHT_DECAY = 1e-3, 0.9, 1e-4   # config.mwnet
-META_HIDDEN = 100          # config.mwnet.hidden
-SAMPLER_HIDDEN = 128
-SAMPLER_LR, SAMPLER_MOMENTUM = 0.1, 0.9
-GUMBEL_TEMPERATURE = 5.0
-TARGET_ACTIVE, LAMBDA_R = 4.0, 0.1
-STD_EPS = 1e-9
-FSR_META_LR = 0.1
-FSR_NORM_EPS = 1e-5
-FSR_MIXUP_ALPHA = 0.5      # the reference's noise setting (per example, max(lam, 1 - lam))
-FSR_RELABEL_WEIGHT, FSR_RELABEL_KEEP = 2.0, 0.1   # re-labeling `all_1_0.1_2`
+# The settings the peer computes with: the schema's defaults (famus_jax/config.py), with the
+# reference code's FSR noise setting where it differs from them.
+PEER_OVERRIDES = {'fsr.mixup_alpha': 0.5, 'fsr.mixup_form': 'one_pass'}
+
+
+def peer_config():
+  """The schema (`famus_jax.config.get_config()`) with `PEER_OVERRIDES`."""
+  c = base_config.get_config()
+  c.update_from_flattened_dict(PEER_OVERRIDES)
+  return c
+
+
+SETTINGS = peer_config()
+LR = SETTINGS.lr.base      # base network, constant schedule
+MOMENTUM = SETTINGS.optimizer.momentum
+WEIGHT_DECAY = SETTINGS.optimizer.weight_decay
+META_LR, META_MOMENTUM = SETTINGS.mwnet.lr, SETTINGS.mwnet.momentum
+META_WEIGHT_DECAY = SETTINGS.mwnet.weight_decay
+SAMPLER_HIDDEN = SETTINGS.famus.sampler_hidden
+SAMPLER_LR, SAMPLER_MOMENTUM = SETTINGS.famus.sampler_lr, SETTINGS.famus.sampler_momentum
+GUMBEL_TEMPERATURE = SETTINGS.famus.temperature
+TARGET_ACTIVE, LAMBDA_R = SETTINGS.famus.target_active, SETTINGS.famus.lambda_r
+FSR_META_LR = SETTINGS.fsr.meta_lr
+FSR_MIXUP_ALPHA = SETTINGS.fsr.mixup_alpha   # per example, max(lam, 1 - lam)
+# Re-labeling `all_1_0.1_2` of the reference: weight p and the share of the old logit EMA kept.
+FSR_RELABEL_WEIGHT, FSR_RELABEL_KEEP = SETTINGS.fsr.relabel_weight, SETTINGS.fsr.relabel_momentum
 # The methods the peer computes: the catalogue's `MethodEntry.peer` names (one step each).
 METHODS = catalogue.peer_methods()
-
-
-# ---- networks ----------------------------------------------------------------------------
-def _conv(cin: int, cout: int, kernel: int, stride: int) -> nn.Conv2d:
-  """Bias-free square conv, symmetric padding kernel // 2 (as `famus_jax.models.common`)."""
-  return nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False)
-
-
-def _bn(channels: int) -> nn.BatchNorm2d:
-  return nn.BatchNorm2d(channels, eps=BN_EPSILON, momentum=BN_MOMENTUM)
-
-
-def shortcut_a(x: torch.Tensor, out_channels: int, stride: int) -> torch.Tensor:
-  """Option A: x[:, :, ::s, ::s] and zero channels, extra // 2 before and the rest after."""
-  if stride != 1:
-    x = x[:, :, ::stride, ::stride]
-  extra = out_channels - x.shape[1]
-  if extra:
-    x = F.pad(x, (0, 0, 0, 0, extra // 2, extra - extra // 2))
-  return x
-
-
-class ResNetCifar(nn.Module):
-  """CIFAR ResNet-(6n+2), option-A shortcuts; (B, 3, H, W) -> (logits (B, C), features (B, 64))."""
-
-  def __init__(self, num_classes: int, depth: int = 32):
-    super().__init__()
-    if depth < 8 or (depth - 2) % 6:
-      raise ValueError(f'resnet depth must be 6n+2 with n >= 1, got {depth}')
-    self.blocks = []   # (prefix, out channels, stride) in forward order
-    self.stem_conv, self.stem_bn = _conv(3, 16, 3, 1), _bn(16)
-    cin = 16
-    for s, ch in enumerate((16, 32, 64), start=1):
-      for b in range(1, (depth - 2) // 6 + 1):
-        stride = 2 if (s > 1 and b == 1) else 1
-        p = f'stage{s}_block{b}_'
-        setattr(self, p + 'conv1', _conv(cin, ch, 3, stride))
-        setattr(self, p + 'bn1', _bn(ch))
-        setattr(self, p + 'conv2', _conv(ch, ch, 3, 1))
-        setattr(self, p + 'bn2', _bn(ch))
-        self.blocks.append((p, ch, stride))
-        cin = ch
-    self.head = nn.Linear(cin, num_classes)
-
-  def forward(self, x):
-    x = F.relu(self.stem_bn(self.stem_conv(x)))
-    for p, ch, stride in self.blocks:
-      out = F.relu(getattr(self, p + 'bn1')(getattr(self, p + 'conv1')(x)))
-      out = getattr(self, p + 'bn2')(getattr(self, p + 'conv2')(out))
-      if stride != 1 or x.shape[1] != ch:
-        x = shortcut_a(x, ch, stride)
-      x = F.relu(out + x)
-    features = x.mean(dim=(2, 3))
-    return self.head(features), features
-
-
-class WideResNet(nn.Module):
-  """WRN-(6n+4)-k with pre-activation blocks; (B, 3, H, W) -> (logits, features (B, 64k))."""
-
-  def __init__(self, num_classes: int, depth: int = 28, widen_factor: int = 10):
-    super().__init__()
-    if depth < 10 or (depth - 4) % 6:
-      raise ValueError(f'wide_resnet depth must be 6n+4 with n >= 1, got {depth}')
-    k = widen_factor
-    self.blocks = []   # (prefix, stride, has a shortcut conv)
-    self.stem_conv = _conv(3, 16, 3, 1)
-    cin = 16
-    for s, ch in enumerate((16 * k, 32 * k, 64 * k), start=1):
-      for b in range(1, (depth - 4) // 6 + 1):
-        stride = 2 if (s > 1 and b == 1) else 1
-        p = f'stage{s}_block{b}_'
-        setattr(self, p + 'preact_bn1', _bn(cin))
-        setattr(self, p + 'conv1', _conv(cin, ch, 3, stride))
-        setattr(self, p + 'preact_bn2', _bn(ch))
-        setattr(self, p + 'conv2', _conv(ch, ch, 3, 1))
-        shortcut = stride != 1 or cin != ch
-        if shortcut:
-          setattr(self, p + 'shortcut_conv', _conv(cin, ch, 1, stride))
-        self.blocks.append((p, shortcut))
-        cin = ch
-    self.final_bn = _bn(cin)
-    self.head = nn.Linear(cin, num_classes)
-
-  def forward(self, x):
-    x = self.stem_conv(x)
-    for p, shortcut in self.blocks:
-      act = F.relu(getattr(self, p + 'preact_bn1')(x))
-      out = getattr(self, p + 'conv1')(act)
-      out = F.relu(getattr(self, p + 'preact_bn2')(out))
-      out = getattr(self, p + 'conv2')(out)
-      x = out + (getattr(self, p + 'shortcut_conv')(act) if shortcut else x)
-    features = F.relu(self.final_bn(x)).mean(dim=(2, 3))
-    return self.head(features), features
-
-
-class WeightNet(nn.Module):
-  """MW-Net's meta model: losses (n,) -> weights sigmoid(fc2(relu(fc1(L)))) in (0, 1), (n,)."""
-
-  def __init__(self, hidden: int = META_HIDDEN):
-    super().__init__()
-    self.fc1, self.fc2 = nn.Linear(1, hidden), nn.Linear(hidden, 1)
-
-  def forward(self, losses):
-    return torch.sigmoid(self.fc2(F.relu(self.fc1(losses[:, None]))))[:, 0]
-
-
-def create_model(model_name: str, num_classes: int = 10) -> nn.Module:
-  """'resnet<6n+2>' (e.g. resnet32, resnet8) or 'wrn-<6n+4>-<k>' (wrn-28-2, wrn-28-10)."""
-  m = re.fullmatch(r'resnet(\d+)', model_name)
-  if m:
-    return ResNetCifar(num_classes, int(m.group(1)))
-  m = re.fullmatch(r'wrn-(\d+)-(\d+)', model_name)
-  if m:
-    return WideResNet(num_classes, int(m.group(1)), int(m.group(2)))
-  raise ValueError(f'the torch peer has no model {model_name!r}: use resnet<6n+2> or '
-                   'wrn-<6n+4>-<k> (e.g. resnet32, wrn-28-2, wrn-28-10)')
-
-
-# ---- famus_jax <-> torch parameter layout -----------------------------------------------
-def _to_torch_layout(module: nn.Module, leaf: str, value: np.ndarray) -> tuple:
-  """(torch attribute name, array in torch layout) of one Flax leaf of `module`."""
-  if leaf == 'kernel':
-    return 'weight', (value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T)
-  if leaf == 'scale':
-    return 'weight', value
-  if leaf in ('mean', 'var'):
-    return 'running_' + leaf, value
-  if leaf == 'bias':
-    return 'bias', value
-  raise KeyError(f'unknown Flax leaf {leaf!r} of {type(module).__name__}')
-
-
-def load_flax_params(torch_model: nn.Module, params: Mapping,
-                     batch_stats: Optional[Mapping] = None) -> None:
-  """Copy a famus_jax variables tree into `torch_model` in place.
-
-  params: {layer: {'kernel' | 'scale' | 'bias': array}}; batch_stats: {layer: {'mean',
-  'var'}} (or None for a model without BatchNorm). Layouts: conv kernel HWIO -> OIHW, dense
-  (in, out) -> (out, in); the values are cast to the torch tensors' dtype. Raises KeyError
-  when a torch parameter or running statistic is left unset or a Flax layer is unknown.
-  """
-  targets = dict(torch_model.named_parameters())
-  targets.update({k: v for k, v in torch_model.named_buffers()
-                  if not k.endswith('num_batches_tracked')})
-  done = set()
-  for tree in (params, batch_stats or {}):
-    for layer, leaves in tree.items():
-      module = getattr(torch_model, layer, None)
-      if not isinstance(module, nn.Module):
-        raise KeyError(f'the torch model has no layer {layer!r}')
-      for leaf, value in leaves.items():
-        attr, array = _to_torch_layout(module, leaf, np.asarray(value))
-        name = f'{layer}.{attr}'
-        target = targets[name]
-        if tuple(target.shape) != array.shape:
-          raise ValueError(f'{name}: torch shape {tuple(target.shape)} != {array.shape}')
-        with torch.no_grad():
-          target.copy_(torch.from_numpy(np.array(array, copy=True)).to(target.dtype))
-        done.add(name)
-  missing = sorted(set(targets) - done)
-  if missing:
-    raise KeyError(f'not set from the Flax tree: {missing}')
-
-
-def to_flax_tree(torch_model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> dict:
-  """{'layer.weight': tensor} (parameters or their gradients) -> {layer: {leaf: np array}}.
-
-  The inverse layout of `load_flax_params`: a conv weight OIHW -> HWIO, a Linear weight
-  (out, in) -> (in, out), a BatchNorm weight -> 'scale'.
-  """
-  out = {}
-  for name, value in tensors.items():
-    layer, attr = name.rsplit('.', 1)
-    array = value.detach().cpu().numpy()
-    module = getattr(torch_model, layer)
-    if attr == 'weight' and isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-      leaf = 'scale'
-    elif attr == 'weight':
-      leaf, array = 'kernel', (array.transpose(2, 3, 1, 0) if array.ndim == 4 else array.T)
-    elif attr.startswith('running_'):
-      leaf = attr[len('running_'):]
-    else:
-      leaf = attr
-    out.setdefault(layer, {})[leaf] = array
-  return out
 
 
 # ---- step pieces -------------------------------------------------------------------------
@@ -697,35 +518,38 @@ def cuda_available() -> bool:
   return torch.cuda.is_available()
 
 
-def main(argv=None):
-  """python -m famus_jax.tools.torch_peer --model=resnet32 --methods=erm,mwnet --steps=5."""
-  import argparse  # pylint: disable=import-outside-toplevel
-  import json  # pylint: disable=import-outside-toplevel
-  parser = argparse.ArgumentParser(description='Time the PyTorch peer steps alone.')
-  parser.add_argument('--model', default='resnet32')
-  parser.add_argument('--batch_size', type=int, default=100)
-  parser.add_argument('--image_size', type=int, default=32)
-  parser.add_argument('--methods', default='erm,mwnet')
-  parser.add_argument('--steps', type=int, default=5)
-  parser.add_argument('--threads', type=int, default=1)
-  parser.add_argument('--device', default=None)
-  args = parser.parse_args(argv)
+def define_flags() -> None:
+  """The flags of `python -m famus_jax.tools.torch_peer` (defined when it runs)."""
+  flags.DEFINE_string('model', 'resnet32', 'The network (torch_peer_nets.create_model).')
+  flags.DEFINE_integer('batch_size', 100, 'Training and meta batch size.')
+  flags.DEFINE_integer('image_size', 32, 'Side of the random square images.')
+  flags.DEFINE_list('methods', ['erm', 'mwnet'], f'From {list(METHODS)}.')
+  flags.DEFINE_integer('steps', 5, 'Timed steps per method.')
+  flags.DEFINE_integer('threads', 1, 'torch threads.')
+  flags.DEFINE_string('device', None, "'cpu' or 'cuda' (default: cuda when available).")
+
+
+def main(argv) -> None:
+  """python -m famus_jax.tools.torch_peer --model=resnet32 --methods=erm,mwnet --steps=5.
+
+  Prints each method's median step and then all results as one JSON line.
+  """
+  del argv
+  f = flags.FLAGS
   out = {}
-  for method in args.methods.split(','):
-    peer = make_peer(args.model, args.batch_size, args.image_size, method, args.threads,
-                     device=args.device)
+  for method in f.methods:
+    peer = make_peer(f.model, f.batch_size, f.image_size, method, f.threads, device=f.device)
     peer.step()   # warm-up (allocations, cudnn autotuning)
     times, cpus = [], []
-    for _ in range(args.steps):
+    for _ in range(f.steps):
       times.append(peer.step())
       cpus.append(peer.last_cpu_s)
     out[method] = {'step_time_s': float(np.median(times)), 'cpu_time_s': float(np.median(cpus)),
                    'times_s': times, **peer.describe()}
-    print(f'{method}: {out[method]["step_time_s"]:.3f} s (median of {args.steps})',
-          flush=True)
+    print(f'{method}: {out[method]["step_time_s"]:.3f} s (median of {f.steps})', flush=True)
   print(json.dumps(out))
-  return out
 
 
 if __name__ == '__main__':
-  main()
+  define_flags()
+  app.run(main)
