@@ -17,7 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   # ---- data ---------------------------------------------------------------
-  c.dataset = 'cifar10'          # cifar10 | cifar100 | fashion_mnist | synthetic | image_folder
+  # cifar10 | cifar100 | fashion_mnist | synthetic | image_folder | the real-noise sets below |
+  # arrays (in-memory arrays given to the Python API, famus_jax/api.py)
+  c.dataset = 'cifar10'
   c.data_source = 'auto'         # auto | tfds | idx | cifar_archive | synthetic
   #                                image_folder: auto | list_file | class_folders
   c.data_dir = ''                # TFDS data_dir, IDX directory or CIFAR archive directory
@@ -93,7 +95,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.image_folder.stats_sample = 0   # > 0: mean / std from this many evenly spaced train images
 
   # ---- model --------------------------------------------------------------
-  c.model = 'wide_resnet'        # resnet | wide_resnet | preact_resnet18 | small_cnn | resnet50
+  # resnet | wide_resnet | preact_resnet18 | small_cnn | resnet50 | custom (a Flax module given
+  # to the Python API, famus_jax/api.py)
+  c.model = 'wide_resnet'
   c.depth = 28                   # resnet: 6n+2 (e.g. 32); wide_resnet: 6n+4 (e.g. 28)
   c.width = 10                   # wide_resnet widening factor; small_cnn channels
   c.base_width = 64              # resnet50: stem / first-stage channels (64 = torchvision's)

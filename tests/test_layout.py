@@ -2,8 +2,8 @@
 
 Layers, bottom to top: core (errors, the method catalogue and provenance, data, models,
 meta, methods, famus, fsr, train), then config / presets / config_check / method_registry,
-then cli and tools. A module may import only its own layer or those below; nothing
-imports lazily inside a function (a loop hidden behind a lazy import); nothing imports
+then the Python API (api), cli and tools. A module may import only its own layer or those
+below; nothing imports lazily inside a function (a loop hidden behind a lazy import); nothing imports
 the top-level `configs/` (a plain install does not ship it).
 
 The documents: the layout table of docs/development.md lists the package as it is, the
@@ -19,7 +19,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / 'famus_jax'
 LEVEL = {'errors': 0, 'catalogue': 0, 'provenance': 0, 'data': 1, 'models': 1, 'meta': 2, 'methods': 3,
          'famus': 4, 'fsr': 4, 'cotrain': 4, 'train': 5, 'config': 6, 'presets': 6,
-         'method_registry': 6, 'config_check': 7, 'cli': 8, 'tools': 9}
+         'method_registry': 6, 'config_check': 7, 'api': 8, 'cli': 8, 'tools': 9}
 # train/ builds the method from its name, so the trainer sits above the registry.
 EXCEPTIONS = {('train', 'method_registry'), ('train', 'config_check')}
 

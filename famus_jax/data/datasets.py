@@ -15,6 +15,9 @@ DATASETS = ('cifar10', 'cifar100', 'fashion_mnist', 'synthetic') + REAL_NOISE_DA
 # image_folder: image files on disk (Clothing1M, WebVision, root/<class>/*; image_folder.py),
 # read by the sources list_file and class_folders.
 DATASETS += ('image_folder',)
+# arrays: in-memory arrays given to the Python API (famus_jax.fit / famus_jax.Learner), not loaded
+# by `build_data`.
+DATASETS += ('arrays',)
 SOURCES = ('auto', 'tfds', 'idx', 'cifar_archive', 'synthetic', 'list_file', 'class_folders')
 NOISE_TYPES = ('none', 'symmetric', 'asymmetric')
 

@@ -159,6 +159,10 @@ def build_data(config: Any) -> DataSplits:
   """
   validate_data_config(config)
   seed = int(config.seed)
+  if config.dataset == 'arrays':
+    raise ConfigError("config.dataset='arrays' names in-memory arrays handed to the Python API "
+                      '(famus_jax.fit, famus_jax.Learner with famus_jax.arrays_data); there is '
+                      'nothing to load: choose another data set for a config-file run')
   if config.dataset == 'image_folder':
     raw = image_folder.load_image_folder(config)
   elif config.dataset in datasets.REAL_NOISE_DATASETS:

@@ -54,6 +54,8 @@ ALLOWED_SOURCES = {
     'cnwl': ('auto', 'tfds'),
     # Image files on disk (famus_jax/data/image_folder.py).
     'image_folder': ('auto', 'list_file', 'class_folders'),
+    # In-memory arrays handed to the Python API (famus_jax/api.py); nothing is loaded.
+    'arrays': ('auto',),
 }
 
 

@@ -76,7 +76,7 @@ from famus_jax.famus import samplers as sm
 from famus_jax.meta import meta_gradient as mg
 from famus_jax.methods.coefficient_space import PER_EXAMPLE
 from famus_jax.methods.meta_reweighting import Estimate
-from famus_jax.models import avg_pool_gradient, layer_feature_size, layer_names
+from famus_jax.models import avg_pool_gradient, get_layer, layer_feature_size, layer_names
 
 STRATEGIES = ('learned', 'all', 'block', 'random', 'static')
 L2R_SAMPLER_INPUTS = ('uniform_grad', 'momentum')
@@ -226,6 +226,12 @@ class FamusEstimator:
                                            s.floor_buckets)
     return self._sets
 
+  def set_layer_order(self, names) -> None:
+    """Use `names` as the model's layers in forward order (a model outside the naming
+    scheme of famus_jax.models, whose order the names alone do not give)."""
+    s = self.settings
+    self._sets = ls_lib.build_layer_sets(list(names), s.candidates, s.always_on, s.floor_buckets)
+
   @property
   def cached_layer_sets(self) -> Optional[ls_lib.LayerSets]:
     """The layer sets if a params tree was already seen (host side), else None."""
@@ -254,7 +260,7 @@ class FamusEstimator:
     s, sets = self.settings, self.layer_sets(params)
     sampler_rng, random_rng = jax.random.split(rng)
     num = len(sets.candidates)
-    sizes = [layer_feature_size(params[n]) for n in sets.candidates] or [1]
+    sizes = [layer_feature_size(get_layer(params, n)) for n in sets.candidates] or [1]
     p_on = s.target_active / max(num, 1)
     sampler_params = sm.init_samplers(sampler_rng, sizes, s.sampler_hidden, s.sampler_depth,
                                       p_on)
@@ -358,8 +364,9 @@ class FamusEstimator:
     x = noise = p_on = next_guess = None
     if s.strategy == 'learned':
       source = self._sampler_source_grads(ctx, train_grads)
-      x, xmask = sm.pack_inputs([avg_pool_gradient(source[n]) for n in sets.candidates],
-                                max(layer_feature_size(ctx.params[n]) for n in sets.candidates))
+      width = max(layer_feature_size(get_layer(ctx.params, n)) for n in sets.candidates)
+      x, xmask = sm.pack_inputs([avg_pool_gradient(get_layer(source, n)) for n in sets.candidates],
+                                width)
       if s.standardize_inputs:
         x = sm.standardize(x, xmask)
       x = jax.lax.stop_gradient(x)

@@ -134,11 +134,18 @@ class LayerSets:
 
 
 def last_stage_layers(names: Sequence[str]) -> list:
-  """The last residual stage's layers plus a final BatchNorm ('reference' preset)."""
+  """The last residual stage's layers plus a final BatchNorm ('reference' preset).
+
+  A model without residual stage names (a user's own module, layers in call order) gets
+  the top quarter of its layers below the head, at least two, instead.
+  """
   stages = [int(_BLOCK.match(n).group(2)) for n in names if _BLOCK.match(n)]
   if not stages:
-    raise ConfigError("config.famus.candidates='reference' needs a model with residual stages "
-                      "(layer names 'stage<s>_block<b>_...'); use 'all' or a regex list")
+    below = [n for n in names if n != 'head']
+    if len(below) < 2:
+      raise ConfigError("config.famus.candidates='reference' needs a model with at least two "
+                        "layers below the head; use 'all' or a regex list")
+    return below[-max(2, len(below) // 4):]
   top = f'stage{max(stages)}'
   return [n for n in names if stage_of(n) == top or n == 'final_bn']
 

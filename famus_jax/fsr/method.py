@@ -169,7 +169,7 @@ class FSR(Method):
     del rng
     num_classes = params['head']['bias'].shape[0]
     k = self.per_class(num_classes)
-    shape = self.image_shape or (1, 1, params['stem_conv']['kernel'].shape[2])
+    shape = self.image_shape or (1, 1, 1)  # a placeholder: on_train_start sets the images
     state = {
         'epoch': jnp.zeros((), jnp.int32),
         'dict_ids': jnp.zeros((num_classes, k), jnp.int32),

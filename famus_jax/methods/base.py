@@ -177,6 +177,12 @@ class Method:
 
   speculative = False
 
+  def set_layer_order(self, names) -> None:
+    """The model's layer names in forward order, for a model whose names do not follow
+    famus_jax.models' scheme (called before `init_state`; methods that work per layer,
+    e.g. FaMUS, use it; the default ignores it)."""
+    del names
+
   def on_train_start(self, method_state: PyTree, host_data) -> PyTree:
     """Host-side hook right after `init_state`, with the data (FSR's first dictionary).
 

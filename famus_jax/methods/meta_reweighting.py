@@ -113,6 +113,10 @@ class MetaReweighting(Method):
                         extra_grads=actual.extra_grads, example_weights=actual.example_weights,
                         method_state=method_state, metrics=metrics, dispatch=dispatch)
 
+  def set_layer_order(self, names) -> None:
+    if hasattr(self.estimator, 'set_layer_order'):
+      self.estimator.set_layer_order(names)
+
   def init_state(self, rng, params, num_train):
     del num_train
     base_rng, est_rng = jax.random.split(rng)

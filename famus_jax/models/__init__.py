@@ -21,7 +21,8 @@ from famus_jax.models.resnet_imagenet import ResNet50
 from famus_jax.models.small_cnn import SmallCNN
 from famus_jax.models.wide_resnet import WideResNet
 
-MODELS = ('resnet', 'wide_resnet', 'preact_resnet18', 'small_cnn', 'resnet50')
+# custom: a Flax module handed to the Python API (famus_jax/api.py), not built from the config.
+MODELS = ('resnet', 'wide_resnet', 'preact_resnet18', 'small_cnn', 'resnet50', 'custom')
 
 __all__ = [
     'MODELS', 'create_model', 'ResNetCifar', 'WideResNet', 'PreActResNet18', 'ResNet50',
@@ -45,6 +46,10 @@ def create_model(config, num_classes: int) -> nn.Module:
   if name not in MODELS:
     raise ConfigError(
         f'model={name!r} is unknown; allowed models: {", ".join(MODELS)}.')
+  if name == 'custom':
+    raise ConfigError("model='custom' names a Flax module handed to the Python API (famus_jax.fit, "
+                      'famus_jax.Learner); a config-file run needs one of '
+                      f'{", ".join(m for m in MODELS if m != "custom")}')
   if name != 'wide_resnet' and dropout:
     raise ConfigError(f'dropout={dropout!r} is only supported by model '
                       f"'wide_resnet', not {name!r}; set dropout = 0.0.")

@@ -130,12 +130,13 @@ def make_pair_fit_step(model, mean, std):
 class CoTrainedRun:
   """Two co-trained networks with `Run`'s interface (module docstring)."""
 
-  def __init__(self, config, data: DataSplits, mesh):
+  def __init__(self, config, data: DataSplits, mesh, model=None):
+    """model: a Flax module to train instead of `config.model`'s (`Run`)."""
     self.semi = None
     if semi_supervised(config):
       self.semi = semi_lib.from_config(
           config.cotrain, batches.steps_per_epoch(data.num_train, config.batch_size))
-    self.member = Run(config, data, mesh, semi=self.semi)
+    self.member = Run(config, data, mesh, semi=self.semi, model=model)
     m = self.member
     self.config, self.data, self.mesh = config, data, mesh
     self.method, self.model, self.tx, self.lr_fn = m.method, m.model, m.tx, m.lr_fn

@@ -91,15 +91,17 @@ class Run:
   """One training run's compiled functions and host-side helpers."""
 
   def __init__(self, config, data: DataSplits, mesh: Mesh,
-               semi: Optional[SemiSupervised] = None):
-    """semi: the semi-supervised settings of a co-trained member's step (cotrain_run.py)."""
+               semi: Optional[SemiSupervised] = None, model=None):
+    """semi: the semi-supervised settings of a co-trained member's step (cotrain_run.py);
+    model: a Flax module to train instead of the one `config.model` names (the Python API's
+    own models: `famus_jax.api`)."""
     self.config, self.data, self.mesh, self.semi = config, data, mesh, semi
     self.replicated = NamedSharding(mesh, P())
     self.sharded = NamedSharding(mesh, P('data'))
     self.num_train = data.num_train
     self.steps_per_epoch = batches.steps_per_epoch(self.num_train, config.batch_size)
     self.total_steps = config.num_steps or config.num_epochs * self.steps_per_epoch
-    self.model = create_model(config, data.num_classes)
+    self.model = model if model is not None else create_model(config, data.num_classes)
     self.method = create_method(config)
     if (self.method.uses_meta_set and config.meta_set == 'clean'
         and len(data.meta_labels) == 0):

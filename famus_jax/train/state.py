@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from famus_jax.models import layer_names, layer_names_in_call_order
 from famus_jax.train.record import ExampleRecord
 
 PyTree = Any
@@ -46,6 +47,11 @@ def create_train_state(rng, model, method, tx, image_shape, num_train: int) -> T
   variables = model.init({'params': init_rng, 'dropout': init_rng},
                          jnp.zeros((2,) + tuple(image_shape), jnp.float32), train=False)
   params = variables['params']
+  try:
+    layer_names(params)
+  except ValueError:  # a model outside famus_jax.models' naming scheme: order by its calls
+    method.set_layer_order(layer_names_in_call_order(
+        model, variables, jnp.zeros((2,) + tuple(image_shape), jnp.float32)))
   return TrainState(
       step=jnp.zeros((), jnp.int32),
       params=params,

@@ -33,6 +33,7 @@ from famus_jax.cotrain.pair import co_trained
 from famus_jax.data import build_data
 from famus_jax.errors import (ConfigError, NonFiniteLossError, WorkdirLockedError,
                               WorkdirMismatchError)
+from famus_jax.provenance import provenance
 from famus_jax.train import distributed
 from famus_jax.train.checkpoint import (Checkpointer, WorkdirLock, config_fingerprint,
                                         fingerprint_differences, run_fingerprint)
@@ -132,6 +133,7 @@ def summarise(run: Run, progress: Progress, step: int, wall_seconds: float) -> d
       'mean_weight_noisy': mean(progress.weight_sum_noisy, progress.weight_count_noisy),
       'devices': [str(d) for d in jax.devices()],
       'processes': jax.process_count(),
+      'provenance': provenance(),
   }
 
 
@@ -170,14 +172,15 @@ def check_sizes(config, run: Run) -> None:
                       f'larger than the training set ({run.num_train} examples)')
 
 
-def create_run(config, data, mesh):
+def create_run(config, data, mesh, model=None):
   """The run object the loop drives: a `CoTrainedRun` for the co-trained pair, else `Run`.
 
   The pair: meta_set='pseudo_clean' or method='dividemix' (`cotrain.pair.co_trained`).
+  model: a Flax module instead of `config.model`'s (the Python API).
   """
   if co_trained(config):
-    return CoTrainedRun(config, data, mesh)
-  return Run(config, data, mesh)
+    return CoTrainedRun(config, data, mesh, model=model)
+  return Run(config, data, mesh, model=model)
 
 
 FINGERPRINT_FILE = 'fingerprint.json'
@@ -213,21 +216,24 @@ def _mismatch_error(workdir: str, where: str, diffs: list, start_hint: str) -> E
       f'settings deliberately (e.g. more num_steps).')
 
 
-def train_and_evaluate(config, workdir: str, hooks: Sequence[Hook] = ()) -> dict:
+def train_and_evaluate(config, workdir: str, hooks: Sequence[Hook] = (), data=None,
+                       model=None) -> dict:
   """Train (resuming if a checkpoint exists), evaluate, write summary.json.
 
   Every check (config, data, sizes, the workdir's lock, the run fingerprint against the saved
   checkpoint or records, checkpoint integrity) runs before config.json, data_info.json or
-  metrics.jsonl are touched.
+  metrics.jsonl are touched. data: a `DataSplits` to train on instead of loading what the
+  config names (the Python API's arrays); model: a Flax module instead of `config.model`'s.
   """
   config_check.validate(config)
   distributed.initialize(config)  # before anything touches a device
   mesh = data_mesh()
   check_divisible(config, mesh.size)
-  data = build_data(config)
+  if data is None:
+    data = build_data(config)
   if distributed.is_primary():
     print(f'Data: {data.info["source"]}')
-  run = create_run(config, data, mesh)
+  run = create_run(config, data, mesh, model=model)
   check_sizes(config, run)
   fingerprint = run_fingerprint(config, data)
   os.makedirs(workdir, exist_ok=True)

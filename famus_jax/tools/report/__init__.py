@@ -26,6 +26,7 @@ import argparse
 import os
 import sys
 
+from famus_jax.provenance import provenance
 from famus_jax.tools.report import grid, plots, tables
 from famus_jax.tools.report.labels import method_colours, method_label, setting_label, slug
 from famus_jax.tools.report.labels import tag_variants
@@ -58,8 +59,13 @@ def write_markdown(out: str, runs: list, benchmarks: list, acc: dict, grid_lines
   images = {os.path.basename(p): p for p in written}
   settings = {f'weights_{slug(setting_label(s))}.png': setting_label(s)
               for s in {r.setting for r in runs}}
+  made = provenance()
   lines = ['# Report', '',
-           f'Inputs: {len(runs)} workdir(s), {len(benchmarks)} benchmark file(s).', '']
+           f'Inputs: {len(runs)} workdir(s), {len(benchmarks)} benchmark file(s). Made on '
+           f'{made["date"]} by `{made["command"]}` at commit {made["git_commit"]}'
+           f'{" (with uncommitted changes)" if made["git_dirty"] else ""}, famus_jax '
+           f'{made["package_version"]}, JAX {made["jax"]}; each run\'s own provenance is in its '
+           'summary.json.', '']
   if acc:
     lines += tables.accuracy_tables(acc) + grid_lines
   titles = list(FIGURE_TITLES[:2])
