@@ -79,14 +79,18 @@ def flat(tree) -> dict:
 
 class RecordingImages:
   """Training images that record the ids each read asked for: `Run.batch`'s (b,) batch ids in
-  `reads`, FSR's (C, k) dictionary refreshes in `dictionary_reads`. No __array__: reading the
-  whole set (np.asarray of it) fails."""
+  `reads`, FSR's (C, k) dictionary refreshes in `dictionary_reads`, the evaluation's passes
+  over the training set (the training fit) as [start, stop) row ranges in `range_reads`. No
+  __array__: reading the whole set (np.asarray of it) fails."""
 
   def __init__(self, images):
-    self.images, self.reads, self.dictionary_reads = images, [], []
+    self.images, self.reads, self.dictionary_reads, self.range_reads = images, [], [], []
     self.shape, self.dtype = images.shape, images.dtype
 
   def __getitem__(self, key):
+    if isinstance(key, slice):
+      self.range_reads.append([key.start, key.stop])
+      return self.images[key]
     key = np.asarray(key)
     (self.dictionary_reads if key.ndim == 2 else self.reads).append(key.tolist())
     return self.images[key]
@@ -116,7 +120,7 @@ class RecordRun(trainer.Hook):
     np.savez(os.path.join(self.directory, f'params_p{index}.npz'), **flat(state.params))
     with open(os.path.join(self.directory, f'record_p{index}.json'), 'w') as f:
       json.dump({'reads': self.images.reads, 'dictionary_reads': self.images.dictionary_reads,
-                 'variants': self.variants}, f)
+                 'range_reads': self.images.range_reads, 'variants': self.variants}, f)
 
 
 def child_main(argv) -> None:
@@ -244,6 +248,11 @@ def test_two_processes_train_what_one_process_trains(runs, method):
     assert records[0]['reads'][step] == ids[:half], step
     assert records[1]['reads'][step] == ids[half:], step
   assert len(records[0]['reads']) == len(records[1]['reads']) == cfg.num_steps
+  # The training-fit passes of the evaluations: each process reads rows of its own, together
+  # every training row once per evaluation.
+  rows = [set(r for lo, hi in records[i]['range_reads'] for r in range(lo, hi)) for i in range(2)]
+  assert not rows[0] & rows[1]
+  assert rows[0] | rows[1] == set(range(num_train))
   # FSR's dictionary refreshes read only the dictionary's (C, k) images, the same on both.
   dictionaries = records[0]['dictionary_reads']
   assert dictionaries == records[1]['dictionary_reads']

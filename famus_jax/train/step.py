@@ -20,7 +20,7 @@ Batch dict (global shapes; the leading axis is sharded over devices):
   methods with a meta set, meta_image (m, H, W, C) uint8, meta_label (m,).
   A co-trained member's semi-supervised step (`semi` given; famus_jax/
   cotrain/semi_supervised.py) also takes clean_prob (n,) float32,
-  unlabeled_image (u, H, W, C), unlabeled_label (u,), unlabeled_index (u,),
+  unlabelled_image (u, H, W, C), unlabelled_label (u,), unlabelled_index (u,),
   partner_params and partner_batch_stats (the other member's, replicated)
   and, with a meta set, meta_clean_prob (m,); its forward then runs on the
   2n + 2u mixed rows, with their soft-target losses.
