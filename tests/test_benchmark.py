@@ -1,6 +1,7 @@
 """famus_jax.tools.benchmark: the protocol's bookkeeping, memory figures and table (tiny model)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -81,8 +82,17 @@ def test_command_line_takes_schema_overrides(tmp_path):
     out = tmp_path / f'w{width}.json'
     proc = run(f'--config.width={width}', f'--out={out}')
     assert proc.returncode == 0, proc.stderr[-3000:]
-    sizes.append(json.loads(out.read_text())['methods']['erm']['xla_step_bytes'])
-    assert (tmp_path / f'w{width}.md').read_text().startswith('small_cnn, batch 10')
+    result = json.loads(out.read_text())
+    sizes.append(result['methods']['erm']['xla_step_bytes'])
+    markdown = (tmp_path / f'w{width}.md').read_text()
+    assert markdown.startswith('small_cnn, batch 10')
+    # Provenance: the checkout's commit (an independent git call) and the command line.
+    made = result['provenance']
+    head = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          check=False).stdout.strip()
+    assert made['git_commit'] == (head or None)
+    assert f'--config.width={width}' in made['command'] and made['command'] in markdown
   assert sizes[1] < sizes[0]
   proc = run('--config.widht=4')
   assert proc.returncode != 0 and 'Traceback' not in proc.stderr

@@ -49,6 +49,7 @@ from jax.flatten_util import ravel_pytree
 
 from famus_jax import cli
 from famus_jax.errors import ConfigError
+from famus_jax.provenance import provenance
 from famus_jax.famus import layer_sets as ls_lib
 from famus_jax.meta import meta_gradient as mg
 from famus_jax.train.logbook import read_jsonl, write_json
@@ -227,7 +228,7 @@ class QualityHook(Hook):
     out.update({'layers': self.names, 'candidates': list(self.sets.candidates),
                 'always_on': list(self.sets.always_on), 'steps': summary['steps'],
                 'test_accuracy': summary['last_test_accuracy'],
-                'test_loss': summary['last_test_loss']})
+                'test_loss': summary['last_test_loss'], 'provenance': provenance()})
     write_json(self.summary_path, out)
     self.summary = out
 

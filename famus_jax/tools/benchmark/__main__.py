@@ -18,6 +18,7 @@ import numpy as np
 
 from famus_jax import cli
 from famus_jax import config as base_config
+from famus_jax.provenance import provenance
 from famus_jax.tools import xla_trace
 from famus_jax.tools.benchmark import measurement, specs, tables
 
@@ -49,11 +50,14 @@ def define_flags() -> None:
 
 
 def write(result: dict, path: str, traced: bool) -> None:
-  """The results as JSON at `path` and the tables as Markdown beside it (.md)."""
+  """The results as JSON at `path` and the tables as Markdown beside it (.md), with the
+  provenance of the measurement (version, commit, date, command, JAX, devices)."""
+  result = {**result, 'provenance': provenance()}
   with open(path, 'w') as f:
     json.dump(result, f, indent=2, default=lambda o: np.asarray(o).tolist())
   with open(os.path.splitext(path)[0] + '.md', 'w') as f:
     f.write(tables.title(result) + '\n\n' + tables.table(result) + '\n')
+    f.write('\n' + tables.provenance_line(result['provenance']) + '\n')
     if traced:
       f.write('\n' + tables.trace_table(result) + '\n')
 

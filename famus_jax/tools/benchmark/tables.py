@@ -77,6 +77,14 @@ def title(result: dict) -> str:
          f'JAX {result["jax"]}, {what}'
 
 
+def provenance_line(made: dict) -> str:
+  """One Markdown line: when, from which commit, by which command, with which JAX."""
+  dirty = ' (with uncommitted changes)' if made.get('git_dirty') else ''
+  return (f'Measured on {made["date"]} at commit {made["git_commit"]}{dirty}, famus_jax '
+          f'{made["package_version"]}, JAX {made["jax"]}, {", ".join(made["devices"])}: '
+          f'`{made["command"]}`')
+
+
 def table(result: dict) -> str:
   """The Markdown table(s) that fit the result (timed, or memory only; peers if any)."""
   if result.get('memory_only'):
