@@ -249,6 +249,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000      # steps; a checkpoint is also written at the end
   c.keep_checkpoints = 2
   c.progress_bar = True
+  # Also write the scalars of the 'train' and 'eval' events (step as the x axis) as TensorBoard
+  # event files in <workdir>/tensorboard/, to watch with `tensorboard --logdir WORKDIR`;
+  # metrics.jsonl stays the record. Needs tensorboardX (pip install tensorboardX), not
+  # TensorFlow; only process 0 writes (famus_jax/train/tensorboard.py).
+  c.tensorboard = False
   # Training batches built ahead on a host thread while the step runs (famus_jax/train/
   # prefetch.py; the same batches in the same order); 0 = each batch when its step starts.
   c.prefetch_batches = 1

@@ -19,6 +19,7 @@ from famus_jax.models import MODELS
 from famus_jax.train.checkpoint import RESUME_MODES
 from famus_jax.train.distributed import check_config as check_distributed_config
 from famus_jax.train.schedules import SCHEDULES
+from famus_jax.train.tensorboard import check_available as check_tensorboard_available
 
 
 def default_config():
@@ -75,6 +76,9 @@ def validate(config) -> None:
   _choice(config, 'meta_gradient', ('jvp', 'reverse_over_reverse'))
   _choice(config, 'meta.actual_step', ACTUAL_STEPS)
   _choice(config, 'resume', RESUME_MODES)
+  _choice(config, 'tensorboard', (False, True))
+  if config.tensorboard:
+    check_tensorboard_available()
   check_augment_config(config)
   check_image_folder_config(config)
   check_real_noise_config(config)

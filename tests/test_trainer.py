@@ -1,14 +1,20 @@
-"""The training loop end to end: summaries, resume after SIGKILL, data parallelism."""
+"""The training loop end to end: summaries, resume after SIGKILL, data parallelism; the
+TensorBoard event files beside metrics.jsonl."""
 
+import glob
 import json
 import os
+import struct
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from famus_jax import config_check
+from famus_jax.errors import ConfigError
 from famus_jax.presets import tiny
+from famus_jax.train import tensorboard
 from famus_jax.train.logbook import read_metrics
 from famus_jax.train.trainer import train_and_evaluate
 
@@ -27,6 +33,50 @@ def run_child(workdir, overrides, *flags, env=None, check=True):
 
 def last_json(stdout):
   return json.loads(stdout.strip().splitlines()[-1])
+
+
+def read_event_files(workdir):
+  """The TensorBoard events of <workdir>/tensorboard, file by file in name order, each record's
+  length and data checked against their masked CRC-32C (the TFRecord format)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  from tensorboardX.record_writer import masked_crc32c  # pylint: disable=import-outside-toplevel
+  events = []
+  for path in sorted(glob.glob(os.path.join(workdir, 'tensorboard', 'events.out.tfevents.*'))):
+    data, at = open(path, 'rb').read(), 0
+    while at < len(data):
+      header = data[at:at + 8]
+      (length,) = struct.unpack('Q', header)
+      (header_crc,) = struct.unpack('I', data[at + 8:at + 12])
+      body = data[at + 12:at + 12 + length]
+      (body_crc,) = struct.unpack('I', data[at + 12 + length:at + 16 + length])
+      assert header_crc == masked_crc32c(header) and body_crc == masked_crc32c(body), path
+      events.append((path, event_pb2.Event.FromString(body)))
+      at += 16 + length
+  return events
+
+
+def tensorboard_scalars(workdir):
+  """{tag: {step: value}} as TensorBoard shows them: a SessionLog START at step s drops the
+  points at step s and after read before it (TensorBoard's purge of orphaned data)."""
+  shown = {}
+  for _, event in read_event_files(workdir):
+    if event.HasField('session_log') and event.session_log.status == event.session_log.START:
+      shown = {tag: {s: v for s, v in points.items() if s < event.step}
+               for tag, points in shown.items()}
+    for value in event.summary.value:
+      shown.setdefault(value.tag, {})[event.step] = value.simple_value
+  return shown
+
+
+def metrics_scalars(workdir):
+  """The scalars of metrics.jsonl's 'train' and 'eval' events, as float32 ({tag: {step: value}})."""
+  expected = {}
+  for e in read_metrics(str(workdir)):
+    if e['event'] in ('train', 'eval'):
+      for key, value in tensorboard.scalars(e).items():
+        if key != 'step':
+          expected.setdefault(f'{e["event"]}/{key}', {})[e['step']] = float(np.float32(value))
+  return expected
 
 
 @pytest.mark.parametrize('method', ['erm', 'mwnet', 'l2r'])
@@ -75,7 +125,9 @@ def test_learns_on_clean_synthetic_data(tmp_path):
 
 
 def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
-  overrides = {'method': 'mwnet', 'num_steps': 18, 'checkpoint_every': 6, 'eval_every': 6}
+  """Also the TensorBoard files (config.tensorboard): they show metrics.jsonl's scalars."""
+  overrides = {'method': 'mwnet', 'num_steps': 18, 'checkpoint_every': 6, 'eval_every': 6,
+               'tensorboard': True}
   straight = last_json(run_child(tmp_path / 'straight', overrides).stdout)
   killed = run_child(tmp_path / 'resumed', overrides, '--kill-after-step', '10', check=False)
   assert killed.returncode == -9, killed.stderr[-2000:]
@@ -91,6 +143,29 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
     if a['event'] in ('train', 'eval'):
       loss_key = 'train_loss' if a['event'] == 'train' else 'test_loss'
       assert a[loss_key] == b[loss_key]
+  # TensorBoard: the scalars of every 'train' and 'eval' event at its step, nothing else; in
+  # the resumed workdir a second file whose purge marker hides the killed attempt's step 8.
+  for workdir in ('straight', 'resumed'):
+    expected = metrics_scalars(tmp_path / workdir)
+    assert {'train/train_loss', 'train/lr', 'train/epoch', 'eval/test_accuracy'} <= set(expected)
+    assert sorted(expected['train/train_loss']) == [4, 8, 12, 16, 18]
+    assert tensorboard_scalars(tmp_path / workdir) == expected, workdir
+  files = {path for path, _ in read_event_files(tmp_path / 'resumed')}
+  assert len(files) == 2
+  train_loss_steps = [event.step for _, event in read_event_files(tmp_path / 'resumed')
+                      for value in event.summary.value if value.tag == 'train/train_loss']
+  assert train_loss_steps == [4, 8, 8, 12, 16, 18]
+
+
+def test_tensorboard_without_tensorboardx_is_one_line_naming_the_field(monkeypatch):
+  config = tiny.get_config()
+  config.tensorboard = True
+  config_check.validate(config)
+  monkeypatch.setattr(tensorboard, 'EventsWriter', None)
+  with pytest.raises(ConfigError, match=r'config\.tensorboard=True .*pip install tensorboardX'
+                     ) as err:
+    config_check.validate(config)
+  assert '\n' not in str(err.value)
 
 
 def test_crash_inside_a_save_keeps_the_last_good_checkpoint(tmp_path):

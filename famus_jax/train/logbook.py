@@ -6,6 +6,9 @@ in PRE_STEP_EVENTS, the number of finished steps when the step's batch was
 drawn). On resume the events of steps the restored state has not done are
 dropped so the file reads as one run. A torn last line (what a full disk or a
 power loss leaves) is dropped with a warning.
+
+With config.tensorboard=True the log also writes the scalars of its 'train' and 'eval' events to
+TensorBoard event files in <workdir>/tensorboard/ (famus_jax/train/tensorboard.py).
 """
 
 import json
@@ -15,6 +18,7 @@ import sys
 import numpy as np
 
 from famus_jax import catalogue
+from famus_jax.train.tensorboard import TensorBoardWriter
 
 
 def _jsonable(value):
@@ -28,15 +32,27 @@ def _jsonable(value):
 
 
 class MetricsLog:
-  """Appends events to <workdir>/metrics.jsonl.
+  """Appends events to <workdir>/metrics.jsonl, and their scalars to TensorBoard when asked.
 
   active=False (every process of a multi-process job but process 0): writes and truncates
-  nothing, so the file holds each event once.
+  nothing, so the file holds each event once; such a log writes no TensorBoard files either.
+  tensorboard: whether to write TensorBoard event files as well; None takes config.tensorboard
+  from the run's <workdir>/config.json (the trainer writes it before it opens the log), and
+  False where there is none.
   """
 
-  def __init__(self, workdir: str, active: bool = True):
+  def __init__(self, workdir: str, active: bool = True, tensorboard=None):
+    self.workdir = workdir
     self.path = os.path.join(workdir, 'metrics.jsonl')
     self.active = active
+    if tensorboard is None:
+      tensorboard = active and _config_field(workdir, 'tensorboard', False)
+    self.tensorboard = bool(active and tensorboard)
+    self._board = None
+
+  def _open_board(self) -> None:
+    if self._board is None:
+      self._board = TensorBoardWriter(self.workdir)
 
   def truncate_after(self, step: int) -> None:
     """Keep only the events of the first `step` steps (used when resuming).
@@ -44,7 +60,12 @@ class MetricsLog:
     That is events with event step <= `step`, except PRE_STEP_EVENTS, which need step < `step`
     (the step they describe is redone). Unreadable lines are dropped with a warning.
     """
-    if not self.active or not os.path.exists(self.path):
+    if not self.active:
+      return
+    if self.tensorboard:  # the steps after `step` are done again: hide their earlier points
+      self._open_board()
+      self._board.purge_from(step + 1)
+    if not os.path.exists(self.path):
       return
     kept = []
     for record in read_jsonl(self.path):
@@ -64,6 +85,24 @@ class MetricsLog:
     record.update({k: _jsonable(v) for k, v in values.items()})
     with open(self.path, 'a') as f:
       f.write(json.dumps(record) + '\n')
+    if self.tensorboard:
+      self._open_board()
+      self._board.write(event, step, values)
+
+  def close(self) -> None:
+    """Close the TensorBoard event file (metrics.jsonl is closed after every write)."""
+    if self._board is not None:
+      self._board.close()
+      self._board = None
+
+
+def _config_field(workdir: str, field: str, default):
+  """`field` of the config.json in `workdir`; `default` without the file or the field."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return default
+  with open(path) as f:
+    return json.load(f).get(field, default)
 
 
 # Events stamped with the finished steps *before* the step they describe ('weights': the batch
