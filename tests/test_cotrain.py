@@ -261,6 +261,12 @@ def test_sigkill_and_resume_matches_an_uninterrupted_pair_run(pair, tmp_path):
   # Both members and the divisions, bitwise.
   states = assert_final_checkpoints_equal(pair, tmp_path, 24)
   assert int(states[0].division_epoch) == 2
+  # Among them each member's per-example record (famus_jax/train/record.py), every draw counted.
+  for member in ('a', 'b'):
+    records = [getattr(state, member).record for state in states]
+    assert int(records[0].seen.sum()) >= 24 * pair.config.batch_size
+    for field in ('weight_sum', 'seen', 'last_pred'):
+      np.testing.assert_array_equal(getattr(records[0], field), getattr(records[1], field))
   divisions = [[e for e in read_metrics(str(tmp_path / name)) if e['event'] == 'division']
                for name in ('straight', 'resumed')]
   assert [e['step'] for e in divisions[0]] == [10, 20]

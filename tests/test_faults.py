@@ -30,6 +30,7 @@ from famus_jax.errors import (CheckpointDamagedError, CheckpointSaveError, Confi
                               DataCorruptError, DataNotFoundError, NonFiniteLossError, WorkdirLockedError,
                               WorkdirMismatchError)
 from famus_jax.presets import tiny
+from famus_jax.tools.label_issues import restore_run
 from famus_jax.train.checkpoint import (Checkpointer, WorkdirLock, config_fingerprint,
                                         fingerprint_differences)
 from famus_jax.train.logbook import read_metrics
@@ -62,6 +63,16 @@ def events_without_time(workdir):
           for e in read_metrics(str(workdir))]
 
 
+def newest_record(workdir):
+  """The per-example record (famus_jax/train/record.py) of the newest checkpoint in `workdir`."""
+  return restore_run(str(workdir))[2].record
+
+
+def assert_records_equal(a, b):
+  for field in ('weight_sum', 'seen', 'last_pred'):
+    np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+
+
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory):
   """A finished tiny ERM run: checkpoints at steps 6 and 12, summary.json."""
@@ -91,6 +102,10 @@ def test_sigkill_then_resume_gives_the_uninterrupted_run(reference, tmp_path, ki
   assert summary['wall_time_s'] > wall_first > 0  # both processes' time
   # No duplicated events (weights at step 6 were logged before the kill and redone after).
   assert events_without_time(tmp_path) == events_without_time(ref_dir)
+  # The per-example record continues bit for bit: every draw of the 12 steps counted once.
+  record = newest_record(tmp_path)
+  assert int(record.seen.sum()) == 12 * tiny.get_config().batch_size
+  assert_records_equal(record, newest_record(ref_dir))
 
 
 # ---- checkpoint damage ------------------------------------------------------------------------

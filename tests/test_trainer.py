@@ -14,6 +14,7 @@ import pytest
 from famus_jax import config_check
 from famus_jax.errors import ConfigError
 from famus_jax.presets import tiny
+from famus_jax.tools.label_issues import restore_run
 from famus_jax.train import tensorboard
 from famus_jax.train.logbook import read_metrics
 from famus_jax.train.trainer import train_and_evaluate
@@ -143,6 +144,12 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
     if a['event'] in ('train', 'eval'):
       loss_key = 'train_loss' if a['event'] == 'train' else 'test_loss'
       assert a[loss_key] == b[loss_key]
+  # The per-example record of the last checkpoints (MW-Net's learned weights), bit for bit.
+  records = [restore_run(str(tmp_path / name))[2].record for name in ('straight', 'resumed')]
+  assert int(records[0].seen.sum()) == 18 * tiny.get_config().batch_size
+  assert len(np.unique(records[0].weight_sum)) > 10
+  for field in ('weight_sum', 'seen', 'last_pred'):
+    np.testing.assert_array_equal(getattr(records[0], field), getattr(records[1], field))
   # TensorBoard: the scalars of every 'train' and 'eval' event at its step, nothing else; in
   # the resumed workdir a second file whose purge marker hides the killed attempt's step 8.
   for workdir in ('straight', 'resumed'):
