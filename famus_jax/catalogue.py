@@ -6,7 +6,9 @@ config group, the config fields whose values set its runs apart and the one
 short name each such value shows ('famus(l2r)', 'mwnet[reuse]',
 'fsr[one_pass]', 'famus[pseudo_clean]'), its benchmark variants, its PyTorch
 peer, the metrics and events it writes to metrics.jsonl, whether it trains one
-network or the co-trained pair and whether it reads the clean meta set.
+network or the co-trained pair, whether it reads the clean meta set, and which
+per-example quantity ranks a run's suspected label errors
+(`famus_jax.tools.label_issues`).
 
 The metric and event names of metrics.jsonl are declared here too, so the
 producers and the tools (report, benchmark) spell them once. This module
@@ -93,6 +95,36 @@ class BenchmarkVariant:
   peer: bool = True
 
 
+# ---- which per-example quantity ranks a run's label issues (famus_jax/tools/label_issues.py) --
+MEAN_WEIGHT = 'mean_weight'              # the per-example record's running mean weight
+META_MARGIN = 'meta_margin'              # a margin score the method keeps (higher: cleaner)
+CLEAN_PROBABILITY = 'clean_probability'  # the co-trained pair's clean probability
+LABEL_ISSUE_SOURCES = (MEAN_WEIGHT, META_MARGIN, CLEAN_PROBABILITY)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelIssueScore:
+  """The per-example judgement that ranks a method's suspected label errors.
+
+  source: MEAN_WEIGHT (the record's weight_sum / seen, famus_jax/train/record.py),
+  META_MARGIN (a per-example margin the method keeps in its `method_state` under `key`, with
+  the number of times each example was scored under `visits`) or CLEAN_PROBABILITY (the
+  co-trained pair's last division; a run on the pair's pseudo-clean meta sets is judged by it
+  whatever its method declares).
+  """
+  source: str = MEAN_WEIGHT
+  key: Optional[str] = None
+  visits: Optional[str] = None
+
+  def __post_init__(self):
+    if self.source not in LABEL_ISSUE_SOURCES:
+      raise ValueError(f'LabelIssueScore.source={self.source!r} is not one of '
+                       f'{list(LABEL_ISSUE_SOURCES)}')
+    if (self.source == META_MARGIN) != (self.key is not None and self.visits is not None):
+      raise ValueError(f'LabelIssueScore: source={self.source!r} takes the method_state keys '
+                       f'key and visits exactly when it is {META_MARGIN!r}')
+
+
 @dataclasses.dataclass(frozen=True)
 class MethodEntry:
   """Everything declared about one method (`config.method == name`).
@@ -107,6 +139,8 @@ class MethodEntry:
   networks: 1, or 2 for a co-trained pair. clean_meta: whether it reads the clean meta
   set. pseudo_clean: whether `config.meta_set='pseudo_clean'` can feed its meta batch
   instead. colour: its colour in the report's figures (None: one of the spare colours).
+  label_issue_score: the per-example judgement that ranks its runs' suspected label errors
+  (`LabelIssueScore`; the default: the running mean weight).
   """
   name: str
   factory: str
@@ -121,6 +155,7 @@ class MethodEntry:
   clean_meta: bool = False
   pseudo_clean: bool = False
   colour: Optional[str] = None
+  label_issue_score: LabelIssueScore = LabelIssueScore()
 
   @property
   def factory_path(self) -> tuple:
@@ -201,14 +236,14 @@ CATALOGUE = {
         'fsr', 'famus_jax.fsr.method:create_fsr', group='fsr',
         variants=(Variant('fsr.mixup_form', {'one_pass': 'one_pass'}),),
         ablation_fields=('fsr.',), metrics=(FSR_DICT_PURITY,), peer='fsr',
-        colour='tab:red',
+        colour='tab:red', label_issue_score=LabelIssueScore(META_MARGIN, 'score', 'visits'),
         benchmarks=(B('fsr', FSR),
                     B('fsr_nomixup', {**FSR, 'fsr.mixup_alpha': 0.0}),
                     B('fsr_onepass', {**FSR, 'fsr.mixup_form': 'one_pass'}))),
     'dividemix': MethodEntry(
         'dividemix', f'{REGISTRY}:create_dividemix', group='cotrain',
         ablation_fields=('cotrain.',), events=(DIVISION,), networks=2,
-        colour='tab:brown'),
+        colour='tab:brown', label_issue_score=LabelIssueScore(CLEAN_PROBABILITY)),
 }
 
 

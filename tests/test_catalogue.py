@@ -1,7 +1,8 @@
 """famus_jax.catalogue: one entry per method is what the registry, report, benchmark and peer read.
 
 A fake method added to the catalogue alone is labelled, benchmarked and grouped
-in the report's tables; the labels of the MLC variants keep them apart; every
+in the report's tables, and its runs' label issues are ranked by the judgement it
+declares; the labels of the MLC variants keep them apart; every
 factory path resolves (where its module exists).
 """
 
@@ -9,13 +10,16 @@ import importlib
 import importlib.util
 import json
 import os
+import types
 
+import ml_collections
 import numpy as np
 import pytest
 
 from famus_jax import catalogue, method_registry
-from famus_jax.catalogue import BenchmarkVariant, MethodEntry, Variant
-from famus_jax.tools import benchmark, report
+from famus_jax.catalogue import BenchmarkVariant, LabelIssueScore, MethodEntry, Variant
+from famus_jax.tools import benchmark, label_issues, report
+from famus_jax.train.record import ExampleRecord
 
 FAKE = MethodEntry(
     'fake', 'famus_jax.method_registry:create_erm', group='fake',
@@ -23,7 +27,8 @@ FAKE = MethodEntry(
     ablation_fields=('fake.',),
     benchmarks=(BenchmarkVariant('fake', {'method': 'fake'}),
                 BenchmarkVariant('fake_b', {'method': 'fake', 'fake.form': 'b'}, peer=False)),
-    peer='erm')
+    peer='erm',
+    label_issue_score=LabelIssueScore(catalogue.META_MARGIN, 'fake_margin', 'fake_visits'))
 
 
 @pytest.fixture
@@ -75,6 +80,36 @@ def test_a_fake_method_is_labelled_benchmarked_and_reported(fake, tmp_path):
   assert result['grid'][setting]['fake']['minus_erm'][:2] == (pytest.approx(10.0), None)
   text = open(result['report']).read()
   assert '| fake | 2 (s0, s1) |' in text and '| fake(b) | 1 (s0) |' in text
+
+
+def test_a_fake_methods_declared_label_issue_score_ranks_its_runs(fake):
+  config = ml_collections.ConfigDict({'method': 'fake', 'meta_set': 'clean'})
+  assert label_issues.score_source(config) == catalogue.META_MARGIN
+  # A restored state: the margin the fake method keeps, not the record's (uniform) weights.
+  state = types.SimpleNamespace(
+      record=ExampleRecord(weight_sum=np.array([1.0, 1.0, 1.0, 0.0], np.float32),
+                           seen=np.array([1, 1, 1, 0]), last_pred=np.array([0, 1, 2, -1])),
+      method_state={'fake_margin': np.array([0.5, -1.0, 2.0, 0.0]),
+                    'fake_visits': np.array([1, 1, 1, 0])})
+  data = types.SimpleNamespace(num_train=4, train_labels=np.array([0, 1, 2, 0]),
+                               train_clean_labels=np.array([0, 2, 2, 0]))
+  issues = label_issues.label_issues_of(config, data, state, 7)
+  assert (issues.source, issues.method, issues.step) == (catalogue.META_MARGIN, 'fake', 7)
+  # Ascending margin ranks 2, 1, 3 of the 3 visited examples; the unvisited one unjudged.
+  np.testing.assert_allclose(issues.score[:3], [0.5, 1.0, 0.0])
+  assert np.isnan(issues.score[3])
+  np.testing.assert_array_equal(issues.predicted_label, [0, 1, 2, -1])
+  # On the pair's pseudo-clean meta sets the division judges, whatever the method declares.
+  config.meta_set = 'pseudo_clean'
+  assert label_issues.score_source(config) == catalogue.CLEAN_PROBABILITY
+  # The catalogue's own entries, and declarations it refuses.
+  assert catalogue.entry('mwnet').label_issue_score == LabelIssueScore(catalogue.MEAN_WEIGHT)
+  assert catalogue.entry('fsr').label_issue_score.source == catalogue.META_MARGIN
+  assert catalogue.entry('dividemix').label_issue_score.source == catalogue.CLEAN_PROBABILITY
+  with pytest.raises(ValueError, match='not one of'):
+    LabelIssueScore('loss')
+  with pytest.raises(ValueError, match='key and visits'):
+    LabelIssueScore(catalogue.META_MARGIN)
 
 
 def test_mlc_variants_have_their_own_labels(tmp_path):

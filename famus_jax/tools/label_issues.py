@@ -6,15 +6,16 @@
 Reads the run's config.json and its newest intact checkpoint, and ranks the
 training examples by how strongly the run judged their given label wrong.
 The score of example i is in [0, 1], higher is more suspicious, and comes
-from one of three judgements, chosen by what the method keeps
-(`score_source`):
+from one of three judgements, the one the method catalogue declares for the
+method (`famus_jax.catalogue.MethodEntry.label_issue_score`; `score_source`):
 
   mean_weight        the running mean weight m_i = weight_sum_i / seen_i of
                      the per-example record (`famus_jax.train.record`; uniform
                      weight = 1): score_i = 1 - m_i / max_j m_j, the max over
                      the seen examples (1 when no example ever got a positive
                      weight). Every single-network method but FSR.
-  meta_margin        FSR's momentum meta-margin score P_i (its method state;
+  meta_margin        a margin score P_i the method keeps in its method state
+                     under the declared key (FSR's momentum meta-margin score:
                      a higher margin means the loss drops more when i is
                      up-weighted, a cleaner-looking example), rank-normalised
                      and reversed: score_i = 1 - (r_i - 1) / (n - 1), r_i the
@@ -22,10 +23,11 @@ from one of three judgements, chosen by what the method keeps
                      (ties: their mean rank), so the lowest margin scores 1.
   clean_probability  the co-trained pair's last division: score_i = 1 - c_i,
                      c_i the mean of both members' clean probabilities
-                     (`famus_jax.cotrain.pair`). The pair's other columns are
-                     member A's record.
+                     (`famus_jax.cotrain.pair`). DivideMix, and every run on
+                     the pair's pseudo-clean meta sets whatever its method.
+                     The pair's other columns are member A's record.
 
-An example the run holds no judgement of (never drawn; FSR: never visited;
+An example the run holds no judgement of (never drawn; margin: never visited;
 the pair: no division yet) has score NaN, is listed last and is left out of
 the evaluation. Methods whose weights are uniform (erm, mlc, famus on the MLC
 base) give every seen example score 0: the ranking then says nothing, and the
@@ -58,20 +60,23 @@ from famus_jax.train.trainer import create_run, data_mesh
 from famus_jax.tools.report.loading import read_json, with_schema_defaults
 from famus_jax.tools.report.plots import CLEAN_COLOUR, NOISY_COLOUR, matplotlib_modules
 
-MEAN_WEIGHT, META_MARGIN, CLEAN_PROBABILITY = 'mean_weight', 'meta_margin', 'clean_probability'
-# Method knowledge, to move into famus_jax.catalogue (a `MethodEntry` field naming the
-# judgement): the methods that keep a per-example score of their own in `method_state`,
-# and the key it is kept under. A pair (`MethodEntry.networks == 2`, or a run on the pair's
-# pseudo-clean meta sets) is judged by its division; every other method by its mean weight.
-OWN_SCORES = {'fsr': (META_MARGIN, 'score', 'visits')}
+MEAN_WEIGHT, META_MARGIN, CLEAN_PROBABILITY = (catalogue.MEAN_WEIGHT, catalogue.META_MARGIN,
+                                              catalogue.CLEAN_PROBABILITY)
+
+
+def declared_score(config) -> catalogue.LabelIssueScore:
+  """The judgement that ranks a run of `config`: its method's catalogue entry declares it; a run
+  on the pair's pseudo-clean meta sets is judged by its division."""
+  if co_trained(config):
+    return catalogue.LabelIssueScore(CLEAN_PROBABILITY)
+  spec = catalogue.entry(config.method)
+  return spec.label_issue_score if spec is not None else catalogue.LabelIssueScore()
 
 
 def score_source(config) -> str:
-  """Which judgement ranks a run of `config` (module docstring)."""
-  spec = catalogue.entry(config.method)
-  if (spec is not None and spec.networks == 2) or co_trained(config):
-    return CLEAN_PROBABILITY
-  return OWN_SCORES[config.method][0] if config.method in OWN_SCORES else MEAN_WEIGHT
+  """Which judgement ranks a run of `config` (module docstring): MEAN_WEIGHT, META_MARGIN or
+  CLEAN_PROBABILITY."""
+  return declared_score(config).source
 
 
 class LabelIssues(NamedTuple):
@@ -180,7 +185,8 @@ def rank_label_issues(workdir: str) -> LabelIssues:
 
 def label_issues_of(config, data, state, step: int) -> LabelIssues:
   """`rank_label_issues` of a restored (host) state of a run of `config` on `data`."""
-  source = score_source(config)
+  declared = declared_score(config)
+  source = declared.source
   notes = []
   if source == CLEAN_PROBABILITY:
     record = state.a.record
@@ -193,9 +199,9 @@ def label_issues_of(config, data, state, step: int) -> LabelIssues:
     score, judgement = 1.0 - clean, clean
   elif source == META_MARGIN:
     record = state.record
-    _, key, visits_key = OWN_SCORES[config.method]
-    score, judgement = margin_score(state.method_state[key], state.method_state[visits_key])
-  else:
+    score, judgement = margin_score(state.method_state[declared.key],
+                                    state.method_state[declared.visits])
+  else:  # MEAN_WEIGHT (LabelIssueScore admits no other source)
     record = state.record
     score, judgement = mean_weight_score(record.weight_sum, record.seen)
     seen_scores = score[np.isfinite(score)]
