@@ -13,13 +13,14 @@ the first one's config sets the data, the network and the schedule):
 
 1. Folds: the training set, split into K parts (`--folds`, default 5) stratified by the given
    (noisy) label, from `--seed` (`stratified_folds`).
-2. K trainings: for each fold k, ERM with the project's own trainer (`train_and_evaluate`, in
-   OUT/fold_k: checkpoints, resume, summary.json) on the run's training set without fold k:
-   the same images with the same noisy labels, the same network, schedule, augmentation and
-   seed. The trainer builds its data from the config; here the run's data restricted to the
-   fold's indices is handed to it instead (`restricted_data`, `trainer_data`). A config's
-   `train_subset` cannot do this: it draws a class-balanced subset of its own, and the label
-   noise is drawn after subsetting, so the labels would not be the run's.
+2. K trainings: for each fold k, ERM with the project's own trainer through its public entry
+   `famus_jax.train.trainer.train_and_evaluate(config, workdir, data=...)` (in OUT/fold_k:
+   checkpoints, resume, summary.json) on the run's training set without fold k: the same
+   images with the same noisy labels, the same network, schedule, augmentation and seed. The
+   fold's training set is in-memory arrays, the run's restricted to the fold's indices
+   (`restricted_data`), handed to the trainer as its data. A config's `train_subset` cannot
+   do this: it draws a class-balanced subset of its own, and the label noise is drawn after
+   subsetting, so the labels would not be the run's.
 3. Out-of-fold probabilities: each fold's final network (eval mode) predicts softmax
    probabilities for the examples it did not train on (`out_of_fold_probabilities`); each
    training example gets exactly one row, from the one fold that held it out.
@@ -38,7 +39,6 @@ tests/test_confident_learning.py; the real comparison has not been run yet.
 """
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
@@ -95,17 +95,6 @@ def restricted_data(data, keep: np.ndarray):
                              train_clean_labels=clean, info=info)
 
 
-@contextlib.contextmanager
-def trainer_data(data):
-  """The trainer builds `data` instead of what the config describes (the fold's training set)."""
-  original = trainer.build_data
-  trainer.build_data = lambda config: data
-  try:
-    yield
-  finally:
-    trainer.build_data = original
-
-
 def fold_config(config):
   """The run's config with ERM on one network (the network and schedule stay the run's)."""
   config = ml_collections.ConfigDict(config.to_dict())
@@ -117,8 +106,8 @@ def fold_config(config):
 
 def train_fold(config, data, keep: np.ndarray, workdir: str) -> dict:
   """ERM with the project's trainer on the training examples `keep`; returns its summary."""
-  with trainer_data(restricted_data(data, keep)):
-    return trainer.train_and_evaluate(fold_config(config), workdir)
+  return trainer.train_and_evaluate(fold_config(config), workdir,
+                                    data=restricted_data(data, keep))
 
 
 def fold_probabilities(config, data, keep: np.ndarray, held_out: np.ndarray,
