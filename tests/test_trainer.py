@@ -168,7 +168,7 @@ def test_tensorboard_without_tensorboardx_is_one_line_naming_the_field(monkeypat
   config = tiny.get_config()
   config.tensorboard = True
   config_check.validate(config)
-  monkeypatch.setattr(tensorboard, 'EventsWriter', None)
+  monkeypatch.setattr(tensorboard, 'PACKAGE', 'tensorboardX_not_installed')
   with pytest.raises(ConfigError, match=r'config\.tensorboard=True .*pip install tensorboardX'
                      ) as err:
     config_check.validate(config)

@@ -14,9 +14,11 @@ of the steps the resumed run does again, as metrics.jsonl drops their events.
 
 tensorboardX is an optional dependency (`pip install tensorboardX`, or the package's
 `tensorboard` extra); with config.tensorboard=True and no tensorboardX, `check_available` stops
-the run before anything is compiled.
+the run before anything is compiled. It is imported by the first writer only: tensorboardX
+imports PyTorch where that is installed, which a run without TensorBoard files does not pay for.
 """
 
+import importlib.util
 import numbers
 import os
 import time
@@ -24,21 +26,16 @@ import weakref
 
 from famus_jax.errors import ConfigError
 
-try:
-  from tensorboardX.event_file_writer import EventsWriter
-  from tensorboardX.proto import event_pb2, summary_pb2
-except ImportError:  # the optional extra is not installed: check_available says so
-  EventsWriter = event_pb2 = summary_pb2 = None
-
 # The metrics.jsonl events whose scalars are written.
 EVENTS = ('train', 'eval')
 DIRECTORY = 'tensorboard'
+PACKAGE = 'tensorboardX'
 INSTALL = 'pip install tensorboardX'
 
 
 def check_available() -> None:
   """Raise ConfigError (one line, naming the field and the install command) without tensorboardX."""
-  if EventsWriter is None:
+  if importlib.util.find_spec(PACKAGE) is None:
     raise ConfigError('config.tensorboard=True writes TensorBoard event files with tensorboardX, '
                       f'which is not installed: {INSTALL} (or pip install "famus_jax[tensorboard]"'
                       '), or set config.tensorboard=False')
@@ -64,6 +61,11 @@ class TensorBoardWriter:
 
   def __init__(self, workdir: str):
     check_available()
+    # pylint: disable=import-outside-toplevel
+    from tensorboardX.event_file_writer import EventsWriter
+    from tensorboardX.proto import event_pb2, summary_pb2
+    # pylint: enable=import-outside-toplevel
+    self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
     self.directory = os.path.join(workdir, DIRECTORY)
     os.makedirs(self.directory, exist_ok=True)
     # A nanosecond suffix keeps files opened within the same second apart, in opening order.
@@ -78,6 +80,7 @@ class TensorBoardWriter:
     A SessionLog START event at `step`: TensorBoard drops the points at that step and after that
     it has read before it, from every tag.
     """
+    event_pb2 = self._event_pb2
     self._events.write_event(event_pb2.Event(
         wall_time=time.time(), step=int(step),
         session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
@@ -89,11 +92,12 @@ class TensorBoardWriter:
     points = scalars(values)
     if not points:
       return
+    summary_pb2 = self._summary_pb2
     summary = summary_pb2.Summary(value=[
         summary_pb2.Summary.Value(tag=f'{event}/{key}', simple_value=value)
         for key, value in points.items()])
-    self._events.write_event(event_pb2.Event(wall_time=time.time(), step=int(step),
-                                             summary=summary))
+    self._events.write_event(self._event_pb2.Event(wall_time=time.time(), step=int(step),
+                                                   summary=summary))
     self._events.flush()
 
   def close(self) -> None:
