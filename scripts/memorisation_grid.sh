@@ -7,7 +7,11 @@
 #   bash scripts/memorisation_grid.sh OUTDIR "SEEDS" ["VARIANTS"]
 #   python -m famus_jax.tools.report OUTDIR --out=results/memorisation
 #
-# Default VARIANTS: the whole grid (about 7 hours per seed on one CPU core).
+# Default VARIANTS: the whole grid (about 7 hours per seed on one CPU core). The FaMUS
+# ablations that separate its parts from exact MW-Net are not in the default list:
+#   famus_nolg:method=famus,famus.lambda_g=0.0     L_g off
+#   famus_all:method=famus,famus.strategy=all      every layer in every estimate
+#   famus_cand_all:method=famus,famus.candidates=all  the samplers choose among every layer
 set -euo pipefail
 out=${1:?usage: memorisation_grid.sh OUTDIR SEEDS [VARIANTS]}
 seeds=${2:-0 1 2}
