@@ -39,6 +39,7 @@ a keyword where the name has no dot (`num_epochs=10`).
 
 from typing import Optional
 
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import ml_collections
@@ -147,17 +148,12 @@ def config_for(method: str, data: DataSplits, **fields) -> ml_collections.Config
   c.method, c.dataset, c.model = method, 'arrays', 'custom'
   c.num_meta = int(len(data.meta_labels))
   c.progress_bar = False
-  values = {**API_DEFAULTS, **fields}
-  for name, value in values.items():
-    parent, _, leaf = name.rpartition('.')
-    group = c
-    for part in parent.split('.') if parent else ():
-      if part not in group or not isinstance(group[part], ml_collections.ConfigDict):
-        raise ConfigError(f'config.{name} is not a field of famus_jax.config')
-      group = group[part]
-    if leaf not in group or isinstance(group[leaf], ml_collections.ConfigDict):
+  names = traverse_util.flatten_dict(c.to_dict(), sep='.')
+  for name, value in {**API_DEFAULTS, **fields}.items():
+    if name not in names:
       raise ConfigError(f'config.{name} is not a field of famus_jax.config')
-    group[leaf] = value
+    parent, _, leaf = name.rpartition('.')
+    (c[parent] if parent else c)[leaf] = value
   config_check.validate(c)
   return c
 

@@ -20,6 +20,8 @@ Adding a method: one entry in `CATALOGUE` (plus the method's own module).
 import dataclasses
 from typing import Any, Mapping, Optional
 
+from flax import traverse_util
+
 # ---- events of metrics.jsonl (the 'event' field of each record) ---------------------------
 TRAIN = 'train'          # window means of the step metrics, every config.log_every steps
 EVAL = 'eval'            # test accuracy / loss (and the training fit) at each evaluation
@@ -286,11 +288,12 @@ def label(config: Mapping) -> str:
   """
   method = config.get('method', '?')
   spec = entry(method)
+  fields = traverse_util.flatten_dict(dict(config), sep='.')
   stem, tags = method, []
   for variant in (spec.variants if spec else ()):
-    if variant.when is not None and _get(config, variant.when[0]) != variant.when[1]:
+    if variant.when is not None and fields.get(variant.when[0]) != variant.when[1]:
       continue
-    name = variant.name_of(_get(config, variant.field, variant.default))
+    name = variant.name_of(fields.get(variant.field, variant.default))
     if name is None:
       continue
     if variant.stem:
@@ -298,12 +301,3 @@ def label(config: Mapping) -> str:
     else:
       tags.append(name)
   return stem + (f'[{",".join(tags)}]' if tags else '')
-
-
-def _get(config: Mapping, field: str, default=None):
-  node = config
-  for part in field.split('.'):
-    if not isinstance(node, Mapping) or part not in node:
-      return default
-    node = node[part]
-  return node

@@ -19,7 +19,7 @@ from flax import traverse_util
 from ml_collections import config_flags
 
 from famus_jax import config as base_config
-from famus_jax import errors, presets
+from famus_jax import config_check, errors, presets
 from famus_jax.train import distributed
 from famus_jax.train.trainer import train_and_evaluate
 
@@ -121,6 +121,7 @@ def _train_main(argv):
   workdir = flags.FLAGS.workdir or default_workdir(config)
   try:
     check_workdir(workdir)
+    config_check.validate(config)
     summary = train_and_evaluate(config, workdir)
   except USER_ERRORS as e:
     distributed.exit_now(f'error ({type(e).__name__}): {e}')

@@ -1,10 +1,11 @@
 """Config validation: every bad value is reported with its field and what is allowed.
 
 Runs before any data is loaded or compiled, so a typo costs a second, not a
-compile. Name checks use the registries of the modules that own the names.
+compile: the entry points (famus-train, the Python API, the tools) call
+`validate` before they hand a config to the trainer. Name checks use the
+registries of the modules that own the names.
 """
 
-from famus_jax import config as config_schema
 from famus_jax.cotrain.pair import DIVIDEMIX, META_SETS, co_trained, semi_supervised
 from famus_jax.data import DATASETS, NOISE_TYPES, SOURCES
 from famus_jax.data.augment import check_augment_config
@@ -22,23 +23,14 @@ from famus_jax.train.schedules import SCHEDULES
 from famus_jax.train.tensorboard import check_available as check_tensorboard_available
 
 
-def default_config():
-  """The schema's config with every field at its default (famus_jax/config.py)."""
-  return config_schema.get_config()
-
-
 def _choice(config, field, allowed):
-  value = config
-  for part in field.split('.'):
-    value = value[part]
+  value = config[field]  # a dotted name reads the nested field
   if value not in allowed:
     raise ConfigError(f'config.{field}={value!r} is not one of {sorted(allowed)}')
 
 
 def _range(config, field, low, high, low_open=False, high_open=True):
-  value = config
-  for part in field.split('.'):
-    value = value[part]
+  value = config[field]
   ok_low = value > low if low_open else value >= low
   ok_high = value < high if high_open else value <= high
   if not (ok_low and ok_high):

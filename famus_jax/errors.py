@@ -1,4 +1,4 @@
-"""Exceptions raised by famus_jax."""
+"""Exceptions raised by famus_jax, and `first_line`, the one-line form of any exception."""
 
 
 class ConfigError(ValueError):
@@ -47,3 +47,9 @@ class DistributedError(RuntimeError):
   The message names this process, the step, the last checkpoint and that rerunning the same
   command on every host resumes from it.
   """
+
+
+def first_line(e: BaseException) -> str:
+  """'ExceptionType: the first line of its message', for one-line reasons inside a message."""
+  text = str(e).strip().splitlines()
+  return f'{type(e).__name__}: {text[0] if text else ""}'.rstrip(': ')

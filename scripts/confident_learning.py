@@ -52,6 +52,7 @@ import ml_collections  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 from absl import logging  # pylint: disable=g-import-not-at-top
 
+from famus_jax import config_check  # pylint: disable=g-import-not-at-top
 from famus_jax.data import build_data  # pylint: disable=g-import-not-at-top
 from famus_jax.tools import label_issues  # pylint: disable=g-import-not-at-top
 from famus_jax.train import trainer  # pylint: disable=g-import-not-at-top
@@ -106,8 +107,9 @@ def fold_config(config):
 
 def train_fold(config, data, keep: np.ndarray, workdir: str) -> dict:
   """ERM with the project's trainer on the training examples `keep`; returns its summary."""
-  return trainer.train_and_evaluate(fold_config(config), workdir,
-                                    data=restricted_data(data, keep))
+  config = fold_config(config)
+  config_check.validate(config)
+  return trainer.train_and_evaluate(config, workdir, data=restricted_data(data, keep))
 
 
 def fold_probabilities(config, data, keep: np.ndarray, held_out: np.ndarray,

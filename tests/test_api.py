@@ -136,6 +136,10 @@ def test_fit_on_fashion_mnist_arrays_trains_and_resumes(tmp_path, capsys):
 def test_bad_inputs_name_what_is_wrong(data):
   with pytest.raises(ConfigError, match=r'config\.famus\.no_such is not a field'):
     famus_jax.config_for('famus', data, **{'famus.no_such': 1})
+  with pytest.raises(ConfigError, match=r"config\.resume='yes' is not one of"):
+    famus_jax.config_for('erm', data, resume='yes')
+  with pytest.raises(ConfigError, match=r"config\.method='mwnett' is not one of"):
+    famus_jax.fit(MODEL, data, '/nonexistent-never-created', method='mwnett')
   with pytest.raises(ValueError, match='train_images must be uint8'):
     famus_jax.arrays_data(np.zeros((4, 8, 8, 3), np.float32), np.zeros(4, int), num_classes=2)
   with pytest.raises(ValueError, match=r'train_labels must lie in \[0, 2\)'):

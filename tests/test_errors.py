@@ -125,6 +125,21 @@ def test_unknown_override_is_one_line_naming_the_field():
                                 "'fsr.mixup_alpa'; did you mean fsr.mixup_alpha")
 
 
+@pytest.mark.parametrize('flag, says', [
+    ('--config.resume=yes', "config.resume='yes' is not one of ['allow_changes', 'auto']"),
+    ('--config.method=mwnett', "config.method='mwnett' is not one of ["),
+    ('--config.famus.strategy=greedy', 'strategy'),
+])
+def test_bad_config_value_is_one_line_and_writes_nothing(tmp_path, flag, says):
+  workdir = tmp_path / 'never'
+  code, err = run_main(flag, f'--workdir={workdir}')
+  assert code != 0 and 'Traceback' not in err, err
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error (ConfigError): config.'), err
+  assert says in lines[0]
+  assert not workdir.exists()
+
+
 def test_workdir_that_is_a_file_is_one_line_naming_the_path(tmp_path):
   path = tmp_path / 'a_file'
   path.write_text('')

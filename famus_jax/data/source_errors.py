@@ -25,9 +25,3 @@ def missing(source: str, path: str, what: str) -> DataNotFoundError:
   return DataNotFoundError(
       f'Incomplete data (data_source {source}): {path} is missing ({what}). Restore it or '
       f'prepare the copy again; no other copy of the data is used instead.')
-
-
-def first_line(e: BaseException) -> str:
-  """'ExceptionType: the first line of its message', for one-line reasons."""
-  text = str(e).strip().splitlines()
-  return f'{type(e).__name__}: {text[0] if text else ""}'.rstrip(': ')

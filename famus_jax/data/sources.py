@@ -36,10 +36,10 @@ from famus_jax.data import cifar_archive
 from famus_jax.data import datasets
 from famus_jax.data import download as download_lib
 from famus_jax.data import idx
-from famus_jax.data.source_errors import SourceFailed, damaged, first_line
+from famus_jax.data.source_errors import SourceFailed, damaged
 from famus_jax.data.tfds_source import read_tfds
 from famus_jax.errors import ConfigError
-from famus_jax.errors import DataNotFoundError
+from famus_jax.errors import DataNotFoundError, first_line
 
 # Which sources can serve which data set ('auto' serves all).
 ALLOWED_SOURCES = {

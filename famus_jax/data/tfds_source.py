@@ -17,8 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from famus_jax.data.source_errors import SourceFailed, damaged, first_line, missing
-from famus_jax.errors import DataNotFoundError
+from famus_jax.data.source_errors import SourceFailed, damaged, missing
+from famus_jax.errors import DataNotFoundError, first_line
 
 # Records read per `__getitems__` call on a TFDS data source.
 CHUNK = 1024

@@ -47,7 +47,7 @@ import numpy as np
 from absl import flags, logging
 from jax.flatten_util import ravel_pytree
 
-from famus_jax import cli
+from famus_jax import cli, config_check
 from famus_jax.errors import ConfigError
 from famus_jax.provenance import provenance
 from famus_jax.famus import layer_sets as ls_lib
@@ -236,6 +236,7 @@ class QualityHook(Hook):
 def run_quality(config, workdir: str) -> dict:
   """Train with FaMUS and check the estimators every `config.quality.every` steps."""
   check_quality_config(config)
+  config_check.validate(config)
   hook = QualityHook(config, workdir)
   train_and_evaluate(config, workdir, hooks=[hook])
   if hook.summary is None:  # the run had already finished: nothing was checked anew

@@ -33,12 +33,13 @@ import re
 import shutil
 from typing import Callable, Optional
 
+from flax import traverse_util
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from famus_jax.errors import (CheckpointDamagedError, CheckpointSaveError, WorkdirMismatchError,
-                              WorkdirLockedError)
+                              WorkdirLockedError, first_line)
 from famus_jax.train import distributed
 from famus_jax.train.state import TrainState
 
@@ -76,22 +77,6 @@ FINITE_FIELDS = ('params', 'batch_stats', 'opt_state')
 _TRAIN_STATE_FIELDS = tuple(f.name for f in dataclasses.fields(TrainState))
 
 
-def _first_line(e: BaseException) -> str:
-  text = str(e).strip().splitlines()
-  return f'{type(e).__name__}: {text[0] if text else ""}'.rstrip(': ')
-
-
-def _flatten(tree, prefix=''):
-  out = {}
-  for key, value in tree.items():
-    name = f'{prefix}{key}'
-    if isinstance(value, dict):
-      out.update(_flatten(value, name + '.'))
-    else:
-      out[name] = json.loads(json.dumps(value))  # tuples -> lists, as read back from JSON
-  return out
-
-
 def _digest(*arrays) -> str:
   h = hashlib.sha256()
   for a in arrays:
@@ -123,8 +108,10 @@ def data_identity(data) -> dict:
 
 
 def config_fingerprint(values: dict) -> dict:
-  """The flattened config (dotted names) minus RESUMABLE_FIELDS."""
-  return {k: v for k, v in _flatten(values).items() if k not in RESUMABLE_FIELDS}
+  """The flattened config (dotted names) minus RESUMABLE_FIELDS, values as JSON reads them back
+  (tuples as lists)."""
+  flat = traverse_util.flatten_dict(values, sep='.')
+  return {k: json.loads(json.dumps(v)) for k, v in flat.items() if k not in RESUMABLE_FIELDS}
 
 
 def run_fingerprint(config, data) -> dict:
@@ -220,7 +207,7 @@ def _os_cause(e: BaseException) -> str:
       files = _TENSORSTORE_FILE.findall(str(cur))
       return _os_error_text(int(code.group(1)), files[-1] if files else None)
     cur = cur.__cause__ or cur.__context__
-  return _first_line(e)
+  return first_line(e)
 
 
 class Checkpointer:
@@ -319,7 +306,7 @@ class Checkpointer:
       try:
         record = self.read_record(step)
       except Exception as e:  # pylint: disable=broad-except
-        damaged.append((step, f'its progress record is unreadable ({_first_line(e)})'))
+        damaged.append((step, f'its progress record is unreadable ({first_line(e)})'))
         continue
       check_record(step, record)
       if 'layout' in record and record['layout'] != template_layout:
@@ -327,7 +314,7 @@ class Checkpointer:
       try:
         state = self._restore_checked(step, template_state, record)
       except Exception as e:  # pylint: disable=broad-except
-        damaged.append((step, f'its arrays are damaged ({_first_line(e)})'))
+        damaged.append((step, f'its arrays are damaged ({first_line(e)})'))
         continue
       self.last_good_step = step
       return step, state, record, damaged

@@ -48,7 +48,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 
 from famus_jax.cotrain.pair import co_trained
-from famus_jax.errors import ConfigError, DistributedError
+from famus_jax.errors import ConfigError, DistributedError, first_line
 
 # Pieces of the messages of a collective or coordination-service call whose peer process has
 # gone (gloo's "Connection closed by peer", a heartbeat timeout, a failed barrier).
@@ -161,7 +161,7 @@ def initialize(config) -> None:
           'famus_jax.train.distributed.initialize(config) first (famus-train does)') from None
     raise DistributedError(
         f'process {s.process_id} of {s.num_processes} could not join the job at {where} '
-        f'within {s.initialization_timeout_s} s ({_first_line(e)}): start the same command on '
+        f'within {s.initialization_timeout_s} s ({first_line(e)}): start the same command on '
         f'every host, with its own config.distributed.process_id') from None
 
 
@@ -277,11 +277,6 @@ def barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def _first_line(e: BaseException) -> str:
-  text = str(e).strip().splitlines()
-  return f'{type(e).__name__}: {text[0] if text else ""}'.rstrip(': ')
-
-
 def is_peer_failure(e: BaseException) -> bool:
   """Whether `e` is a collective or coordination failure of a multi-process job (a peer died)."""
   if jax.process_count() == 1 or not isinstance(e, (RuntimeError, ValueError, OSError)):
@@ -297,5 +292,5 @@ def lost_process_error(e: BaseException, step: int,
             else 'there is no checkpoint of this run yet')
   return DistributedError(
       f'process {jax.process_index()} of {jax.process_count()}: another process of the job '
-      f'stopped or became unreachable during step {step + 1} ({_first_line(e)}). The job '
+      f'stopped or became unreachable during step {step + 1} ({first_line(e)}). The job '
       f'stops; {resume}. Rerun the same command on every host to resume from it.')

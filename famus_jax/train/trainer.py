@@ -1,9 +1,11 @@
 """The training run: data, model, method, the compiled step, logging, checkpoints.
 
 `train_and_evaluate(config, workdir, hooks)` is what `famus-train` / `main.py`
-call. It resumes from the latest checkpoint in the workdir when there is one;
-batches are a pure function of (seed, step), so a resumed run sees the same
-data as an uninterrupted one.
+call, after `famus_jax.config_check.validate`. It resumes from the latest
+checkpoint in the workdir when there is one (`_restore_matching`,
+`_resume_or_start`) and then runs the loop (`TrainingLoop`); batches are a pure
+function of (seed, step), so a resumed run sees the same data as an
+uninterrupted one.
 
 Host transfers: every step copies only the finite flag and the method's
 dispatch record to the host (`Run.run_step`); metrics, example weights and
@@ -28,7 +30,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from famus_jax import config_check
+from famus_jax import config as schema
 from famus_jax.cotrain.pair import co_trained
 from famus_jax.data import build_data
 from famus_jax.errors import (ConfigError, NonFiniteLossError, WorkdirLockedError,
@@ -220,12 +222,13 @@ def train_and_evaluate(config, workdir: str, hooks: Sequence[Hook] = (), data=No
                        model=None) -> dict:
   """Train (resuming if a checkpoint exists), evaluate, write summary.json.
 
-  Every check (config, data, sizes, the workdir's lock, the run fingerprint against the saved
-  checkpoint or records, checkpoint integrity) runs before config.json, data_info.json or
-  metrics.jsonl are touched. data: a `DataSplits` to train on instead of loading what the
-  config names (the Python API's arrays); model: a Flax module instead of `config.model`'s.
+  config: one that `famus_jax.config_check.validate` accepts; the entry points (famus-train,
+  the Python API, the tools) check it before they call this. Every other check (data, sizes,
+  the workdir's lock, the run fingerprint against the saved checkpoint or records, checkpoint
+  integrity) runs here before config.json, data_info.json or metrics.jsonl are touched.
+  data: a `DataSplits` to train on instead of loading what the config names (the Python
+  API's arrays); model: a Flax module instead of `config.model`'s.
   """
-  config_check.validate(config)
   distributed.initialize(config)  # before anything touches a device
   mesh = data_mesh()
   check_divisible(config, mesh.size)
@@ -260,14 +263,65 @@ def _lock_workdir(workdir: str) -> WorkdirLock:
   return lock
 
 
+def _silent(*args, **kwargs) -> None:
+  del args, kwargs
+
+
 def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
-  # Process 0 writes the run's files and talks; every process trains and checkpoints.
+  """The run in its locked workdir: resume or start it, train it to the end, summarise it.
+
+  Process 0 writes the run's files and talks; every process trains and checkpoints.
+  """
   primary = distributed.is_primary()
-  say = print if primary else lambda *args, **kwargs: None
+  say = print if primary else _silent
   checkpointer = Checkpointer(workdir, config.keep_checkpoints)
   template = run.init_state()
+  found, changes = _restore_matching(config, workdir, checkpointer, template, fingerprint)
+  finished = _finished_summary(workdir, checkpointer, found, run.total_steps, say)
+  if finished is not None:
+    return finished
+
+  # Every check passed: from here on the workdir is written.
+  damaged = _quarantine_damaged(checkpointer, found, say)
+  _warn_of_changes(changes, say)
+  if primary:
+    _write_run_records(workdir, config, data, fingerprint)
+  log = MetricsLog(workdir, active=primary)
+  start, state, progress, window = _resume_or_start(run, data, checkpointer, log, found,
+                                                    template, say)
+  if changes or damaged:
+    log.write('resume', start, {
+        'changes': [[f, o, n] for f, o, n in changes],
+        'damaged_checkpoints': [[s, cause] for s, cause in damaged]})
+  for hook in hooks:
+    hook.on_start(run, state, start)
+
+  loop = TrainingLoop(run, hooks, checkpointer, log, fingerprint, progress, window, state,
+                      start)
+  loop.run_to_end()
+  checkpointer.close()
+  progress.wall_seconds = loop.wall_seconds()
+  summary = summarise(run, progress, loop.step, progress.wall_seconds)
+  for hook in hooks:
+    hook.on_end(run, loop.state, summary)
+  if primary:
+    write_json(os.path.join(workdir, 'summary.json'), summary)
+  return summary
+
+
+# ---- resume: the checks before the workdir is written, then the state to start from ---------
+
+def _restore_matching(config, workdir: str, checkpointer: Checkpointer, template,
+                      fingerprint: dict):
+  """(found, changes): the newest intact checkpoint of this run, and the changes let through.
+
+  found: `Checkpointer.restore_newest_intact`'s (step, state, record, damaged), or None when
+  there is no intact checkpoint. changes: [(field, saved, new)] of the fingerprint, which only
+  config.resume='allow_changes' accepts; otherwise a difference from the checkpoint's record
+  (or, without a checkpoint, from the workdir's config.json) raises WorkdirMismatchError.
+  """
+  defaults = config_fingerprint(schema.get_config().to_dict())
   changes = []
-  defaults = config_fingerprint(config_check.default_config().to_dict())
 
   def check_record(step, record):
     saved = record.get('fingerprint') or _recorded_fingerprint(workdir)
@@ -286,150 +340,206 @@ def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
     if diffs and config.resume != 'allow_changes':
       raise _mismatch_error(workdir, 'its config.json (no checkpoint yet)', diffs, '')
     changes[:] = diffs
+  return found, changes
 
+
+def _finished_summary(workdir: str, checkpointer: Checkpointer, found, total_steps: int,
+                      say) -> Optional[dict]:
+  """The summary.json of a run that already trained every step (checkpointer closed), or None."""
   summary_path = os.path.join(workdir, 'summary.json')
-  if found is not None and found[0] >= run.total_steps and os.path.exists(summary_path):
-    checkpointer.close()
-    say(f'The run in {workdir} already finished ({found[0]} of {run.total_steps} steps): '
-          f'nothing to train, {summary_path} is left as it is. To train further, pass a larger '
-          f'num_steps with --config.resume=allow_changes, or use a new workdir.')
-    with open(summary_path) as f:
-      return json.load(f)
+  if found is None or found[0] < total_steps or not os.path.exists(summary_path):
+    return None
+  checkpointer.close()
+  say(f'The run in {workdir} already finished ({found[0]} of {total_steps} steps): '
+      f'nothing to train, {summary_path} is left as it is. To train further, pass a larger '
+      f'num_steps with --config.resume=allow_changes, or use a new workdir.')
+  with open(summary_path) as f:
+    return json.load(f)
 
-  # Every check passed: from here on the workdir is written.
+
+def _quarantine_damaged(checkpointer: Checkpointer, found, say) -> list:
+  """Moves aside the damaged checkpoints newer than the one restored; [(step, cause)]."""
   damaged = found[3] if found else []
   if damaged:
     moved = checkpointer.quarantine([s for s, _ in damaged])
     names = '; '.join(f'step {s} ({checkpointer.step_path(s)}): {cause}' for s, cause in damaged)
     say(f'Warning: damaged checkpoint skipped: {names}. Moved to {", ".join(moved)}; '
-          f'resuming from step {found[0]}, the newest intact checkpoint.', file=sys.stderr)
+        f'resuming from step {found[0]}, the newest intact checkpoint.', file=sys.stderr)
+  return damaged
+
+
+def _warn_of_changes(changes: list, say) -> None:
   if changes:
     say('Warning: --config.resume=allow_changes: continuing with changed settings: '
-          + ', '.join(f'{f}: {json.dumps(o)} -> {json.dumps(n)}' for f, o, n in changes),
-          file=sys.stderr)
-  if primary:
-    write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-    write_json(os.path.join(workdir, 'data_info.json'), data.info)
-    write_json(os.path.join(workdir, FINGERPRINT_FILE), fingerprint)
+        + ', '.join(f'{f}: {json.dumps(o)} -> {json.dumps(n)}' for f, o, n in changes),
+        file=sys.stderr)
 
-  log = MetricsLog(workdir, active=primary)
-  state = template
-  progress = Progress()
+
+def _write_run_records(workdir: str, config, data, fingerprint: dict) -> None:
+  """config.json, data_info.json and the run fingerprint (process 0)."""
+  write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  write_json(os.path.join(workdir, 'data_info.json'), data.info)
+  write_json(os.path.join(workdir, FINGERPRINT_FILE), fingerprint)
+
+
+def _resume_or_start(run: Run, data, checkpointer: Checkpointer, log: MetricsLog, found,
+                     template, say):
+  """(start step, state, Progress, WindowMeans) to train from, with the metrics log set to it.
+
+  Resumed: the restored checkpoint's, the log cut back to its step. Fresh: step 0 and the
+  initial state, the log emptied and given the 'data' and 'method' events.
+  """
   window = WindowMeans()
-  pending = PendingHostData()
-  start = 0
-  if found is not None:
-    start, state, saved, _ = found
-    progress = Progress.from_record(saved['progress'])
-    progress.resumes += 1
-    window.sums, window.count = saved['window_sums'], saved['window_count']
-    if int(state.step) != start:
-      raise WorkdirMismatchError(f'the checkpoint {checkpointer.step_path(start)} holds the '
-                                 f'state of step {int(state.step)}')
-    log.truncate_after(start)
-    say(f'Resumed from the checkpoint at step {start} in {checkpointer.directory}')
-  else:
+  if found is None:
     log.truncate_after(0)
     log.write('data', 0, data.info)
-    log.write('method', 0, {'method': config.method, **run.method.describe()})
-  if changes or damaged:
-    log.write('resume', start, {
-        'changes': [[f, o, n] for f, o, n in changes],
-        'damaged_checkpoints': [[s, cause] for s, cause in damaged]})
-  for hook in hooks:
-    hook.on_start(run, state, start)
+    log.write('method', 0, {'method': run.config.method, **run.method.describe()})
+    return 0, template, Progress(), window
+  start, state, saved, _ = found
+  progress = Progress.from_record(saved['progress'])
+  progress.resumes += 1
+  window.sums, window.count = saved['window_sums'], saved['window_count']
+  if int(state.step) != start:
+    raise WorkdirMismatchError(f'the checkpoint {checkpointer.step_path(start)} holds the '
+                               f'state of step {int(state.step)}')
+  log.truncate_after(start)
+  say(f'Resumed from the checkpoint at step {start} in {checkpointer.directory}')
+  return start, state, progress, window
 
-  wall_base = progress.wall_seconds
-  t_start = time.time()
 
-  def save(step_now):
-    pending.flush(run, progress, window, log)
-    progress.wall_seconds = wall_base + (time.time() - t_start)
-    checkpointer.save(step_now, state, {'progress': dataclasses.asdict(progress),
-                                        'window_sums': window.sums, 'window_count': window.count,
-                                        'epoch': step_now // run.steps_per_epoch,
-                                        'step_in_epoch': step_now % run.steps_per_epoch,
-                                        'fingerprint': fingerprint})
+# ---- the loop --------------------------------------------------------------------------------
 
-  last_dispatch = None
-  bar = tqdm(total=run.total_steps, initial=start, disable=not (config.progress_bar and primary),
-             desc=f'{config.method}', dynamic_ncols=True)
-  step = start
-  batches = BatchPrefetcher(run.batch, run.steps_per_epoch, run.total_steps,
-                            config.prefetch_batches)
-  try:
-    while step < run.total_steps:
-      batch = batches.get(step)
-      for hook in hooks:
-        hook.before_step(run, step, state, batch)
-      t0 = time.perf_counter()
-      result = run.run_step(state, batch, last_dispatch)
-      elapsed = time.perf_counter() - t0
-      state = result.state
-      if not result.finite:
-        save(step)
-        raise NonFiniteLossError(
-            f'the training loss or gradient became NaN/inf at step {step + 1} '
-            f'(method {config.method}, lr {float(run.lr_fn(step)):.4g}); the last good state '
-            f'(step {step}) is saved in {checkpointer.directory}')
-      if result.compiled:
-        progress.compile_seconds += elapsed
-      else:
-        progress.timed_steps += 1
-        progress.timed_seconds += elapsed
-      pending.add(step, result.output, result.indices)
-      for hook in hooks:
-        hook.after_step(run, step, result)
-      last_dispatch = result.dispatch
-      step += 1
-      bar.update(1)
-      if step % config.log_every == 0 or step == run.total_steps:
-        pending.flush(run, progress, window, log)
-        values = window.flush()
-        values['epoch'] = step / run.steps_per_epoch
-        log.write('train', step, values)
-        bar.set_postfix(loss=f'{values["train_loss"]:.3f}', acc=f'{values["train_accuracy"]:.3f}',
-                        refresh=False)
-      if step % run.steps_per_epoch == 0:
-        state, events = run.on_epoch_end(state, step // run.steps_per_epoch)
-        for event in events:
-          log.write(event.name, step, event.values)
-      if step % config.eval_every == 0 or step == run.total_steps:
-        pending.flush(run, progress, window, log)
-        scores = run.evaluate(state)
-        progress.last_test_accuracy = scores['test_accuracy']
-        progress.last_test_loss = scores['test_loss']
-        progress.best_test_accuracy = max(progress.best_test_accuracy, scores['test_accuracy'])
-        scores['train_time_s'] = progress.timed_seconds + progress.compile_seconds
-        log.write('eval', step, scores)
-        if primary:
-          bar.write(f'step {step}: test accuracy {scores["test_accuracy"]:.4f} '
-                    f'(best {progress.best_test_accuracy:.4f})')
-      if step % config.checkpoint_every == 0 or step == run.total_steps:
-        save(step)
-  except KeyboardInterrupt:
-    # Ctrl-C between steps: keep everything done so far (one process only: in a job the
-    # others would not join the save).
-    if jax.process_count() == 1 and not any(x.is_deleted() for x in jax.tree.leaves(state)):
-      save(step)
-    raise
-  except Exception as e:  # pylint: disable=broad-except
-    if distributed.is_peer_failure(e):  # another process of the job died: stop, say how to resume
-      last = checkpointer.last_good_step
-      raise distributed.lost_process_error(
-          e, step, None if last is None else checkpointer.step_path(last)) from e
-    raise
-  finally:
-    batches.close()
-    bar.close()
-  checkpointer.close()
-  if step == start:  # nothing trained (finished run without a summary.json): saved wall time
-    progress.wall_seconds = wall_base
-  else:
-    progress.wall_seconds = wall_base + (time.time() - t_start)
-  summary = summarise(run, progress, step, progress.wall_seconds)
-  for hook in hooks:
-    hook.on_end(run, state, summary)
-  if primary:
-    write_json(os.path.join(workdir, 'summary.json'), summary)
-  return summary
+class TrainingLoop:
+  """The steps of a run from `start` to `run.total_steps`: logs, evaluations, checkpoints, hooks.
+
+  `state` and `step` are the state the loop holds and the steps it has finished; a checkpoint
+  saves them at any moment (at the schedule's steps, before a non-finite step's error, on
+  Ctrl-C between steps). `progress` and `window` are the running records a checkpoint keeps.
+  """
+
+  def __init__(self, run: Run, hooks: Sequence[Hook], checkpointer: Checkpointer,
+               log: MetricsLog, fingerprint: dict, progress: Progress, window: WindowMeans,
+               state, start: int):
+    self.run, self.config, self.hooks = run, run.config, hooks
+    self.checkpointer, self.log, self.fingerprint = checkpointer, log, fingerprint
+    self.progress, self.window, self.pending = progress, window, PendingHostData()
+    self.state, self.start, self.step = state, start, start
+    self.primary = distributed.is_primary()
+    self.wall_base = progress.wall_seconds
+    self.t_start = time.time()
+
+  def wall_seconds(self) -> float:
+    """Training-loop wall time of every process so far (the saved time when nothing trained)."""
+    if self.step == self.start:  # nothing trained (finished run without a summary.json)
+      return self.wall_base
+    return self.wall_base + (time.time() - self.t_start)
+
+  def save(self) -> None:
+    """A checkpoint of `state` at `step`, with the records (pending host data flushed first)."""
+    run, step = self.run, self.step
+    self.pending.flush(run, self.progress, self.window, self.log)
+    self.progress.wall_seconds = self.wall_base + (time.time() - self.t_start)
+    self.checkpointer.save(step, self.state, {
+        'progress': dataclasses.asdict(self.progress),
+        'window_sums': self.window.sums, 'window_count': self.window.count,
+        'epoch': step // run.steps_per_epoch, 'step_in_epoch': step % run.steps_per_epoch,
+        'fingerprint': self.fingerprint})
+
+  def run_to_end(self) -> None:
+    """Trains from `step` to `run.total_steps`.
+
+    Ctrl-C saves a checkpoint first (a single process); a failure of another process of the
+    job becomes DistributedError naming the last good checkpoint.
+    """
+    run, config = self.run, self.config
+    bar = tqdm(total=run.total_steps, initial=self.start,
+               disable=not (config.progress_bar and self.primary), desc=f'{config.method}',
+               dynamic_ncols=True)
+    batches = BatchPrefetcher(run.batch, run.steps_per_epoch, run.total_steps,
+                              config.prefetch_batches)
+    last_dispatch = None
+    try:
+      while self.step < run.total_steps:
+        last_dispatch = self._train_step(batches.get(self.step), last_dispatch)
+        self.step += 1
+        bar.update(1)
+        self._after_step(bar)
+    except KeyboardInterrupt:
+      # Ctrl-C between steps: keep everything done so far (one process only: in a job the
+      # others would not join the save).
+      if (jax.process_count() == 1
+          and not any(x.is_deleted() for x in jax.tree.leaves(self.state))):
+        self.save()
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      if distributed.is_peer_failure(e):  # another process of the job died: stop, say how
+        last = self.checkpointer.last_good_step
+        raise distributed.lost_process_error(
+            e, self.step, None if last is None else self.checkpointer.step_path(last)) from e
+      raise
+    finally:
+      batches.close()
+      bar.close()
+
+  def _train_step(self, batch, last_dispatch):
+    """One step on `batch` (hooks around it); its dispatch record. Saves and raises
+    NonFiniteLossError when the loss or gradient is not finite."""
+    run, step, progress = self.run, self.step, self.progress
+    for hook in self.hooks:
+      hook.before_step(run, step, self.state, batch)
+    t0 = time.perf_counter()
+    result = run.run_step(self.state, batch, last_dispatch)
+    elapsed = time.perf_counter() - t0
+    self.state = result.state
+    if not result.finite:
+      self.save()
+      raise NonFiniteLossError(
+          f'the training loss or gradient became NaN/inf at step {step + 1} '
+          f'(method {self.config.method}, lr {float(run.lr_fn(step)):.4g}); the last good '
+          f'state (step {step}) is saved in {self.checkpointer.directory}')
+    if result.compiled:
+      progress.compile_seconds += elapsed
+    else:
+      progress.timed_steps += 1
+      progress.timed_seconds += elapsed
+    self.pending.add(step, result.output, result.indices)
+    for hook in self.hooks:
+      hook.after_step(run, step, result)
+    return result.dispatch
+
+  def _after_step(self, bar) -> None:
+    """What is due after `step` steps: the train log, the epoch's end, evaluation, checkpoint."""
+    run, config, step = self.run, self.config, self.step
+    if step % config.log_every == 0 or step == run.total_steps:
+      self._log_window(bar)
+    if step % run.steps_per_epoch == 0:
+      self.state, events = run.on_epoch_end(self.state, step // run.steps_per_epoch)
+      for event in events:
+        self.log.write(event.name, step, event.values)
+    if step % config.eval_every == 0 or step == run.total_steps:
+      self._evaluate(bar)
+    if step % config.checkpoint_every == 0 or step == run.total_steps:
+      self.save()
+
+  def _log_window(self, bar) -> None:
+    """The 'train' event: the window's means of the step metrics."""
+    self.pending.flush(self.run, self.progress, self.window, self.log)
+    values = self.window.flush()
+    values['epoch'] = self.step / self.run.steps_per_epoch
+    self.log.write('train', self.step, values)
+    bar.set_postfix(loss=f'{values["train_loss"]:.3f}', acc=f'{values["train_accuracy"]:.3f}',
+                    refresh=False)
+
+  def _evaluate(self, bar) -> None:
+    """The 'eval' event: test accuracy and loss of `state` (and the training fit)."""
+    progress = self.progress
+    self.pending.flush(self.run, progress, self.window, self.log)
+    scores = self.run.evaluate(self.state)
+    progress.last_test_accuracy = scores['test_accuracy']
+    progress.last_test_loss = scores['test_loss']
+    progress.best_test_accuracy = max(progress.best_test_accuracy, scores['test_accuracy'])
+    scores['train_time_s'] = progress.timed_seconds + progress.compile_seconds
+    self.log.write('eval', self.step, scores)
+    if self.primary:
+      bar.write(f'step {self.step}: test accuracy {scores["test_accuracy"]:.4f} '
+                f'(best {progress.best_test_accuracy:.4f})')

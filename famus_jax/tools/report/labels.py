@@ -11,23 +11,14 @@ import collections
 import json
 import re
 
+from flax import traverse_util
+
 from famus_jax import catalogue
 from famus_jax import config as schema
 
 NOISE_ABBREV = {'symmetric': 'sym', 'asymmetric': 'asym', 'none': 'clean'}
 SPARE_COLOURS = ('tab:purple', 'tab:brown', 'tab:pink', 'tab:olive', 'tab:cyan', 'tab:gray',
                  'gold', 'teal', 'navy', 'maroon')
-
-
-def flat(tree: dict, prefix: str = '') -> dict:
-  """A nested dict as {dotted key: leaf value}."""
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(flat(value, f'{prefix}{key}.'))
-    else:
-      out[prefix + key] = value
-  return out
 
 
 def tag_variants(runs: list) -> None:
@@ -40,7 +31,7 @@ def tag_variants(runs: list) -> None:
   default FSR runs reads 'fsr[relabel_momentum=0.1]', so it is never averaged with them.
   Fields a catalogue `Variant` names are left to `method_label`.
   """
-  defaults = flat(schema.get_config().to_dict())
+  defaults = traverse_util.flatten_dict(schema.get_config().to_dict(), sep='.')
   named = set(catalogue.named_fields())
   groups = collections.defaultdict(list)
   for run in runs:
@@ -50,7 +41,7 @@ def tag_variants(runs: list) -> None:
     prefixes = entry.ablation_fields if entry else ()
     if not prefixes:
       continue
-    flats = [flat(r.config) for r in members]
+    flats = [traverse_util.flatten_dict(r.config, sep='.') for r in members]
     keys = sorted({k for f in flats for k in f if k.startswith(prefixes)} - named)
     for key in keys:
       values = [json.dumps(f.get(key), sort_keys=True) for f in flats]
