@@ -70,7 +70,7 @@ def test_a_fake_method_is_labelled_benchmarked_and_reported(fake, tmp_path):
              'fake_rate': {'method': 'fake', 'fake': {'rate': 0.5}}, 'erm': {'method': 'erm'}}
   for (name, seed), (best, last) in values.items():
     write_run(runs, f'{name}_s{seed}', {**configs[name], 'seed': seed}, best, last)
-  result = report.main([runs, f'--out={tmp_path / "out"}'])
+  result = report.make_report([runs], str(tmp_path / 'out'))
   (setting, methods), = result['accuracy'].items()
   # The catalogue's order (the fake entry last), the plain label before its variants.
   assert list(methods) == ['erm', 'fake', 'fake(b)', 'fake[rate=0.5]']
@@ -126,7 +126,7 @@ def test_mlc_variants_have_their_own_labels(tmp_path):
   for k, (name, config) in enumerate(cases.items()):
     for seed in (0, 1):
       write_run(runs, f'{name}_s{seed}', {**config, 'seed': seed}, 0.5 + 0.1 * k, 0.4 + 0.1 * k)
-  result = report.main([runs, f'--out={tmp_path / "out"}'])
+  result = report.make_report([runs], str(tmp_path / 'out'))
   (methods,) = result['accuracy'].values()
   assert list(methods) == ['mlc', 'mlc[reuse]', 'famus', 'famus(mlc)']
   for label, k in (('famus', 0), ('famus(mlc)', 1), ('mlc', 2), ('mlc[reuse]', 3)):

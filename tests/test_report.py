@@ -9,6 +9,7 @@ of the fake numbers.
 
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -150,8 +151,7 @@ def built(tmp_path_factory):
     make_run(grid, method, seed, noise, best, last)
   unfinished = make_run(root, 'l2r', 0, 'asymmetric', 0.5, 0.45, finished=False)
   out = os.path.join(root, 'out')
-  result = report.main([grid, unfinished, make_quality(root), make_benchmark(root),
-                        f'--out={out}'])
+  result = report.make_report([grid, unfinished, make_quality(root), make_benchmark(root)], out)
   with open(result['report']) as f:
     text = f.read()
   return root, out, result, text
@@ -253,8 +253,8 @@ def test_division_curves_are_the_logged_divisions(built):
 def test_no_fsr_run_skips_purity_plot(built, tmp_path):
   root = built[0]
   out = str(tmp_path / 'out')
-  result = report.main([os.path.join(root, 'grid', 'asym_erm_s0'),
-                        os.path.join(root, 'grid', 'asym_mwnet_s0'), f'--out={out}'])
+  result = report.make_report([os.path.join(root, 'grid', 'asym_erm_s0'),
+                               os.path.join(root, 'grid', 'asym_mwnet_s0')], out)
   assert not os.path.exists(os.path.join(out, 'fsr_purity.png'))
   assert 'fsr_purity.png' in result['skipped']
   assert 'famus_sampled_layers.png' in result['skipped']
@@ -270,8 +270,22 @@ def test_bad_path_names_the_path(tmp_path, kind):
     path = tmp_path / 'bad.json'
     path.write_text('{"a": 1}')
   with pytest.raises(SystemExit) as info:
-    report.main([str(path), f'--out={tmp_path / "out"}'])
+    report.make_report([str(path)], str(tmp_path / 'out'))
   assert str(path) in str(info.value)
+
+
+def test_command_takes_paths_and_out_in_any_order(built, tmp_path):
+  root = built[0]
+  runs = [os.path.join(root, 'grid', 'asym_erm_s0'), os.path.join(root, 'grid', 'asym_mwnet_s0')]
+  out = tmp_path / 'out'
+  proc = subprocess.run([sys.executable, '-m', 'famus_jax.tools.report', runs[0], f'--out={out}',
+                         runs[1]], capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f'wrote {out / "report.md"}' in proc.stdout
+  assert 'erm' in (out / 'report.md').read_text()
+  proc = subprocess.run([sys.executable, '-m', 'famus_jax.tools.report', f'--out={out}'],
+                        capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode != 0 and 'give at least one PATH' in proc.stderr
 
 
 def test_median_window_step_ignores_a_paused_window():
@@ -367,7 +381,7 @@ def test_grid_table_by_hand(tmp_path, capsys):
       make_grid_run(root, method, seed, *values)
   old = str(tmp_path / 'old')  # an older run: no fit keys in its eval records
   make_grid_run(old, 'l2r', 0, 0.75, 0.70, 0.3, 1000.0, fit_keys=False)
-  result = report.main([root, os.path.join(old, 'l2r_s0'), f'--out={tmp_path / "out"}'])
+  result = report.make_report([root, os.path.join(old, 'l2r_s0')], str(tmp_path / 'out'))
   printed = capsys.readouterr().out
   text = open(result['report']).read()
   setting = 'fashion_mnist sym 60% (ResNet-8, 5000 imgs, 40 ep)'

@@ -2,11 +2,13 @@
 
   python -m famus_jax.tools.report runs/grid bench_resnet32.json --out=results/
 
-Each PATH is a run workdir (config.json + metrics.jsonl, usually summary.json;
-what `famus_jax.train.trainer` writes), a directory whose immediate
-subdirectories are run workdirs, a FaMUS estimator-quality workdir
-(config.json + quality.jsonl, from `python -m famus_jax.tools.quality`), or a
-benchmark JSON file (`python -m famus_jax.tools.benchmark --out=F.json`).
+The command's flags are absl's (`__main__.py`; the PATHs and --out in any
+order); from Python, `make_report(paths, out)`. Each PATH is a run workdir
+(config.json + metrics.jsonl, usually summary.json; what
+`famus_jax.train.trainer` writes), a directory whose immediate subdirectories
+are run workdirs, a FaMUS estimator-quality workdir (config.json +
+quality.jsonl, from `python -m famus_jax.tools.quality`), or a benchmark JSON
+file (`python -m famus_jax.tools.benchmark --out=F.json`).
 
 Writes in --out the figures of `plots` (a figure is skipped, with one printed
 line why, when no input has its data) and report.md: accuracy tables per
@@ -22,9 +24,7 @@ table), `plots` (matplotlib, the `report` extra). Runs without summary.json
 are unfinished: plotted, and flagged in the tables.
 """
 
-import argparse
 import os
-import sys
 
 from famus_jax.provenance import provenance
 from famus_jax.tools.report import grid, plots, tables
@@ -35,7 +35,7 @@ from famus_jax.tools.report.series import ESTIMATOR_ORDER, division_curves, medi
 from famus_jax.tools.report.series import weight_shape
 
 __all__ = ['ESTIMATOR_ORDER', 'RunDir', 'build_report', 'division_curves', 'load_inputs',
-           'load_run', 'main', 'median_window_step', 'method_label', 'tag_variants',
+           'load_run', 'make_report', 'median_window_step', 'method_label', 'tag_variants',
            'weight_shape', 'with_schema_defaults']
 
 FIGURE_TITLES = (
@@ -117,18 +117,17 @@ def build_report(runs: list, benchmarks: list, out: str) -> dict:
                            for s, methods in split.items()}}
 
 
-def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(
-      prog='python -m famus_jax.tools.report',
-      description='Plots and a Markdown report from run workdirs and benchmark JSON files.')
-  parser.add_argument('paths', nargs='+', metavar='PATH',
-                      help='run workdir, directory of run workdirs, or benchmark .json')
-  parser.add_argument('--out', required=True, help='output directory (created)')
-  args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+def make_report(paths: list, out: str) -> dict:
+  """The report of `paths` (workdirs, directories of workdirs, benchmark files) in `out`.
+
+  A path that is none of them ends the program with one line naming it; returns
+  `build_report`'s paths and numbers.
+  """
   try:
-    runs, benchmarks = load_inputs(args.paths)
+    runs, benchmarks = load_inputs(paths)
   except ValueError as e:
     raise SystemExit(f'famus_jax.tools.report: {e}') from e
-  result = build_report(runs, benchmarks, args.out)
+  result = build_report(runs, benchmarks, out)
   print(f'wrote {result["report"]} and {len(result["figures"])} figures')
   return result
+
