@@ -7,6 +7,8 @@ Networks (NCHW; layer names, widths, strides and BatchNorm placement as famus_ja
   `WideResNet(depth 6n+4, k)`  pre-activation blocks with 16k / 32k / 64k channels, a 1x1
       conv shortcut where the shape changes, `final_bn`, pooling, `head` (no dropout).
   `WeightNet(h)`  MW-Net's meta model, Linear(1, h) - ReLU - Linear(h, 1) - sigmoid.
+  `GateSampler(D)`  FaMUS's gate of one candidate tensor (the last stage's and `final_bn`'s
+      tensors, `famus_candidates`), one per candidate (`build_samplers`).
 Every parameterised layer is an attribute of the top module named as our flat Flax layer
 (`stage3_block5_conv2`), so `load_flax_params` maps a famus_jax params / batch_stats tree
 onto it: conv kernel (kh, kw, in, out) -> weight (out, in, kh, kw); dense kernel (in, out)
@@ -28,11 +30,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from famus_jax import config as base_config
+from famus_jax.famus.samplers import STD_EPS
 from famus_jax.models.common import BN_EPSILON
 
 SCHEMA = base_config.get_config()
 BN_MOMENTUM = round(1.0 - SCHEMA.bn_momentum, 12)   # torch's convention: 1 - our decay
 META_HIDDEN = SCHEMA.mwnet.hidden
+SAMPLER_HIDDEN = SCHEMA.famus.sampler_hidden
+GUMBEL_TEMPERATURE = SCHEMA.famus.temperature
 
 
 # ---- networks ----------------------------------------------------------------------------
@@ -149,6 +154,46 @@ def create_model(model_name: str, num_classes: int = 10) -> nn.Module:
     return WideResNet(num_classes, int(m.group(1)), int(m.group(2)))
   raise ValueError(f'the torch peer has no model {model_name!r}: use resnet<6n+2> or '
                    'wrn-<6n+4>-<k> (e.g. resnet32, wrn-28-2, wrn-28-10)')
+
+
+# ---- FaMUS's gate samplers on these networks ----------------------------------------------
+class GateSampler(nn.Module):
+  """One tensor's gate: x (D,) -> r, a hard {0, 1} sample with a straight-through gradient.
+
+  x is standardised, (x - mean) / (std + 1e-9) (unbiased std, as torch's `Tensor.std` in
+  the reference code), then Linear(D, 128) - PReLU - Linear(128, 128) - PReLU -
+  Linear(128, 2) and `gumbel_softmax(hard=True, tau=5)`; r is the 'on' entry.
+  """
+
+  def __init__(self, size: int, hidden: int = SAMPLER_HIDDEN):
+    super().__init__()
+    self.fc1, self.act1 = nn.Linear(size, hidden), nn.PReLU()
+    self.fc2, self.act2 = nn.Linear(hidden, hidden), nn.PReLU()
+    self.out = nn.Linear(hidden, 2)
+
+  def forward(self, x):
+    x = (x - x.mean()) / (x.std() + STD_EPS)
+    h = self.act2(self.fc2(self.act1(self.fc1(x[None]))))
+    return F.gumbel_softmax(self.out(h), tau=GUMBEL_TEMPERATURE, hard=True)[0, 1]
+
+
+def famus_candidates(model: nn.Module) -> list:
+  """Parameter names with a sampler: the last stage's tensors and `final_bn`'s, in order."""
+  names = [n for n, _ in model.named_parameters()]
+  last = max(int(m.group(1)) for m in (re.match(r'stage(\d+)_', n) for n in names) if m)
+  return [n for n in names if n.startswith(f'stage{last}_') or n.startswith('final_bn.')]
+
+
+def channel_sums(grad: torch.Tensor) -> torch.Tensor:
+  """Per-output-channel sum of a gradient: conv (O, I, h, w) / dense (O, I) -> (O,)."""
+  return grad.sum(dim=tuple(range(1, grad.dim()))) if grad.dim() > 1 else grad
+
+
+def build_samplers(model: nn.Module) -> nn.ModuleDict:
+  """{candidate index: GateSampler(D_out)} for every `famus_candidates` tensor."""
+  params = dict(model.named_parameters())
+  return nn.ModuleDict({str(i): GateSampler(params[n].shape[0])
+                        for i, n in enumerate(famus_candidates(model))})
 
 
 # ---- famus_jax <-> torch parameter layout -----------------------------------------------

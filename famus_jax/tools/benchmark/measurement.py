@@ -236,7 +236,7 @@ def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size
               threads: int = 1, trace: bool = False) -> dict:
   """Run the protocol of the module docstring; returns the JSON-able results.
 
-  peers=('torch',): the PyTorch peer of each method (`torch_peer.py`) is timed in the
+  peers=('torch',): the PyTorch peer of each method (`famus_jax.tools.torch_peer`) is timed in the
   same rounds, right after ours (torch uses `threads` threads; pin the process with
   taskset so that both frameworks run on the same cores), and every method's row gets
   the peer's median step and the ratio peer / ours.

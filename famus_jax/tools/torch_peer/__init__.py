@@ -9,7 +9,7 @@ numbers as famus_jax. torch is imported at the top: import this module only when
 peer is requested (`pip install -e ".[peers]"`).
 
 Networks: `famus_jax/tools/torch_peer_nets.py` (the same layer names, so that
-`load_flax_params` maps a famus_jax params tree onto them).
+`load_flax_params` maps a famus_jax params tree onto them), FaMUS's gate samplers included.
 
 Settings: the schema's defaults (`SETTINGS`: `famus_jax.config.get_config()` with the reference
 code's FSR noise setting, `PEER_OVERRIDES`); the numbers below are those defaults.
@@ -53,18 +53,16 @@ Steps (n training examples x_i with losses L_i(w), m meta examples; one call = o
                 batch's examples, u <- 0.1 rms(u) + 0.9 z after the step).
 
 `make_peer(model_name, batch_size, image_size, method, threads)` builds one of these on
-fixed random CIFAR-shaped data for timing: `.step()` runs a step and synchronises.
+fixed random CIFAR-shaped data for timing: `.step()` runs a step and synchronises. Alone:
+`python -m famus_jax.tools.torch_peer --model=resnet32 --methods=erm,mwnet --steps=5`
+(`__main__.py`).
 """
 
 import dataclasses
-import json
 import math
-import re
 import time
 from typing import Mapping, Optional, Sequence
 
-from absl import app, flags
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -72,9 +70,9 @@ from torch.func import functional_call
 
 from famus_jax import catalogue
 from famus_jax import config as base_config
-from famus_jax.famus.samplers import STD_EPS
 from famus_jax.fsr.head import NORM_EPS as FSR_NORM_EPS
-from famus_jax.tools.torch_peer_nets import WeightNet, create_model
+from famus_jax.tools.torch_peer_nets import (WeightNet, build_samplers, channel_sums,
+                                             create_model, famus_candidates)
 
 # The settings the peer computes with: the schema's defaults (famus_jax/config.py), with the
 # reference code's FSR noise setting where it differs from them.
@@ -94,9 +92,7 @@ MOMENTUM = SETTINGS.optimizer.momentum
 WEIGHT_DECAY = SETTINGS.optimizer.weight_decay
 META_LR, META_MOMENTUM = SETTINGS.mwnet.lr, SETTINGS.mwnet.momentum
 META_WEIGHT_DECAY = SETTINGS.mwnet.weight_decay
-SAMPLER_HIDDEN = SETTINGS.famus.sampler_hidden
 SAMPLER_LR, SAMPLER_MOMENTUM = SETTINGS.famus.sampler_lr, SETTINGS.famus.sampler_momentum
-GUMBEL_TEMPERATURE = SETTINGS.famus.temperature
 TARGET_ACTIVE, LAMBDA_R = SETTINGS.famus.target_active, SETTINGS.famus.lambda_r
 FSR_META_LR = SETTINGS.fsr.meta_lr
 FSR_MIXUP_ALPHA = SETTINGS.fsr.mixup_alpha   # per example, max(lam, 1 - lam)
@@ -224,46 +220,6 @@ def _apply(opt: torch.optim.Optimizer, params: Sequence[torch.Tensor], grads) ->
   for p, g in zip(params, grads):
     p.grad = None if g is None else g.detach()
   opt.step()
-
-
-# ---- FaMUS samplers ----------------------------------------------------------------------
-class GateSampler(nn.Module):
-  """One tensor's gate: x (D,) -> r, a hard {0, 1} sample with a straight-through gradient.
-
-  x is standardised, (x - mean) / (std + 1e-9) (unbiased std, as torch's `Tensor.std` in
-  the reference code), then Linear(D, 128) - PReLU - Linear(128, 128) - PReLU -
-  Linear(128, 2) and `gumbel_softmax(hard=True, tau=5)`; r is the 'on' entry.
-  """
-
-  def __init__(self, size: int, hidden: int = SAMPLER_HIDDEN):
-    super().__init__()
-    self.fc1, self.act1 = nn.Linear(size, hidden), nn.PReLU()
-    self.fc2, self.act2 = nn.Linear(hidden, hidden), nn.PReLU()
-    self.out = nn.Linear(hidden, 2)
-
-  def forward(self, x):
-    x = (x - x.mean()) / (x.std() + STD_EPS)
-    h = self.act2(self.fc2(self.act1(self.fc1(x[None]))))
-    return F.gumbel_softmax(self.out(h), tau=GUMBEL_TEMPERATURE, hard=True)[0, 1]
-
-
-def famus_candidates(model: nn.Module) -> list:
-  """Parameter names with a sampler: the last stage's tensors and `final_bn`'s, in order."""
-  names = list(_params(model))
-  last = max(int(m.group(1)) for m in (re.match(r'stage(\d+)_', n) for n in names) if m)
-  return [n for n in names if n.startswith(f'stage{last}_') or n.startswith('final_bn.')]
-
-
-def channel_sums(grad: torch.Tensor) -> torch.Tensor:
-  """Per-output-channel sum of a gradient: conv (O, I, h, w) / dense (O, I) -> (O,)."""
-  return grad.sum(dim=tuple(range(1, grad.dim()))) if grad.dim() > 1 else grad
-
-
-def build_samplers(model: nn.Module) -> nn.ModuleDict:
-  """{candidate index: GateSampler(D_out)} for every `famus_candidates` tensor."""
-  params = _params(model)
-  return nn.ModuleDict({str(i): GateSampler(params[n].shape[0])
-                        for i, n in enumerate(famus_candidates(model))})
 
 
 def famus_meta_objective(model, vnet, samplers, batch: Batch, lr,
@@ -516,40 +472,3 @@ def make_peer(model_name: str, batch_size: int, image_size: int, method: str,
 def cuda_available() -> bool:
   """Whether the peer can run on a CUDA GPU (torch built with CUDA and a device present)."""
   return torch.cuda.is_available()
-
-
-def define_flags() -> None:
-  """The flags of `python -m famus_jax.tools.torch_peer` (defined when it runs)."""
-  flags.DEFINE_string('model', 'resnet32', 'The network (torch_peer_nets.create_model).')
-  flags.DEFINE_integer('batch_size', 100, 'Training and meta batch size.')
-  flags.DEFINE_integer('image_size', 32, 'Side of the random square images.')
-  flags.DEFINE_list('methods', ['erm', 'mwnet'], f'From {list(METHODS)}.')
-  flags.DEFINE_integer('steps', 5, 'Timed steps per method.')
-  flags.DEFINE_integer('threads', 1, 'torch threads.')
-  flags.DEFINE_string('device', None, "'cpu' or 'cuda' (default: cuda when available).")
-
-
-def main(argv) -> None:
-  """python -m famus_jax.tools.torch_peer --model=resnet32 --methods=erm,mwnet --steps=5.
-
-  Prints each method's median step and then all results as one JSON line.
-  """
-  del argv
-  f = flags.FLAGS
-  out = {}
-  for method in f.methods:
-    peer = make_peer(f.model, f.batch_size, f.image_size, method, f.threads, device=f.device)
-    peer.step()   # warm-up (allocations, cudnn autotuning)
-    times, cpus = [], []
-    for _ in range(f.steps):
-      times.append(peer.step())
-      cpus.append(peer.last_cpu_s)
-    out[method] = {'step_time_s': float(np.median(times)), 'cpu_time_s': float(np.median(cpus)),
-                   'times_s': times, **peer.describe()}
-    print(f'{method}: {out[method]["step_time_s"]:.3f} s (median of {f.steps})', flush=True)
-  print(json.dumps(out))
-
-
-if __name__ == '__main__':
-  define_flags()
-  app.run(main)
