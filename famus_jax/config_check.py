@@ -78,7 +78,9 @@ def validate(config) -> None:
   check_famus_config(config)
   check_fsr_config(config)
   check_cotrain_config(config)
-  check_distributed_config(config)
+  check_distributed_config(config, single_process=(
+      f'the co-trained pair (config.meta_set={config.meta_set!r}, '
+      f'config.method={config.method!r})' if co_trained(config) else None))
 
 
 def check_mlc_config(config) -> None:

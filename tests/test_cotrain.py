@@ -23,6 +23,7 @@ from famus_jax.presets import tiny
 from famus_jax.train.checkpoint import Checkpointer, run_fingerprint
 from famus_jax.train.cotrain_run import CoTrainedRun
 from famus_jax.train.logbook import read_metrics
+from famus_jax.train.run import TrainingRun
 from famus_jax.train.trainer import create_run, data_mesh
 from tests.test_trainer import last_json, run_child
 
@@ -49,6 +50,8 @@ def validated_run(config):
 def pair():
   run = validated_run(pair_config())
   assert isinstance(run, CoTrainedRun) and run.steps_per_epoch == 10
+  # The loop's interface, of the pair and of its members' `Run`.
+  assert isinstance(run, TrainingRun) and isinstance(run.member, TrainingRun)
   return run
 
 
@@ -285,6 +288,11 @@ def test_config_errors_name_the_field():
     config_check.validate(pair_config(**{'cotrain.clean_threshold': 1.5}))
   with pytest.raises(ConfigError, match=r'config\.cotrain\.warmup_epochs=0 must be >= 1'):
     config_check.validate(pair_config(**{'cotrain.warmup_epochs': 0}))
+  with pytest.raises(ConfigError, match=r"the co-trained pair \(config\.meta_set='pseudo_clean', "
+                     r"config\.method='mwnet'\) runs in one process only: "
+                     r'config\.distributed\.num_processes=2 must be 1'):
+    config_check.validate(pair_config(**{'distributed.num_processes': 2,
+                                         'distributed.process_id': 0}))
   config_check.validate(pair_config(method='famus'))
   config_check.validate(pair_config(method='l2r'))
   config_check.validate(pair_config(method='erm', meta_set='clean'))

@@ -423,7 +423,7 @@ def test_speculative_dispatch_equals_the_right_variant(tiny_run):
   assert_trees_equal(spec.output, jax.device_get(direct))
   # Running the too-high variant alone would have dropped stem_bn from the estimate.
   wrong_state, wrong = run.step_fn((top, False))(state, batch)
-  assert not run.method.accepts((top, False), jax.device_get(wrong.dispatch))
+  assert not run.method.variants.accepts((top, False), jax.device_get(wrong.dispatch))
   assert rel_err(wrong_state.method_state['base'], direct_state.method_state['base']) > 0
   # Variants hand states to each other without recompiling (identical avals, no weak types).
   diag_state, _ = run.step_fn((0, True))(direct_state, run.batch(1))

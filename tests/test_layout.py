@@ -66,6 +66,18 @@ def test_imports_point_down_and_are_at_top_level():
   assert not problems, '\n'.join(problems)
 
 
+def test_the_shared_step_imports_no_particular_method():
+  """The step, its contract and the multi-process helpers import no method's or co-training code:
+  methods plug in through `Method`, runs through the step's batch preparation hook."""
+  generic = ['train/step.py', 'train/distributed.py', 'methods/base.py', 'methods/preparation.py']
+  for relative in generic:
+    path = PACKAGE / relative
+    for name, _ in imports(ast.parse(path.read_text())):
+      parts = name.split('.')
+      assert not (parts[0] == 'famus_jax' and len(parts) > 1
+                  and parts[1] in ('cotrain', 'famus', 'fsr')), f'{path} imports {name}'
+
+
 def test_no_file_cites_a_document_that_is_not_in_the_repo():
   for path in list(PACKAGE.rglob('*.py')) + [ROOT / 'README.md', ROOT / 'main.py']:
     for match in re.finditer(r'(\S*design\.md)', path.read_text()):

@@ -142,7 +142,7 @@ def semi_context(run, state, batch):
   context = make_context_fn(run.model, method.uses_meta_set, run.lr_fn, cfg.augment,
                             run.member.mean, run.member.std, run.data.num_classes,
                             cfg.meta_bn_train_mode,
-                            prepare_images=method.prepare_images, semi=run.semi)
+                            prepare_images=method.prepare_images, preparation=run.semi)
   return context(state, batch)
 
 
@@ -193,7 +193,7 @@ def test_dividemix_update_is_the_gradient_of_dividemix_loss(dividemix):
 
   want = jax.grad(dividemix_loss)(state.a.params)
   out = run.method.weights(ctx, state.a.method_state, part, None)
-  got = combined_gradient(ctx, out)
+  got = combined_gradient(ctx, out, jax.grad(run.semi.penalty)(ctx.logits))
   for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-6)
   # And the run's step applies exactly that gradient through the optimiser.
@@ -221,7 +221,7 @@ def test_dividemix_update_is_the_gradient_of_dividemix_loss(dividemix):
   off = dataclasses.replace(run.semi, guess_updates_bn=False)
   context = make_context_fn(run.model, run.method.uses_meta_set, run.lr_fn, run.config.augment,
                             run.member.mean, run.member.std, run.data.num_classes,
-                            run.config.meta_bn_train_mode, semi=off)
+                            run.config.meta_bn_train_mode, preparation=off)
   _, mixed_only, _ = context(state.a, part)
   want_off = stats_after(state.a.batch_stats, soft.images)
   for got_s, want_s in zip(jax.tree.leaves(mixed_only), jax.tree.leaves(want_off)):

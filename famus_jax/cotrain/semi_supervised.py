@@ -19,7 +19,7 @@ and the loss of the training forward on the mixed rows z_r is
   L_r = (n / 2u) lambda_u(e) mean_c (softmax(z_r)_c - t_r,c)^2   r an unlabelled row
 
 so that (1/n) sum_r L_r = L_X + lambda_u L_U, DivideMix's loss, plus the
-uniform-prior penalty lambda_r L_reg on all rows (`prior_penalty_cotangent`,
+uniform-prior penalty lambda_r L_reg on all rows (its logit gradient is
 added to the actual update unweighted). These L_r are the per-example
 losses the method weights: uniform weights (method 'dividemix') give
 DivideMix exactly; MW-Net / FaMUS weight each row by the weight net on L_r
@@ -32,13 +32,20 @@ Guesses: A's own predictions in training mode (batch statistics), B's in
 eval mode, as the reference code; all targets are constants (no gradient).
 A's guessing forwards (u^1, u^2, then x^1, x^2, the reference code's order)
 update A's BatchNorm running statistics one after the other before the mixed
-forward does (`guess_updates_bn`, the step threads them): the reference's
+forward does (`guess_updates_bn`, `prepare` threads them): the reference's
 forwards run under `no_grad` in training mode, which in PyTorch still moves
 the running averages, so most of them come from un-mixed views. Without it
 only the mixed rows set them, and after a heavy MixUp (alpha 4) their
 variance is smaller than clean images' (about 0.6x after the first
 convolution), which the eval-mode test forward and the division's losses then
 see. Pure jnp, static shapes, jittable.
+
+`SemiSupervised` is the step's batch preparation hook
+(famus_jax/methods/preparation.py): `prepare` returns the mixed rows with
+the dominant examples' labels and ids, L_r as their `row_losses`, the mixed
+meta rows with `meta_loss`, the BatchNorm statistics the guesses leave, the
+penalty's logit gradient as `extra_cotangent` and the diagnostics as
+`metrics`.
 """
 
 import dataclasses
@@ -49,6 +56,7 @@ import jax
 import jax.numpy as jnp
 
 from famus_jax.cotrain import mixmatch
+from famus_jax.methods.preparation import PreparationInputs, PreparedBatch
 
 # images (k, H, W, C) float32 -> (k, C) logits (no gradient).
 LogitsFn = Callable[[jnp.ndarray], jnp.ndarray]
@@ -195,6 +203,42 @@ class SemiSupervised:
                                      / max(logits.shape[0] - soft.num_labelled, 1)),
             'prior_penalty': mixmatch.uniform_prior_penalty(logits),
             'lambda_u': jnp.asarray(lambda_u, jnp.float32), 'mixup_lam': soft.lam}
+
+  def prepare(self, inputs: PreparationInputs) -> PreparedBatch:
+    """The step's rows (module docstring): the batch preparation hook of a co-trained member.
+
+    inputs.batch: `training_batch`'s entries, partner_params and
+    partner_batch_stats (the other member's, replicated) and, with a meta
+    set, `meta_batch`'s. This member's guesses are training-mode forwards
+    (`inputs.apply_fn`, batch statistics), the partner's eval-mode ones
+    (`inputs.eval_logits`).
+    """
+    batch = inputs.batch
+    # This member's running statistics as its guessing forwards leave them, in call order.
+    guess_stats = [inputs.batch_stats]
+
+    def own(x):  # training mode, batch statistics
+      (logits, _), new_stats = inputs.apply_fn(inputs.params, guess_stats[0], x)
+      if self.guess_updates_bn:
+        guess_stats[0] = new_stats
+      return logits
+
+    def partner(x):
+      return inputs.eval_logits(batch['partner_params'], batch['partner_batch_stats'], x)
+
+    soft = self.training_batch(own, partner, batch, inputs.augment, inputs.aug_rng)
+    meta = None
+    if inputs.uses_meta_set:
+      meta = self.meta_batch(own, batch, inputs.augment, inputs.meta_aug_rng)
+    lambda_u = self.unlabelled_weight(inputs.step)
+    return PreparedBatch(
+        images=soft.images, labels=soft.labels, indices=soft.indices,
+        row_losses=lambda z: self.row_losses(z, soft, lambda_u),
+        meta_images=None if meta is None else meta.images,
+        meta_labels=None if meta is None else meta.labels,
+        meta_loss=None if meta is None else (lambda z: self.meta_loss(z, meta)),
+        batch_stats=guess_stats[0], extra_cotangent=jax.grad(self.penalty),
+        metrics=lambda z: self.metrics(z, soft, lambda_u))
 
 
 def from_config(cotrain_cfg, steps_per_epoch: int) -> SemiSupervised:

@@ -8,9 +8,10 @@ step's gradients), and a dynamic choice inside one compiled program
 (`lax.switch` over per-layer branches) ran 10-37x slower on XLA:CPU. So the
 step is compiled once per floor *bucket* (`config.famus.floor_buckets`:
 'block' = stem / each residual block / head) and the trainer dispatches
-(`Run.run_step`, `Method.variant / static_variant / accepts`):
+(`Run.run_step` through the method's `FamusVariants`, a
+`methods.base.StepVariants`: `choose / specialise / accepts`):
 
-  * variant(last dispatch record) -> (bucket, diagnostics): the guess. Each
+  * choose(last dispatch record) -> (bucket, diagnostics): the guess. Each
     step returns a typed `DispatchRecord` (`WeightOutput.dispatch`, the only
     per-step host transfer besides the finite flag); its `next_bucket` is,
     for 'learned', the bucket this step needed, and the
@@ -23,7 +24,7 @@ step is compiled once per floor *bucket* (`config.famus.floor_buckets`:
     `bucket_needed`. A variant covers the step when its floor is at or
     below the needed one (masking the layers in between is exact);
     `accepts` returns False otherwise and the loop re-runs the step with
-    variant(record), which is then exact. `speculative = True` keeps the
+    choose(record), which is then exact. `speculative = True` keeps the
     pre-step state alive for that (no buffer donation).
   * The sampler update uses only quantities of the active layers, so a
     covering variant below the needed floor gives the same result up to
@@ -45,13 +46,13 @@ from famus_jax.famus import layer_sets as ls_lib
 from famus_jax.famus import objective
 from famus_jax.famus.estimator import L2R_SAMPLER_INPUTS, STRATEGIES, FamusEstimator, FamusSettings
 from famus_jax.famus.layerwise import JVP_MODES
+from famus_jax.methods.base import StepVariants
 from famus_jax.methods.bases import BASES, create_base
 from famus_jax.methods.meta_reweighting import MetaReweighting
 
 
 class FamusMethod(MetaReweighting):
   """MW-Net / L2R / MLC whose meta gradient is FaMUS's layer-wise sampled estimate."""
-  speculative = True
 
   def __init__(self, base, settings: FamusSettings, meta_cfg, diagnostics_every: int = 0):
     super().__init__('famus', base, FamusEstimator(settings,
@@ -59,7 +60,7 @@ class FamusMethod(MetaReweighting):
                      meta_cfg)
     self.settings = settings
     self.diagnostics_every = diagnostics_every
-    self._recent = collections.deque(maxlen=max(settings.guess_window, 1))  # host side
+    self.variants = FamusVariants(self.estimator, settings, diagnostics_every)
 
   def init_state(self, rng, params, num_train):
     check_against_model(self, params)
@@ -72,7 +73,23 @@ class FamusMethod(MetaReweighting):
     return {'famus_layers': list(sets.names), 'famus_candidates': list(sets.candidates),
             'famus_always_on': list(sets.always_on), 'famus_strategy': self.settings.strategy}
 
-  # ---- variant dispatch ------------------------------------------------------
+
+class FamusVariants(StepVariants):
+  """FaMUS's compiled variants, keyed (floor bucket, diagnostics) (module docstring).
+
+  estimator: the method's `FamusEstimator` (its layer sets, once a params
+  tree was seen); the host-side guess history (the last `guess_window`
+  needed buckets) is this object's, shared by every specialised method.
+  """
+  speculative = True
+
+  def __init__(self, estimator: FamusEstimator, settings: FamusSettings,
+               diagnostics_every: int = 0):
+    self.estimator = estimator
+    self.settings = settings
+    self.diagnostics_every = diagnostics_every
+    self._recent = collections.deque(maxlen=max(settings.guess_window, 1))  # host side
+
   def _diagnostics_due(self, step: int) -> bool:
     every = self.diagnostics_every
     return every > 0 and (step + 1) % every == 0
@@ -89,19 +106,19 @@ class FamusMethod(MetaReweighting):
       return sets.bucket_of_layers(sets.always_on or sets.candidates[-1:])
     return 0
 
-  def variant(self, dispatch):
-    """The variant for the next step, or, given the record of a run this method
+  def choose(self, record):
+    """The variant for the next step, or, given the record of a run this policy
     rejects (`accepts` False), the exact variant for re-running that same step.
 
-    dispatch: the previous run's `DispatchRecord` on the host, or None.
+    record: the previous run's `DispatchRecord` on the host, or None.
     """
-    if dispatch is None:
+    if record is None:
       return (self.initial_bucket(), False)
-    step = int(dispatch.step)
-    ran = (int(dispatch.bucket_run), bool(dispatch.diagnostics_run))
-    if not self.accepts(ran, dispatch):
-      return (int(dispatch.bucket_needed), self._diagnostics_due(step))
-    guess = int(dispatch.next_bucket)
+    step = int(record.step)
+    ran = (int(record.bucket_run), bool(record.diagnostics_run))
+    if not self.accepts(ran, record):
+      return (int(record.bucket_needed), self._diagnostics_due(step))
+    guess = int(record.next_bucket)
     if self.settings.strategy == 'learned':
       # The lowest floor of the last `guess_window` steps: a covering guess is
       # accepted, a re-run costs a whole step, so err towards covering.
@@ -109,16 +126,16 @@ class FamusMethod(MetaReweighting):
       guess = min(self._recent)
     return (guess, self._diagnostics_due(step + 1))
 
-  def static_variant(self, key):
+  def specialise(self, method, key):
     bucket, diagnostics = key
-    out = copy.copy(self)  # shares the host-side history with self
-    out.estimator = self.estimator.specialise(bucket, diagnostics)
+    out = copy.copy(method)  # shares this policy (and its host-side history) with `method`
+    out.estimator = method.estimator.specialise(bucket, diagnostics)
     return out
 
-  def accepts(self, key, dispatch) -> bool:
+  def accepts(self, key, record) -> bool:
     bucket, diagnostics = key
-    return (bucket <= int(dispatch.bucket_needed)
-            and diagnostics == self._diagnostics_due(int(dispatch.step)))
+    return (bucket <= int(record.bucket_needed)
+            and diagnostics == self._diagnostics_due(int(record.step)))
 
 
 def settings_from_config(config) -> FamusSettings:

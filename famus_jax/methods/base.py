@@ -1,18 +1,21 @@
 """What every method sees and returns inside the one training step.
 
-The step (`famus_jax.train.step`) runs the training forward pass once,
-linearised, on the images `Method.prepare_images` returns (the augmented
-batch unless a method replaces it, e.g. FSR's one-pass MixUp), and hands the
-method a `StepContext`. A method answers with a
-`WeightOutput`: per-example coefficients eps_i so that the actual update uses
-the gradient of sum_i eps_i L_i (ERM: eps_i = 1/n), optionally an extra
-gradient term (FSR's re-labeling and MixUp losses), its new state and its
-metrics. Methods differ only there: the loop, the optimiser and the
-checkpointing are shared.
+The step (`famus_jax.train.step`) builds the rows of its training forward
+(the batch preparation, famus_jax/methods/preparation.py: the augmented batch
+unless the run replaces it), lets the method replace their images
+(`Method.prepare_images`, e.g. FSR's one-pass MixUp), runs the training
+forward pass once, linearised, and hands the method a `StepContext`. A method
+answers with a `WeightOutput`: per-example coefficients eps_i so that the
+actual update uses the gradient of sum_i eps_i L_i (ERM: eps_i = 1/n),
+optionally an extra gradient term (FSR's re-labeling and MixUp losses), its
+new state and its metrics. Methods differ only there: the loop, the optimiser
+and the checkpointing are shared. How the loop picks among several compiled
+versions of a method's step (FaMUS's floor buckets) is the method's
+`StepVariants` policy; every other method has one version.
 """
 
 import dataclasses
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Hashable, Optional, Tuple
 
 import flax
 import jax.numpy as jnp
@@ -28,12 +31,15 @@ class StepContext:
 
   params, batch_stats, opt_state: the base network's current state.
   step: () int32 step counter (counting from 0). lr: () current learning rate.
-  images: (n, H, W, C) float32 images the training forward saw: the augmented
-    batch, as replaced by `Method.prepare_images` (FSR's one-pass MixUp: the
-    mixed images); labels: (n,) int32 noisy labels; indices: (n,) int32 ids.
-  losses: (n,) per-example training losses L_i(w) (no gradient).
+  images: (n, H, W, C) float32 images the training forward saw: the batch
+    preparation's rows (the augmented batch by default), as replaced by
+    `Method.prepare_images` (FSR's one-pass MixUp: the mixed images);
+    labels: (n,) int32 given (noisy) labels; indices: (n,) int32 ids.
+  losses: (n,) per-example training losses L_i(w) (no gradient): the
+    cross-entropy of `labels`, or the preparation's `row_losses`.
   logits: (n, C); features: (n, D) inputs of the classifier head; errors:
-    (n, C) softmax(logits) - onehot(labels) = dL_i/dlogits_i (no gradient).
+    (n, C) dL_i/dlogits_i (no gradient), softmax(logits) - onehot(labels)
+    for the cross-entropy.
   loss_vec_fn: params -> (n,) per-example losses on this batch (BatchNorm in
     training mode, same augmentation and dropout as `losses`).
   train_jvp: tangent (params-shaped) -> (n,) <grad_w L_i, tangent>, reusing the
@@ -50,11 +56,7 @@ class StepContext:
     new_batch_stats); for methods that need other forward passes.
   mix: the `info` that `Method.prepare_images` returned with the images (a
     pytree of arrays, e.g. FSR's MixUp coefficient and partner permutation),
-    or None (the default hook: the forward saw the augmented batch itself).
-  penalty_cotangent: (n, C) gradient of a batch-level loss term on the
-    training logits that the actual update adds unweighted (a co-trained
-    member's semi-supervised uniform-prior penalty), or None.
-  semi_metrics: the semi-supervised step's diagnostics for the log ({} otherwise).
+    or None (the default hook: the forward saw the prepared rows themselves).
   """
   params: PyTree
   batch_stats: PyTree
@@ -77,8 +79,6 @@ class StepContext:
   num_classes: int
   val_outputs_fn: Optional[Callable] = None
   mix: Optional[PyTree] = None
-  penalty_cotangent: Optional[jnp.ndarray] = None
-  semi_metrics: dict = dataclasses.field(default_factory=dict)
   logits_jvp: Optional[Callable] = None
 
 
@@ -101,9 +101,10 @@ class WeightOutput:
     computed, e.g. the virtual step's with `meta.actual_step='reuse'`).
   batch_stats: BatchNorm statistics to keep instead of the training forward
     pass's (when the method's own forward pass should set them), or None.
-  dispatch: a small pytree of arrays that the method's host-side `variant` /
-    `accepts` read after the step (FaMUS's `DispatchRecord`), or None. The
-    trainer copies only this (and the finite flag) to the host every step.
+  dispatch: a small pytree of arrays, the dispatch record that the method's
+    host-side `StepVariants` reads after the step (FaMUS's `DispatchRecord`),
+    or None. The trainer copies only this (and the finite flag) to the host
+    every step.
   """
   weights: Optional[jnp.ndarray]
   method_state: PyTree
@@ -115,15 +116,53 @@ class WeightOutput:
   dispatch: Optional[PyTree] = None
 
 
+class StepVariants:
+  """How the loop picks among the compiled versions of a method's step: one, by default.
+
+  A method whose work depends on a discrete per-step choice (FaMUS's floor
+  bucket) compiles its step once per value of that choice, keyed by a small
+  hashable key, and gives itself a subclass (`Method.variants`). On the host,
+  before step t the loop runs `specialise(method, choose(record_{t-1}))`
+  (compiled once per key), where record_{t-1} is the previous step's
+  `WeightOutput.dispatch` (None before the first step); when `accepts(key,
+  record_t)` says the step's own record needed another key, the loop re-runs
+  the same step (same batch, same keys, so the same choice) with
+  `choose(record_t)`. This default has the one key None and accepts every step.
+  """
+  # Whether a step may be refused (`accepts` False): the loop then keeps the pre-step state
+  # for the re-run (no buffer donation).
+  speculative = False
+
+  def choose(self, record) -> Hashable:
+    """Key of the compiled step to run next, from the last dispatch record (or None).
+
+    Given the record of a step this policy refuses, the key to re-run it exactly.
+    """
+    del record
+    return None
+
+  def specialise(self, method: 'Method', key: Hashable) -> 'Method':
+    """The method whose step is compiled for `key` (this default: the method itself)."""
+    del key
+    return method
+
+  def accepts(self, key: Hashable, record) -> bool:
+    """Whether the step run as `key` computed what its own dispatch `record` says it needed."""
+    del key, record
+    return True
+
+
 class Method:
-  """Interface of a training method (ERM, MW-Net, L2R, FaMUS, FSR).
+  """Interface of a training method (ERM, MW-Net, L2R, MLC, FaMUS, FSR, DivideMix).
 
   Class attributes:
     name: the config value that selects it.
     uses_meta_set: whether the step needs a clean meta batch.
+    variants: the `StepVariants` policy of its compiled step (one version by default).
   """
   name = 'base'
   uses_meta_set = False
+  variants = StepVariants()
 
   def init_state(self, rng, params, num_train: int) -> PyTree:
     """The method's initial state (meta model, samplers, buffers)."""
@@ -133,13 +172,13 @@ class Method:
   def prepare_images(self, images: jnp.ndarray, rng) -> Tuple[jnp.ndarray, Optional[PyTree]]:
     """The images the step's single training forward runs on, and what the method keeps.
 
-    Called inside the jitted step after augmentation and before the training
-    forward, with the same `rng` that `weights` then gets (the step's method
-    key; derive sub-keys from it with split / fold_in). Returns (images of the
-    same shape and dtype, info): info is a pytree of arrays carried to
-    `weights` as `ctx.mix`. The default returns (images, None) and uses no
-    randomness, so a method that does not override it sees exactly the
-    augmented batch (FSR's one-pass MixUp overrides it).
+    Called inside the jitted step after the batch preparation (augmentation)
+    and before the training forward, with the same `rng` that `weights` then
+    gets (the step's method key; derive sub-keys from it with split /
+    fold_in). Returns (images of the same shape and dtype, info): info is a
+    pytree of arrays carried to `weights` as `ctx.mix`. The default returns
+    (images, None) and uses no randomness, so a method that does not override
+    it sees exactly the prepared rows (FSR's one-pass MixUp overrides it).
     """
     del rng
     return images, None
@@ -147,35 +186,9 @@ class Method:
   def weights(self, ctx: StepContext, method_state: PyTree, batch: dict, rng) -> WeightOutput:
     raise NotImplementedError
 
-  def variant(self, dispatch):
-    """Key of the compiled step variant to run next (None: the only one).
-
-    Called on the host with the previous step's `WeightOutput.dispatch`
-    (copied to the host; None before the first step); methods whose work
-    depends on a discrete per-step choice (FaMUS) return a small hashable key
-    and `static_variant` gives the step a method specialised to it.
-    """
-    del dispatch
-    return None
-
-  def static_variant(self, key) -> 'Method':
-    del key
-    return self
-
-  def accepts(self, key, dispatch) -> bool:
-    """Whether the step run as variant `key` computed what this step needed.
-
-    A method that chose `key` from the previous step's dispatch record (a
-    guess) returns False when this step's own record says it needed another
-    variant; the loop then re-runs the same step (same batch, same keys, so
-    the same choice) with `variant(dispatch)`. Methods that return False
-    sometimes must set `speculative = True` so the loop keeps the pre-step
-    state (no donation).
-    """
-    del key, dispatch
-    return True
-
-  speculative = False
+  def variant(self, record) -> Hashable:
+    """`self.variants.choose(record)`: the key of the compiled step to run next."""
+    return self.variants.choose(record)
 
   def set_layer_order(self, names) -> None:
     """The model's layer names in forward order, for a model whose names do not follow

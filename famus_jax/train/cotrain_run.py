@@ -1,7 +1,7 @@
 """Two co-trained networks through the one training loop (FaMUS supplement Alg. 2, first part).
 
 `config.meta_set='pseudo_clean'`: no clean data. Members A and B train side
-by side on the same schedule; `CoTrainedRun` has the interface of `Run`
+by side on the same schedule; `CoTrainedRun` is a `TrainingRun` as `Run` is
 (train/run.py), so `famus_jax.train.trainer` drives it with the same loop,
 checkpoints, fingerprint and logs.
 
@@ -48,11 +48,13 @@ of its sorted ids) with those c_i as clean_prob, plus an unlabelled batch
 from the rest U_m (stream 'unlabelled', cotrain.unlabelled_batch_size), and
 the other member's current params (B steps after A, so B's partner is A
 after this step's update); meta batches also carry the c_i of their
-examples. The step (famus_jax/cotrain/semi_supervised.py) builds the mixed
-rows from them; the logged weights are those of the mixed rows, by the id
-of each row's dominant example. Every epoch has steps_per_epoch = N //
-batch_size steps, as the other methods (DivideMix's loop runs |X| /
-batch_size steps per epoch), so schedules and checkpoints stay step-based.
+examples. The step builds the mixed rows from them through its batch
+preparation hook, `semi_supervised.SemiSupervised` (famus_jax/cotrain/
+semi_supervised.py; the members' `Run` takes it as its `preparation`); the
+logged weights are those of the mixed rows, by the id of each row's
+dominant example. Every epoch has steps_per_epoch = N // batch_size steps,
+as the other methods (DivideMix's loop runs |X| / batch_size steps per
+epoch), so schedules and checkpoints stay step-based.
 """
 
 from typing import NamedTuple
@@ -128,7 +130,7 @@ def make_pair_fit_step(model, mean, std):
 
 
 class CoTrainedRun:
-  """Two co-trained networks with `Run`'s interface (module docstring)."""
+  """Two co-trained networks, a `TrainingRun` (module docstring)."""
 
   def __init__(self, config, data: DataSplits, mesh, model=None):
     """model: a Flax module to train instead of `config.model`'s (`Run`)."""
@@ -136,7 +138,7 @@ class CoTrainedRun:
     if semi_supervised(config):
       self.semi = semi_lib.from_config(
           config.cotrain, batches.steps_per_epoch(data.num_train, config.batch_size))
-    self.member = Run(config, data, mesh, semi=self.semi, model=model)
+    self.member = Run(config, data, mesh, preparation=self.semi, model=model)
     m = self.member
     self.config, self.data, self.mesh = config, data, mesh
     self.method, self.model, self.tx, self.lr_fn = m.method, m.model, m.tx, m.lr_fn

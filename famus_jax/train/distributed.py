@@ -47,7 +47,6 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 
-from famus_jax.cotrain.pair import co_trained
 from famus_jax.errors import ConfigError, DistributedError, first_line
 
 # Pieces of the messages of a collective or coordination-service call whose peer process has
@@ -103,8 +102,13 @@ def _int(value) -> bool:
   return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_config(config) -> None:
-  """Raise ConfigError naming the first invalid `config.distributed` field."""
+def check_config(config, single_process: Optional[str] = None) -> None:
+  """Raise ConfigError naming the first invalid `config.distributed` field.
+
+  single_process: what in the config runs in one process only (a phrase
+  naming its fields, e.g. the co-trained pair's), or None; with it, a job of
+  several processes is refused.
+  """
   d = config.distributed
   if not _int(d.num_processes) or d.num_processes < 0:
     raise ConfigError(f'config.distributed.num_processes={d.num_processes!r} must be an '
@@ -120,9 +124,8 @@ def check_config(config) -> None:
     if not _int(d[field]) or d[field] < 1:
       raise ConfigError(f'config.distributed.{field}={d[field]!r} must be an integer >= 1')
   parse_device_ids(d.local_device_ids)
-  if d.num_processes != 1 and co_trained(config):
-    raise ConfigError(f'the co-trained pair (config.meta_set={config.meta_set!r}, config.method='
-                      f'{config.method!r}) runs in one process only: '
+  if d.num_processes != 1 and single_process is not None:
+    raise ConfigError(f'{single_process} runs in one process only: '
                       f'config.distributed.num_processes={d.num_processes!r} must be 1')
 
 

@@ -1,26 +1,25 @@
 """One training run's compiled functions and host-side helpers (`Run`), and what the loop reads.
 
-The loop (`famus_jax.train.trainer._train_locked`) is polymorphic over a run
-object with this interface: `init_state()`, `batch(step)`, `run_step(state,
-batch, last_dispatch) -> StepResult`, `on_epoch_end(state, epoch) -> EpochEnd`,
-`evaluate(state) -> dict`, and the attributes config, data, method, lr_fn,
-steps_per_epoch, total_steps, num_train, is_noisy. `Run` trains one network;
-`famus_jax.train.cotrain_run.CoTrainedRun` trains a co-trained pair with the
-same interface (config.meta_set='pseudo_clean').
+The loop (`famus_jax.train.trainer`) drives any `TrainingRun`: `Run` trains
+one network; `famus_jax.train.cotrain_run.CoTrainedRun` trains a co-trained
+pair through the same interface (config.meta_set='pseudo_clean' or
+method='dividemix'). A step's result is a `StepResult`, an epoch end's an
+`EpochEnd` with the `LogEvent`s to write.
 """
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from famus_jax.cotrain.semi_supervised import SemiSupervised
 from famus_jax.data import DataSplits, batches
 from famus_jax.errors import ConfigError
 from famus_jax.method_registry import create_method
+from famus_jax.methods.base import Method
+from famus_jax.methods.preparation import BatchPreparation
 from famus_jax.models import create_model
 from famus_jax.train import distributed, schedules
 from famus_jax.train.state import create_optimizer, create_train_state
@@ -74,6 +73,47 @@ class EpochEnd(NamedTuple):
   events: tuple = ()
 
 
+@runtime_checkable
+class TrainingRun(Protocol):
+  """What the training loop, its hooks and the Python API read of a run.
+
+  config: the run's ConfigDict; data: its `DataSplits`; method: the `Method`
+  (one instance for every network of the run); lr_fn: step -> () learning
+  rate; steps_per_epoch, total_steps: the step schedule; num_train: N
+  training examples; is_noisy: bool (N,) which given labels are wrong.
+
+  init_state() -> the initial state pytree (what checkpoints hold);
+  batch(step) -> the host- or device-side batch of `step` (a pure function of
+  (seed, step)); run_step(state, batch, last_dispatch) -> `StepResult`, where
+  last_dispatch is the previous `StepResult.dispatch` (None at the start);
+  on_epoch_end(state, epoch) -> `EpochEnd` after `epoch` finished epochs;
+  evaluate(state) -> {name: host number} with 'test_accuracy', 'test_loss'.
+  """
+  config: Any
+  data: DataSplits
+  method: Method
+  lr_fn: Callable
+  steps_per_epoch: int
+  total_steps: int
+  num_train: int
+  is_noisy: np.ndarray
+
+  def init_state(self) -> Any:
+    ...
+
+  def batch(self, step: int) -> Any:
+    ...
+
+  def run_step(self, state, batch, last_dispatch) -> 'StepResult':
+    ...
+
+  def on_epoch_end(self, state, epoch: int) -> 'EpochEnd':
+    ...
+
+  def evaluate(self, state) -> dict:
+    ...
+
+
 def fit_labels(config, data: DataSplits) -> Optional[np.ndarray]:
   """(N, 2) int32 [given label, true label] of the training set, or None.
 
@@ -88,14 +128,16 @@ def fit_labels(config, data: DataSplits) -> Optional[np.ndarray]:
 
 
 class Run:
-  """One training run's compiled functions and host-side helpers."""
+  """One network's training run, a `TrainingRun`: its compiled functions and host-side helpers."""
 
   def __init__(self, config, data: DataSplits, mesh: Mesh,
-               semi: Optional[SemiSupervised] = None, model=None):
-    """semi: the semi-supervised settings of a co-trained member's step (cotrain_run.py);
-    model: a Flax module to train instead of the one `config.model` names (the Python API's
-    own models: `famus_jax.api`)."""
-    self.config, self.data, self.mesh, self.semi = config, data, mesh, semi
+               preparation: Optional[BatchPreparation] = None, model=None):
+    """preparation: the batch preparation of the step (train/step.py; None: the augmented
+    batch; a co-trained member's semi-supervised step, cotrain_run.py); model: a Flax module
+    to train instead of the one `config.model` names (the Python API's own models:
+    `famus_jax.api`)."""
+    self.config, self.data, self.mesh = config, data, mesh
+    self.preparation = preparation
     self.replicated = NamedSharding(mesh, P())
     self.sharded = NamedSharding(mesh, P('data'))
     self.num_train = data.num_train
@@ -129,30 +171,31 @@ class Run:
   def step_fn(self, variant):
     """The compiled step for a method variant (compiled once, on first use)."""
     if variant not in self._steps:
-      method = self.method.static_variant(variant)
+      method = self.method.variants.specialise(self.method, variant)
       step = make_train_step(self.model, method, self.tx, self.lr_fn, self.config.augment,
                              self.mean, self.std, self.data.num_classes,
-                             self.config.meta_bn_train_mode, semi=self.semi)
-      donate = () if self.method.speculative else (0,)
+                             self.config.meta_bn_train_mode, preparation=self.preparation)
+      donate = () if self.method.variants.speculative else (0,)
       # The new state and the step's outputs are replicated (every process can read them).
       self._steps[variant] = jax.jit(step, donate_argnums=donate, out_shardings=self.replicated)
     return self._steps[variant]
 
   def run_step(self, state, batch, last_dispatch) -> StepResult:
-    """One step: the variant the method guesses from `last_dispatch`, re-run once if wrong.
+    """One step in the variant `method.variants` chooses from `last_dispatch`; re-run if refused.
 
-    Re-runs the step when a speculative method's guess of the variant was
-    wrong (`Method.accepts`); both runs count towards the step's time. The
+    Re-runs the step when a speculative policy refuses the variant that ran
+    (`StepVariants.accepts`); both runs count towards the step's time. The
     dispatch record and the finite flag the host acts on are process 0's in
     every process (`distributed.agree`), so all processes run the same variants.
     """
-    variant = self.method.variant(last_dispatch)
+    variants = self.method.variants
+    variant = variants.choose(last_dispatch)
     compiled = variant not in self._steps
     new_state, out = self.step_fn(variant)(state, batch)
     dispatch, finite = distributed.agree((out.dispatch, out.finite))
     reruns = 0
-    if dispatch is not None and not self.method.accepts(variant, dispatch):
-      variant = self.method.variant(dispatch)
+    if dispatch is not None and not variants.accepts(variant, dispatch):
+      variant = variants.choose(dispatch)
       compiled |= variant not in self._steps
       new_state, out = self.step_fn(variant)(state, batch)
       dispatch, finite = distributed.agree((out.dispatch, out.finite))

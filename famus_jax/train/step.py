@@ -1,29 +1,29 @@
 """The one training step shared by every method, and the evaluation step.
 
 `train_step(state, batch) -> (state, StepOutput)` is pure; `make_train_step`
-binds the static parts (model, method, optimiser, schedule, augmentation).
-The step
+binds the static parts (model, method, optimiser, schedule, augmentation and
+the batch preparation). The step
 
-  1. augments the batch on the device (key: fold_in(state.rng, state.step)),
-     and lets the method replace the images the forward sees
-     (`Method.prepare_images`: the identity by default; FSR's one-pass MixUp);
+  1. builds the rows of the training forward from the batch (key:
+     fold_in(state.rng, state.step)): the batch preparation hook
+     (famus_jax/methods/preparation.py; by default the batch augmented on the
+     device), then `Method.prepare_images` (the identity by default; FSR's
+     one-pass MixUp);
   2. runs the training forward pass once, linearised (`jax.linearize`), which
-     yields the per-example losses, a JVP and (by transposition) a VJP;
+     yields the per-example losses L_i of the preparation, a JVP and (by
+     transposition) a VJP;
   3. asks the method for per-example coefficients eps (and optional extra
      gradients) given that context;
-  4. applies the real optimiser to grad_w sum_i eps_i L_i(w) (+ extras);
+  4. applies the real optimiser to grad_w sum_i eps_i L_i(w) (+ the method's
+     and the preparation's extra terms);
   5. keeps the old state if the loss or gradient is not finite, and says so in
      `StepOutput.finite` (the loop stops with the step number).
 
 Batch dict (global shapes; the leading axis is sharded over devices):
   image (n, H, W, C) uint8, label (n,) int32, index (n,) int32 and, for
   methods with a meta set, meta_image (m, H, W, C) uint8, meta_label (m,).
-  A co-trained member's semi-supervised step (`semi` given; famus_jax/
-  cotrain/semi_supervised.py) also takes clean_prob (n,) float32,
-  unlabelled_image (u, H, W, C), unlabelled_label (u,), unlabelled_index (u,),
-  partner_params and partner_batch_stats (the other member's, replicated)
-  and, with a meta set, meta_clean_prob (m,); its forward then runs on the
-  2n + 2u mixed rows, with their soft-target losses.
+  A batch preparation may read further entries (the co-trained member's
+  semi-supervised step: famus_jax/cotrain/semi_supervised.py).
 """
 
 from typing import Any, Callable, Optional
@@ -33,10 +33,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from famus_jax.cotrain.semi_supervised import SemiSupervised, SoftBatch, SoftMeta
 from famus_jax.data import augment_batch
 from famus_jax.data.augment import train_augment_fn
 from famus_jax.methods.base import Method, StepContext
+from famus_jax.methods.preparation import (AugmentedBatch, BatchPreparation, PreparationInputs,
+                                           PreparedBatch)
 from famus_jax.train.state import TrainState
 
 
@@ -81,33 +82,31 @@ def _tree_select(ok, new, old):
 
 def build_context(model, state: TrainState, batch: dict, images, meta_images, lr,
                   dropout_rng, num_classes: int, meta_bn_train: bool = True, mix=None,
-                  semi: Optional[SemiSupervised] = None, soft: Optional[SoftBatch] = None,
-                  soft_meta: Optional[SoftMeta] = None):
+                  prepared: Optional[PreparedBatch] = None):
   """Run the training forward pass once, linearised, and wrap it in a StepContext.
 
   images: (n, H, W, C) float32 (augmented, and prepared by the method);
   meta_images: (m, H, W, C) float32 or None; meta_bn_train: the validation
   forward pass uses batch statistics (as the reference code, whose meta model
   is in training mode) or running ones; mix: `Method.prepare_images`'s info,
-  kept as `ctx.mix`. With `semi`, `soft` describes the mixed rows `images`
-  are (their soft targets replace the labels: L_i = `semi.row_losses`, and
-  the uniform-prior penalty becomes `ctx.penalty_cotangent`) and `soft_meta`
-  the mixed meta rows (`semi.meta_loss`). Returns (ctx, new_batch_stats from
-  the training forward). BatchNorm statistics of every other forward pass
+  kept as `ctx.mix`. prepared: the batch preparation whose rows `images` and
+  `meta_images` are; its labels, indices and losses (`row_losses`,
+  `meta_loss`) replace the batch's labels and cross-entropy (None: the
+  batch's own, `AugmentedBatch`). Returns (ctx, new_batch_stats from the
+  training forward). BatchNorm statistics of every other forward pass
   (virtual, validation) are thrown away.
   """
   apply_fn = make_apply_fn(model, dropout_rng)
-  labels, indices = batch['label'], batch['index']
-  lambda_u = penalty_cotangent = None
-  if soft is None:
+  if prepared is None:
+    prepared = PreparedBatch(images=images, labels=batch['label'], indices=batch['index'],
+                             meta_images=meta_images, meta_labels=batch.get('meta_label'))
+  labels, indices = prepared.labels, prepared.indices
+  row_losses = prepared.row_losses
+  if row_losses is None:
     def loss_of_logits(z):
       return cross_entropy(z, labels)
   else:
-    labels, indices = soft.labels, soft.indices
-    lambda_u = semi.unlabelled_weight(state.step)
-
-    def loss_of_logits(z):
-      return semi.row_losses(z, soft, lambda_u)
+    loss_of_logits = row_losses
 
   def logits_and_aux(params):
     (logits, features), new_stats = apply_fn(params, state.batch_stats, images)
@@ -117,25 +116,24 @@ def build_context(model, state: TrainState, batch: dict, images, meta_images, lr
       logits_and_aux, state.params, has_aux=True)
   transpose = jax.linear_transpose(logits_jvp, state.params)
   losses = loss_of_logits(logits)
-  if soft is None:
+  if row_losses is None:
     # dL_i/dlogits_i = softmax_i - onehot_i: turns logit-space products into loss-space ones.
     errors = jax.nn.softmax(logits) - jax.nn.one_hot(labels, logits.shape[-1],
                                                      dtype=logits.dtype)
   else:
     errors = jax.grad(lambda z: jnp.sum(loss_of_logits(z)))(logits)
-    penalty_cotangent = jax.lax.stop_gradient(jax.grad(semi.penalty)(logits))
 
   def logits_vjp(cotangent):
     return transpose(cotangent)[0]
 
   val_loss_fn = val_outputs_fn = None
   if meta_images is not None:
-    meta_labels = batch['meta_label'] if soft_meta is None else soft_meta.labels
+    meta_labels = prepared.meta_labels
 
     def val_loss_of_logits(z):
-      if soft_meta is None:
+      if prepared.meta_loss is None:
         return jnp.mean(cross_entropy(z, meta_labels))
-      return semi.meta_loss(z, soft_meta)
+      return prepared.meta_loss(z)
 
     def val_loss_fn(params):
       (val_logits, _), _ = apply_fn(params, state.batch_stats, meta_images, meta_bn_train)
@@ -147,8 +145,6 @@ def build_context(model, state: TrainState, batch: dict, images, meta_images, lr
       loss = val_loss_of_logits(val_logits)
       return loss, {'logits': val_logits, 'features': val_features, 'labels': meta_labels}
 
-  semi_metrics = {} if soft is None else semi.metrics(jax.lax.stop_gradient(logits), soft,
-                                                       lambda_u)
   ctx = StepContext(
       params=state.params, batch_stats=state.batch_stats, opt_state=state.opt_state,
       step=state.step, lr=lr, images=images, labels=labels, indices=indices,
@@ -159,21 +155,21 @@ def build_context(model, state: TrainState, batch: dict, images, meta_images, lr
       train_vjp=lambda c: logits_vjp(c[:, None] * errors), logits_vjp=logits_vjp,
       logits_jvp=logits_jvp,
       val_loss_fn=val_loss_fn, apply_fn=apply_fn, num_classes=num_classes,
-      val_outputs_fn=val_outputs_fn, mix=mix, penalty_cotangent=penalty_cotangent,
-      semi_metrics=semi_metrics)
+      val_outputs_fn=val_outputs_fn, mix=mix)
   return ctx, new_stats
 
 
-def combined_gradient(ctx: StepContext, out):
+def combined_gradient(ctx: StepContext, out, extra_cotangent=None):
   """grad_w of sum_i eps_i L_i + <logit cotangent, logits> (+ extra), one backward pass.
 
-  The semi-supervised step's uniform-prior penalty (`ctx.penalty_cotangent`)
+  extra_cotangent: (n, C) the batch preparation's `extra_cotangent` on the
+  training logits (a co-trained member's uniform-prior penalty), or None; it
   joins the same backward pass, unweighted.
   """
   cotangent = None
   if out.weights is not None:
     cotangent = out.weights.astype(ctx.losses.dtype)[:, None] * ctx.errors
-  for extra in (out.logit_cotangent, ctx.penalty_cotangent):
+  for extra in (out.logit_cotangent, extra_cotangent):
     if extra is not None:
       cotangent = extra if cotangent is None else cotangent + extra
   grads = ctx.logits_vjp(cotangent) if cotangent is not None else None
@@ -182,61 +178,56 @@ def combined_gradient(ctx: StepContext, out):
   return grads
 
 
+def _prepared_context_fn(model, uses_meta_set: bool, lr_fn: Callable, augment_cfg, mean, std,
+                         num_classes: int, meta_bn_train: bool,
+                         prepare_images: Optional[Callable],
+                         preparation: Optional[BatchPreparation]):
+  """`make_context_fn`'s context, also returning the step's `PreparedBatch`."""
+  augment = train_augment_fn(augment_cfg, mean, std)  # config.augment.crop: pad | resized
+  eval_logits = make_eval_logits_fn(model, mean, std, normalised=True)
+  preparation = AugmentedBatch() if preparation is None else preparation
+
+  def context(state: TrainState, batch: dict):
+    rng = jax.random.fold_in(state.rng, state.step)
+    aug_rng, meta_aug_rng, dropout_rng, method_rng = jax.random.split(rng, 4)
+    prepared = preparation.prepare(PreparationInputs(
+        params=state.params, batch_stats=state.batch_stats, step=state.step, batch=batch,
+        augment=augment, apply_fn=make_apply_fn(model, dropout_rng), eval_logits=eval_logits,
+        aug_rng=aug_rng, meta_aug_rng=meta_aug_rng, uses_meta_set=uses_meta_set))
+    images, mix = prepared.images, None
+    if prepare_images is not None:
+      images, mix = prepare_images(images, method_rng)
+    if prepared.batch_stats is not None:  # the training forward's update follows the preparation's
+      state = state.replace(batch_stats=prepared.batch_stats)
+    ctx, new_stats = build_context(model, state, batch, images, prepared.meta_images,
+                                   lr_fn(state.step), dropout_rng, num_classes, meta_bn_train,
+                                   mix=mix, prepared=prepared)
+    return ctx, new_stats, method_rng, prepared
+
+  return context
+
+
 def make_context_fn(model, uses_meta_set: bool, lr_fn: Callable, augment_cfg, mean, std,
                     num_classes: int, meta_bn_train: bool = True,
                     prepare_images: Optional[Callable] = None,
-                    semi: Optional[SemiSupervised] = None):
+                    preparation: Optional[BatchPreparation] = None):
   """context(state, batch) -> (ctx, new_batch_stats, method_rng): steps 1-2 of the step.
 
   The augmentation, dropout and method keys are fixed by (state.rng,
   state.step), so a diagnostic tool calling this on the same state and batch
   sees exactly the step's context (e.g. `famus_jax.tools.quality`).
   prepare_images: the method's `Method.prepare_images(images, method_rng) ->
-  (images, info)`, run between augmentation and the forward; None = identity.
-  semi: a co-trained member's semi-supervised settings: the forward runs on
-  the mixed rows `semi.training_batch` builds from the batch (module
-  docstring) instead of the augmented images, and the meta batch is refined
-  and mixed (`semi.meta_batch`).
+  (images, info)`, run between the batch preparation and the forward; None =
+  identity. preparation: the `BatchPreparation` that builds the rows from the
+  batch (None: `AugmentedBatch`, the augmented images; a co-trained member's
+  semi-supervised step: `famus_jax.cotrain.semi_supervised.SemiSupervised`).
   """
-  augment = train_augment_fn(augment_cfg, mean, std)  # config.augment.crop: pad | resized
-  eval_logits = make_eval_logits_fn(model, mean, std, normalised=True)
+  prepared_context = _prepared_context_fn(model, uses_meta_set, lr_fn, augment_cfg, mean, std,
+                                          num_classes, meta_bn_train, prepare_images,
+                                          preparation)
 
   def context(state: TrainState, batch: dict):
-    rng = jax.random.fold_in(state.rng, state.step)
-    aug_rng, meta_aug_rng, dropout_rng, method_rng = jax.random.split(rng, 4)
-    soft = soft_meta = None
-    if semi is None:
-      images = augment(batch['image'], aug_rng)
-    else:
-      apply_fn = make_apply_fn(model, dropout_rng)
-      # This member's running statistics as its guessing forwards leave them, in call order.
-      guess_stats = [state.batch_stats]
-
-      def own(x):  # training mode, batch statistics
-        (logits, _), new_stats = apply_fn(state.params, guess_stats[0], x)
-        if semi.guess_updates_bn:
-          guess_stats[0] = new_stats
-        return logits
-
-      def partner(x):
-        return eval_logits(batch['partner_params'], batch['partner_batch_stats'], x)
-
-      soft = semi.training_batch(own, partner, batch, augment, aug_rng)
-      images = soft.images
-    mix = None
-    if prepare_images is not None:
-      images, mix = prepare_images(images, method_rng)
-    meta_images = None
-    if uses_meta_set and semi is not None:
-      soft_meta = semi.meta_batch(own, batch, augment, meta_aug_rng)
-      meta_images = soft_meta.images
-    elif uses_meta_set:
-      meta_images = augment(batch['meta_image'], meta_aug_rng)
-    if semi is not None:  # the training forward's statistics update follows the guesses'
-      state = state.replace(batch_stats=guess_stats[0])
-    ctx, new_stats = build_context(model, state, batch, images, meta_images,
-                                   lr_fn(state.step), dropout_rng, num_classes, meta_bn_train,
-                                   mix=mix, semi=semi, soft=soft, soft_meta=soft_meta)
+    ctx, new_stats, method_rng, _ = prepared_context(state, batch)
     return ctx, new_stats, method_rng
 
   return context
@@ -244,21 +235,27 @@ def make_context_fn(model, uses_meta_set: bool, lr_fn: Callable, augment_cfg, me
 
 def make_train_step(model, method: Method, tx: optax.GradientTransformation,
                     lr_fn: Callable, augment_cfg, mean, std, num_classes: int,
-                    meta_bn_train: bool = True, semi: Optional[SemiSupervised] = None):
+                    meta_bn_train: bool = True, preparation: Optional[BatchPreparation] = None):
   """Build train_step(state, batch) -> (state, StepOutput); jit it outside.
 
-  semi: the semi-supervised settings of a co-trained member (`make_context_fn`).
+  preparation: the step's batch preparation (`make_context_fn`); its
+  `extra_cotangent` joins the actual update's backward pass and its `metrics`
+  the step's metrics.
   """
-  context = make_context_fn(model, method.uses_meta_set, lr_fn, augment_cfg, mean, std,
-                            num_classes, meta_bn_train, prepare_images=method.prepare_images,
-                            semi=semi)
+  context = _prepared_context_fn(model, method.uses_meta_set, lr_fn, augment_cfg, mean, std,
+                                 num_classes, meta_bn_train, method.prepare_images, preparation)
 
   def train_step(state: TrainState, batch: dict):
-    ctx, new_stats, method_rng = context(state, batch)
+    ctx, new_stats, method_rng, prepared = context(state, batch)
     losses, labels, logits, lr = ctx.losses, ctx.labels, ctx.logits, ctx.lr
+    extra_cotangent = extra_metrics = None
+    if prepared.extra_cotangent is not None:
+      extra_cotangent = jax.lax.stop_gradient(prepared.extra_cotangent(logits))
+    if prepared.metrics is not None:
+      extra_metrics = prepared.metrics(logits)
     out = method.weights(ctx, state.method_state, batch, method_rng)
 
-    grads = combined_gradient(ctx, out)
+    grads = combined_gradient(ctx, out, extra_cotangent)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
 
@@ -279,7 +276,7 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation,
         'train_accuracy': jnp.mean(jnp.argmax(logits, -1) == labels),
         'grad_norm': grad_norm,
         'lr': lr,
-        **ctx.semi_metrics,
+        **(extra_metrics or {}),
         **out.metrics,
     }
     return new_state, StepOutput(metrics=metrics, example_weights=out.example_weights,

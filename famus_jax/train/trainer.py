@@ -44,7 +44,7 @@ from famus_jax.train.logbook import MetricsLog, WindowMeans, write_json
 from famus_jax.train.prefetch import BatchPrefetcher
 # Run and the loop's contract (StepResult, EpochEnd) live in train/run.py; the names that tools
 # and tests use (Run, data_mesh, check_divisible) are importable from this module too.
-from famus_jax.train.run import Run, StepResult, check_divisible, data_mesh
+from famus_jax.train.run import Run, StepResult, TrainingRun, check_divisible, data_mesh
 from famus_jax.train.step import StepOutput
 
 
@@ -79,16 +79,16 @@ class Hook:
   the StepResult.
   """
 
-  def on_start(self, run: 'Run', state, start_step: int) -> None:
+  def on_start(self, run: TrainingRun, state, start_step: int) -> None:
     del run, state, start_step
 
-  def before_step(self, run: 'Run', step: int, state, batch) -> None:
+  def before_step(self, run: TrainingRun, step: int, state, batch) -> None:
     del run, step, state, batch
 
-  def after_step(self, run: 'Run', step: int, result: StepResult) -> None:
+  def after_step(self, run: TrainingRun, step: int, result: StepResult) -> None:
     del run, step, result
 
-  def on_end(self, run: 'Run', state, summary: dict) -> None:
+  def on_end(self, run: TrainingRun, state, summary: dict) -> None:
     del run, state, summary
 
 
@@ -101,7 +101,7 @@ def _record_weights(progress: Progress, is_noisy: np.ndarray, indices, weights) 
   progress.weight_count_clean += int((~noisy).sum())
 
 
-def _weights_event(run: Run, indices, example_weights, step: int) -> dict:
+def _weights_event(run: TrainingRun, indices, example_weights, step: int) -> dict:
   """One batch's example weights (mean 1 over the batch) and which labels are wrong.
 
   Logged every `config.weights_log_every` steps; `famus_jax.tools.report` draws the
@@ -114,7 +114,7 @@ def _weights_event(run: Run, indices, example_weights, step: int) -> dict:
           'noisy': run.is_noisy[idx].astype(np.int8)}
 
 
-def summarise(run: Run, progress: Progress, step: int, wall_seconds: float) -> dict:
+def summarise(run: TrainingRun, progress: Progress, step: int, wall_seconds: float) -> dict:
   """The run's summary.json; `wall_seconds` covers every process's training loop."""
   def mean(s, c):
     return s / c if c else None
@@ -152,7 +152,8 @@ class PendingHostData:
   def add(self, step: int, output: StepOutput, indices) -> None:
     self.items.append((step, output.metrics, output.example_weights, indices))
 
-  def flush(self, run: 'Run', progress: Progress, window: WindowMeans, log: MetricsLog) -> None:
+  def flush(self, run: TrainingRun, progress: Progress, window: WindowMeans,
+            log: MetricsLog) -> None:
     if not self.items:
       return
     items, self.items = distributed.host_copy(self.items), []  # every process, same steps
@@ -164,7 +165,7 @@ class PendingHostData:
       window.add(metrics)
 
 
-def check_sizes(config, run: Run) -> None:
+def check_sizes(config, run: TrainingRun) -> None:
   """Size checks that need the data; they run before anything is written to the workdir."""
   if config.batch_size > run.num_train:
     raise ConfigError(f'config.batch_size={config.batch_size} is larger than the training set '
@@ -174,7 +175,7 @@ def check_sizes(config, run: Run) -> None:
                       f'larger than the training set ({run.num_train} examples)')
 
 
-def create_run(config, data, mesh, model=None):
+def create_run(config, data, mesh, model=None) -> TrainingRun:
   """The run object the loop drives: a `CoTrainedRun` for the co-trained pair, else `Run`.
 
   The pair: meta_set='pseudo_clean' or method='dividemix' (`cotrain.pair.co_trained`).
