@@ -383,8 +383,8 @@ def _write_run_records(workdir: str, config, data, fingerprint: dict) -> None:
   write_json(os.path.join(workdir, FINGERPRINT_FILE), fingerprint)
 
 
-def _resume_or_start(run: Run, data, checkpointer: Checkpointer, log: MetricsLog, found,
-                     template, say):
+def _resume_or_start(run: TrainingRun, data, checkpointer: Checkpointer, log: MetricsLog,
+                     found, template, say):
   """(start step, state, Progress, WindowMeans) to train from, with the metrics log set to it.
 
   Resumed: the restored checkpoint's, the log cut back to its step. Fresh: step 0 and the
@@ -418,7 +418,7 @@ class TrainingLoop:
   Ctrl-C between steps). `progress` and `window` are the running records a checkpoint keeps.
   """
 
-  def __init__(self, run: Run, hooks: Sequence[Hook], checkpointer: Checkpointer,
+  def __init__(self, run: TrainingRun, hooks: Sequence[Hook], checkpointer: Checkpointer,
                log: MetricsLog, fingerprint: dict, progress: Progress, window: WindowMeans,
                state, start: int):
     self.run, self.config, self.hooks = run, run.config, hooks
