@@ -16,6 +16,7 @@ from famus_jax.errors import ConfigError
 from famus_jax.presets import tiny
 from famus_jax.tools.label_issues import restore_run
 from famus_jax.train import tensorboard
+from famus_jax.train.checkpoint import config_fingerprint
 from famus_jax.train.logbook import read_metrics
 from famus_jax.train.trainer import train_and_evaluate
 
@@ -162,6 +163,15 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
   train_loss_steps = [event.step for _, event in read_event_files(tmp_path / 'resumed')
                       for value in event.summary.value if value.tag == 'train/train_loss']
   assert train_loss_steps == [4, 8, 8, 12, 16, 18]
+
+
+def test_tensorboard_may_be_switched_on_resume():
+  """The event files copy metrics.jsonl, so config.tensorboard is not part of what a run is."""
+  on, off = tiny.get_config(), tiny.get_config()
+  on.tensorboard, off.tensorboard = True, False
+  assert config_fingerprint(on.to_dict()) == config_fingerprint(off.to_dict())
+  on.lr.base = off.lr.base * 2  # a field that is part of it, for contrast
+  assert config_fingerprint(on.to_dict()) != config_fingerprint(off.to_dict())
 
 
 def test_tensorboard_without_tensorboardx_is_one_line_naming_the_field(monkeypatch):

@@ -186,10 +186,6 @@ class Method:
   def weights(self, ctx: StepContext, method_state: PyTree, batch: dict, rng) -> WeightOutput:
     raise NotImplementedError
 
-  def variant(self, record) -> Hashable:
-    """`self.variants.choose(record)`: the key of the compiled step to run next."""
-    return self.variants.choose(record)
-
   def set_layer_order(self, names) -> None:
     """The model's layer names in forward order, for a model whose names do not follow
     famus_jax.models' scheme (called before `init_state`; methods that work per layer,

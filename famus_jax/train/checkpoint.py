@@ -49,6 +49,8 @@ RESUMABLE_FIELDS = (
     # Cadence of logs, evaluations and checkpoints, and the progress bar.
     'log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints', 'progress_bar',
     'weights_log_every', 'eval_train_fit',
+    # TensorBoard event files beside metrics.jsonl: a copy of what the log records.
+    'tensorboard',
     # Batches built ahead on a thread (train/prefetch.py): the same batches either way.
     'prefetch_batches',
     # Evaluation batching: the test set's sums are the same for any batch size.

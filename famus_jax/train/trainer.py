@@ -287,7 +287,7 @@ def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
   _warn_of_changes(changes, say)
   if primary:
     _write_run_records(workdir, config, data, fingerprint)
-  log = MetricsLog(workdir, active=primary)
+  log = MetricsLog(workdir, active=primary, tensorboard=config.tensorboard)
   start, state, progress, window = _resume_or_start(run, data, checkpointer, log, found,
                                                     template, say)
   if changes or damaged:
@@ -300,6 +300,7 @@ def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
   loop = TrainingLoop(run, hooks, checkpointer, log, fingerprint, progress, window, state,
                       start)
   loop.run_to_end()
+  log.close()
   checkpointer.close()
   progress.wall_seconds = loop.wall_seconds()
   summary = summarise(run, progress, loop.step, progress.wall_seconds)
