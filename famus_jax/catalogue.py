@@ -50,6 +50,9 @@ FAMUS_ACTIVE = 'famus_active'                 # step metric: the layers in this 
 FAMUS_ACTIVE_COUNTS = 'famus_active_counts'   # TRAIN: cumulative steps each candidate was on
 FSR_DICT_PURITY = 'fsr_dict_purity'           # TRAIN: share of correct labels in the dictionary
 MLC_TRANSITION_DIAGONAL = 'mlc_transition_diagonal'  # TRAIN: diagonal of MLC's transition
+# Step metric of runs with config.meta.update_every > 1: 1 on the steps that updated the meta
+# model, 0 on the others (whose meta metrics are NaN: not measured at that step).
+META_UPDATE = 'meta_update'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,18 +63,20 @@ class Variant:
   `default` shows as itself. stem: the name joins the method's in parentheses
   ('famus(l2r)') instead of a bracketed tag ('mwnet[reuse]'). when: (field, value) that
   must hold for this variant to count (the semi-supervised step only on pseudo-clean sets).
+  prefix: written before a value shown as itself ('every5' for meta.update_every=5).
   """
   field: str
   names: Optional[Mapping[Any, str]] = None
   default: Any = None
   stem: bool = False
   when: Optional[tuple] = None
+  prefix: str = ''
 
   def name_of(self, value) -> Optional[str]:
     """The short name of `value`, None when it is the reference value."""
     if self.names is not None:
       return self.names.get(value) if _hashable(value) else None
-    return None if value == self.default else str(value)
+    return None if value == self.default else f'{self.prefix}{value}'
 
 
 def _hashable(value) -> bool:
@@ -169,6 +174,7 @@ class MethodEntry:
 # The variants every meta method shares: the one-backward actual step, and the co-trained
 # pair's pseudo-clean meta sets (with the pair's semi-supervised step).
 REUSE = Variant('meta.actual_step', {'reuse': 'reuse'})
+EVERY = Variant('meta.update_every', default=1, prefix='every')
 PSEUDO_CLEAN = Variant('meta_set', {'pseudo_clean': 'pseudo_clean'})
 SEMI = Variant('cotrain.semi_supervised', {True: 'semi'}, when=('meta_set', 'pseudo_clean'))
 META_FIELDS = ('meta.', 'meta_batch_size', 'meta_gradient')
@@ -182,13 +188,15 @@ CATALOGUE = {
         'erm', f'{REGISTRY}:create_erm', peer='erm', colour='#444444',
         benchmarks=(B('erm', {'method': 'erm'}),)),
     'mwnet': MethodEntry(
-        'mwnet', f'{REGISTRY}:create_exact', group='mwnet', variants=(REUSE, PSEUDO_CLEAN, SEMI),
+        'mwnet', f'{REGISTRY}:create_exact', group='mwnet',
+        variants=(REUSE, EVERY, PSEUDO_CLEAN, SEMI),
         ablation_fields=('mwnet.',) + META_FIELDS, peer='mwnet', clean_meta=True,
         pseudo_clean=True, colour='tab:blue',
         benchmarks=(B('mwnet', {'method': 'mwnet'}),
                     B('mwnet_reference', {'method': 'mwnet',
                                           'meta_gradient': 'reverse_over_reverse'}),
-                    B('mwnet_reuse', {'method': 'mwnet', 'meta.actual_step': 'reuse'}))),
+                    B('mwnet_reuse', {'method': 'mwnet', 'meta.actual_step': 'reuse'}),
+                    B('mwnet_every5', {'method': 'mwnet', 'meta.update_every': 5}, peer=False))),
     'l2r': MethodEntry(
         'l2r', f'{REGISTRY}:create_exact', group='l2r', variants=(PSEUDO_CLEAN, SEMI),
         ablation_fields=('l2r.',) + META_FIELDS, peer='l2r', clean_meta=True,
@@ -201,7 +209,7 @@ CATALOGUE = {
         colour='tab:olive',
         benchmarks=(B('random_weight', {'method': 'random_weight'}),)),
     'mlc': MethodEntry(
-        'mlc', f'{REGISTRY}:create_exact', group='mlc', variants=(REUSE,),
+        'mlc', f'{REGISTRY}:create_exact', group='mlc', variants=(REUSE, EVERY),
         ablation_fields=('mlc.',) + META_FIELDS, metrics=(MLC_TRANSITION_DIAGONAL,),
         clean_meta=True, colour='tab:purple',
         benchmarks=(B('mlc', {'method': 'mlc'}),
@@ -209,7 +217,8 @@ CATALOGUE = {
     'famus': MethodEntry(
         'famus', 'famus_jax.famus.method:create_famus', group='famus',
         variants=(Variant('famus.base', {'l2r': 'l2r', 'mlc': 'mlc'}, stem=True),
-                  Variant('famus.strategy', default='learned'), REUSE, PSEUDO_CLEAN, SEMI),
+                  Variant('famus.strategy', default='learned'), REUSE, EVERY, PSEUDO_CLEAN,
+                  SEMI),
         ablation_fields=('famus.', 'mwnet.', 'l2r.', 'mlc.') + META_FIELDS[:2],
         metrics=(FAMUS_ACTIVE, FAMUS_ACTIVE_COUNTS), peer='famus',
         clean_meta=True, pseudo_clean=True, colour='tab:green',
@@ -225,6 +234,10 @@ CATALOGUE = {
             B('famus_block', {**FAMUS, 'famus.strategy': 'block'}),
             B('famus_l2r', {**FAMUS, 'famus.base': 'l2r'}, settle_steps=40),
             B('famus_reuse', {**FAMUS, 'meta.actual_step': 'reuse'}, settle_steps=40),
+            # Amortised meta updates (config.meta.update_every): the peer has none.
+            B('famus_every5', {**FAMUS, 'meta.update_every': 5}, settle_steps=40, peer=False),
+            B('famus_reuse_every5', {**FAMUS, 'meta.actual_step': 'reuse',
+                                     'meta.update_every': 5}, settle_steps=40, peer=False),
             B('famus_static_reuse', {**FAMUS, 'famus.strategy': 'static',
                                      'meta.actual_step': 'reuse'},
               static_layers_from='famus_reuse'),

@@ -145,6 +145,10 @@ def get_config() -> ml_collections.ConfigDict:
   #   reuse:     the virtual step's gradient sum_i eps_i(theta) grad L_i, already computed:
   #              one training backward per step; theta' acts from the next step on.
   c.meta.actual_step = 'recompute'
+  # Amortised meta updates (mwnet, mlc, famus on those bases): the meta model is updated on
+  # every k-th step only; the steps between train on its current weights (one forward of the
+  # small meta model). 1 = every step (the papers).
+  c.meta.update_every = 1
   c.meta_gradient = 'jvp'        # jvp (production) | reverse_over_reverse (reference path)
   c.meta_bn_train_mode = True    # meta / reward forward passes use batch statistics (else running)
 

@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
+from famus_jax import config as config_lib
 from famus_jax.tools import benchmark
+from famus_jax.tools.benchmark import measurement
 
 
 @pytest.fixture(scope='module')
@@ -97,3 +99,20 @@ def test_command_line_takes_schema_overrides(tmp_path):
   proc = run('--config.widht=4')
   assert proc.returncode != 0 and 'Traceback' not in proc.stderr
   assert "error: --config.widht: the config has no field 'widht'" in proc.stderr
+
+
+def test_amortised_rows_time_a_whole_cycle():
+  """config.meta.update_every = k: (median meta-update step + (k - 1) median other step) / k."""
+  timed = measurement.Timed.__new__(measurement.Timed)
+  timed.name, timed.config = 'mwnet_every5', config_lib.get_config()
+  timed.config.meta.update_every = 5
+  timed.counters = list(range(3, 13))  # meta updates at 5 and 10
+  timed.wall = [1.0, 1.2, 5.0, 1.1, 0.9, 1.0, 1.0, 6.0, 1.0, 1.0]
+  timed.cpu = [2 * t for t in timed.wall]
+  out = timed.typical_step()
+  assert out['step_time_meta_update_s'] == 5.5 and out['step_time_between_updates_s'] == 1.0
+  assert out['step_time_s'] == pytest.approx((5.5 + 4 * 1.0) / 5)
+  assert out['cpu_time_s'] == pytest.approx(2 * out['step_time_s'])
+  timed.counters = [1, 2, 3, 4]
+  with pytest.raises(ValueError, match='mwnet_every5: the timed steps need both kinds'):
+    timed.typical_step()

@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from famus_jax import config as base_config
 from famus_jax.meta import meta_gradient as mg
 from famus_jax.methods import ExactEstimator, MetaReweighting, ReverseOverReverse, create_base
 from famus_jax.models import SmallCNN
@@ -58,7 +59,7 @@ def meta_config():
   c.mwnet = ml_collections.ConfigDict(dict(hidden=16, lr=1e-3, momentum=0.9,
                                            weight_decay=1e-4, normalize=True))
   c.l2r = ml_collections.ConfigDict(dict(zero_sum='uniform'))
-  c.meta = ml_collections.ConfigDict(dict(actual_step='recompute'))
+  c.meta = base_config.get_config().meta  # the defaults: actual_step 'recompute'
   return c
 
 

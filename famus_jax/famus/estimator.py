@@ -122,7 +122,8 @@ class DispatchRecord:
   step: the step counter; bucket_run / diagnostics_run: the compiled variant
   that ran; bucket_needed: the floor bucket this step's active set needed;
   next_bucket: the guess for the next step (learned: this step's need;
-  random: the next step's exact need; fixed strategies: their only bucket).
+  random: the next step's exact need; fixed strategies: their only bucket);
+  -1 on a step without a meta update (`FamusEstimator.idle_dispatch`).
   """
   step: jnp.ndarray
   bucket_run: jnp.ndarray
@@ -312,6 +313,19 @@ class FamusEstimator:
     if sets.always_on:
       mask = mask.at[jnp.asarray(sets.always_on_index)].set(1.0)
     return mask
+
+  def idle_dispatch(self, ctx) -> DispatchRecord:
+    """The record of a step without a meta update (`config.meta.update_every` > 1).
+
+    Every variant covers such a step (bucket_needed = the highest bucket) and it says nothing
+    about the next meta step's floor (next_bucket = -1): the policy keeps its last guess.
+    """
+    sets = self.layer_sets(ctx.params)
+    bucket = 0 if self.bucket is None else self.bucket
+    return DispatchRecord(
+        step=ctx.step.astype(jnp.int32), bucket_run=jnp.int32(bucket),
+        diagnostics_run=jnp.int32(self.diagnostics),
+        bucket_needed=jnp.int32(len(sets.bucket_floors) - 1), next_bucket=jnp.int32(-1))
 
   # ---- the estimator call: FaMUS Alg. 1, one phase per method -------------
   def __call__(self, ctx, w_hat, train_grads, state, rng, eps=None, pullback=None,

@@ -60,7 +60,8 @@ class FamusMethod(MetaReweighting):
                      meta_cfg)
     self.settings = settings
     self.diagnostics_every = diagnostics_every
-    self.variants = FamusVariants(self.estimator, settings, diagnostics_every)
+    self.variants = FamusVariants(self.estimator, settings, diagnostics_every,
+                                  meta_cfg.update_every)
 
   def init_state(self, rng, params, num_train):
     check_against_model(self, params)
@@ -80,19 +81,23 @@ class FamusVariants(StepVariants):
   estimator: the method's `FamusEstimator` (its layer sets, once a params
   tree was seen); the host-side guess history (the last `guess_window`
   needed buckets) is this object's, shared by every specialised method.
+  update_every: `config.meta.update_every`; the steps between meta updates run
+  no estimator, so every variant covers them and their records (next_bucket
+  -1) leave the guess history alone; diagnostics run on meta-update steps only.
   """
   speculative = True
 
   def __init__(self, estimator: FamusEstimator, settings: FamusSettings,
-               diagnostics_every: int = 0):
+               diagnostics_every: int = 0, update_every: int = 1):
     self.estimator = estimator
     self.settings = settings
     self.diagnostics_every = diagnostics_every
+    self.update_every = update_every
     self._recent = collections.deque(maxlen=max(settings.guess_window, 1))  # host side
 
   def _diagnostics_due(self, step: int) -> bool:
     every = self.diagnostics_every
-    return every > 0 and (step + 1) % every == 0
+    return every > 0 and (step + 1) % every == 0 and step % self.update_every == 0
 
   def initial_bucket(self) -> int:
     """Guess for a step without previous metrics (first step, or after resume)."""
@@ -119,7 +124,9 @@ class FamusVariants(StepVariants):
     if not self.accepts(ran, record):
       return (int(record.bucket_needed), self._diagnostics_due(step))
     guess = int(record.next_bucket)
-    if self.settings.strategy == 'learned':
+    if guess < 0:  # a step without a meta update: the last guess stands
+      guess = min(self._recent) if self._recent else self.initial_bucket()
+    elif self.settings.strategy == 'learned':
       # The lowest floor of the last `guess_window` steps: a covering guess is
       # accepted, a re-run costs a whole step, so err towards covering.
       self._recent.append(guess)

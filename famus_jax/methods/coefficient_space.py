@@ -29,6 +29,7 @@ differentiates val(w - alpha grad_w sum(a * forward(w))) in a) serve both spaces
 
 from typing import Any, Callable, NamedTuple, Optional
 
+import jax
 import jax.numpy as jnp
 
 from famus_jax.methods.base import StepContext
@@ -65,6 +66,26 @@ class CoefficientSpace(NamedTuple):
   vjp: Callable[[StepContext], Callable]
   cotangent: Callable[[StepContext, jnp.ndarray], jnp.ndarray]
   actual: Callable[[jnp.ndarray], ActualStep]
+
+
+def actual_gradient(ctx: StepContext, weights: Optional[jnp.ndarray], extra_grads=None,
+                    cotangents=()):
+  """grad_w of sum_i eps_i L_i + sum_k <c_k, z> (+ extra_grads): one backward pass.
+
+  weights: (n,) eps, or None; cotangents: (n, C) logit cotangents c_k (None entries skipped),
+  added to eps_i e_i in this order; extra_grads: a params-shaped gradient added last, or None.
+  Returns the params-shaped gradient, or None when every term is None.
+  """
+  cotangent = None
+  if weights is not None:
+    cotangent = weights.astype(ctx.losses.dtype)[:, None] * ctx.errors
+  for extra in cotangents:
+    if extra is not None:
+      cotangent = extra if cotangent is None else cotangent + extra
+  grads = ctx.logits_vjp(cotangent) if cotangent is not None else None
+  if extra_grads is not None:
+    grads = extra_grads if grads is None else jax.tree.map(jnp.add, grads, extra_grads)
+  return grads
 
 
 def _weighted_losses(eps: jnp.ndarray) -> ActualStep:

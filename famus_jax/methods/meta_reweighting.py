@@ -24,6 +24,18 @@ One step (FaMUS paper Sec. 3, Eq. 3-5):
 
 The estimator is the only thing FaMUS changes: `ExactEstimator` uses every
 layer (FaMUS Eq. 7); FaMUS's estimator uses the sampled layers (Eq. 9).
+
+Amortised meta updates (`config.meta.update_every` = k > 1): steps 1-2 run on
+the steps whose counter is a multiple of k; on the others the meta model
+(weight net, samplers, transition matrix) stays as it is and the actual step
+trains on its coefficients for this batch, a(theta) (MW-Net: eps_i(theta) =
+V(L_i; theta) / sum_j V(L_j; theta); MLC: the corrected loss's cotangent with
+the current T): one forward of the small meta model and the one training
+backward, ERM's cost plus that forward. One compiled step holds both
+branches (`jax.lax.cond` on the step counter). On the steps without a meta
+update the meta metrics are NaN ("not measured at this step"; the log's window
+means skip them) and `meta_update` is 0. L2R has no meta model to apply (its
+weights are the meta gradient itself), so it takes k = 1 only.
 """
 
 from typing import Any, NamedTuple, Optional
@@ -31,10 +43,11 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from famus_jax import catalogue
 from famus_jax.errors import ConfigError
 from famus_jax.meta import meta_gradient as mg
 from famus_jax.methods.base import Method, StepContext, WeightOutput
-from famus_jax.methods.coefficient_space import PER_EXAMPLE, ActualStep
+from famus_jax.methods.coefficient_space import PER_EXAMPLE, ActualStep, actual_gradient
 
 
 class Estimate(NamedTuple):
@@ -72,6 +85,10 @@ class ExactEstimator:
     d_eps = -ctx.lr * space.jvp(ctx)(val_grad)
     return Estimate(d_eps, state, {'meta_loss': val_loss})
 
+  def idle_dispatch(self, ctx: StepContext):
+    """The dispatch record of a step without a meta update: none (one compiled step)."""
+    del ctx
+
 
 ACTUAL_STEPS = ('recompute', 'reuse')
 
@@ -79,7 +96,7 @@ ACTUAL_STEPS = ('recompute', 'reuse')
 class MetaReweighting(Method):
   """A base and an estimator, wired into the common step.
 
-  meta_cfg: the `config.meta` group (`actual_step`, module docstring).
+  meta_cfg: the `config.meta` group (`actual_step`, `update_every`, module docstring).
   """
   uses_meta_set = True
 
@@ -91,6 +108,13 @@ class MetaReweighting(Method):
       raise ConfigError(f'config.meta.actual_step={meta_cfg.actual_step!r} is not one of '
                         f'{list(ACTUAL_STEPS)}')
     self.actual_step = meta_cfg.actual_step
+    self.update_every = meta_cfg.update_every
+    if self.update_every < 1:
+      raise ConfigError(f'config.meta.update_every={self.update_every!r} must be >= 1')
+    if self.update_every > 1 and base.virtual_is_identity:
+      raise ConfigError(f'config.meta.update_every={self.update_every!r}: L2R has no meta model '
+                        'to apply between meta updates (its weights are the meta gradient '
+                        'itself); it takes 1')
 
   def actual_update(self, weights, eps, train_grads) -> ActualStep:
     """Step 3 from the base's new (`weights`) and virtual (`eps`) coefficients.
@@ -132,6 +156,41 @@ class MetaReweighting(Method):
     return eps, pullback, mg.sgd_virtual_params(ctx.params, train_grads, ctx.lr), train_grads
 
   def weights(self, ctx, method_state, batch, rng):
+    """The meta update's step (`meta_update`), or, with update_every = k > 1, that step on
+    the steps whose counter is a multiple of k and the current meta model's coefficients on
+    the others (module docstring)."""
+    if self.update_every == 1:
+      return self.meta_update(ctx, method_state, batch, rng)
+    return self.amortised(ctx, method_state, batch, rng)
+
+  def amortised(self, ctx, method_state, batch, rng) -> WeightOutput:
+    """`jax.lax.cond(step % k == 0, meta update, apply the meta model)`, both answering the
+    whole actual-step gradient in `extra_grads` (one training backward either way)."""
+    space = self.base.space
+
+    def with_meta_update():
+      out = self.meta_update(ctx, method_state, batch, rng)
+      grads = actual_gradient(ctx, out.weights, out.extra_grads, (out.logit_cotangent,))
+      metrics = {k: jnp.asarray(v, jnp.float32) for k, v in out.metrics.items()}
+      return out.replace(weights=None, logit_cotangent=None, extra_grads=grads,
+                         metrics={**metrics, catalogue.META_UPDATE: jnp.float32(1.0)})
+
+    def without_meta_update():
+      coefficients, _ = self.base.coefficients(method_state['base'], self.base.batch_inputs(ctx))
+      shapes = jax.eval_shape(with_meta_update)
+      metrics = {k: jnp.full(v.shape, jnp.nan, v.dtype) for k, v in shapes.metrics.items()}
+      metrics[catalogue.META_UPDATE] = jnp.float32(0.0)
+      return WeightOutput(
+          weights=None, logit_cotangent=None, extra_grads=space.vjp(ctx)(coefficients),
+          example_weights=space.actual(coefficients).example_weights,
+          method_state=method_state, metrics=metrics,
+          dispatch=self.estimator.idle_dispatch(ctx))
+
+    return jax.lax.cond(ctx.step % self.update_every == 0, with_meta_update,
+                        without_meta_update)
+
+  def meta_update(self, ctx, method_state, batch, rng) -> WeightOutput:
+    """Steps 1-3 of the module docstring: virtual step, meta update, actual update."""
     del batch
     eps, pullback, w_hat, train_grads = self.virtual_step(ctx, method_state['base'])
     identity = self.base.virtual_is_identity
@@ -155,7 +214,7 @@ class ReverseOverReverse(MetaReweighting):
   compared with the production JVP path; the tests hold them equal.
   """
 
-  def weights(self, ctx, method_state, batch, rng):
+  def meta_update(self, ctx, method_state, batch, rng):
     del batch, rng
     space, inputs = self.base.space, self.base.batch_inputs(ctx)
     eps, pullback = self.base.coefficients(method_state['base'], inputs)

@@ -145,26 +145,41 @@ def read_metrics(workdir: str) -> list:
 class WindowMeans:
   """Running means of scalar step metrics between two log events.
 
-  Non-scalar metrics (small arrays such as FaMUS's active-layer mask) are kept
-  from the most recent step.
+  A NaN metric was not measured at that step (the meta metrics of a step without a meta
+  update, config.meta.update_every > 1): a scalar's mean is over the steps that measured it,
+  and a metric no step of the window measured is left out. Non-scalar metrics (small arrays
+  such as FaMUS's active-layer mask) are kept from the most recent step that measured them.
   """
 
   def __init__(self):
-    self.sums, self.count, self.last_arrays = {}, 0, {}
+    self.sums, self.counts, self.last_arrays = {}, {}, {}
 
   def add(self, metrics: dict) -> None:
-    self.count += 1
     for key, value in metrics.items():
       value = np.asarray(value)
       if value.ndim == 0:
+        if np.isnan(value):
+          continue
         self.sums[key] = self.sums.get(key, 0.0) + float(value)
-      elif value.size <= 512:
+        self.counts[key] = self.counts.get(key, 0) + 1
+      elif value.size <= 512 and not (value.dtype.kind == 'f' and np.isnan(value).all()):
         self.last_arrays[key] = value
 
+  def record(self) -> dict:
+    """The unflushed sums and counts, for a checkpoint's record."""
+    return {'window_sums': dict(self.sums), 'window_counts': dict(self.counts)}
+
+  def restore(self, record: dict) -> None:
+    """Continue from `record` (a checkpoint's; one count for every sum in older records)."""
+    self.sums = dict(record['window_sums'])
+    counts = record.get('window_counts')
+    self.counts = (dict(counts) if counts is not None
+                   else {k: record['window_count'] for k in self.sums})
+
   def flush(self) -> dict:
-    out = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+    out = {k: v / self.counts[k] for k, v in self.sums.items()}
     out.update(self.last_arrays)
-    self.sums, self.count, self.last_arrays = {}, 0, {}
+    self.sums, self.counts, self.last_arrays = {}, {}, {}
     return out
 
 

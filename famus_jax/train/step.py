@@ -36,6 +36,7 @@ import optax
 from famus_jax.data import augment_batch
 from famus_jax.data.augment import train_augment_fn
 from famus_jax.methods.base import Method, StepContext
+from famus_jax.methods.coefficient_space import actual_gradient
 from famus_jax.methods.preparation import (AugmentedBatch, BatchPreparation, PreparationInputs,
                                            PreparedBatch)
 from famus_jax.train.state import TrainState
@@ -164,18 +165,10 @@ def combined_gradient(ctx: StepContext, out, extra_cotangent=None):
 
   extra_cotangent: (n, C) the batch preparation's `extra_cotangent` on the
   training logits (a co-trained member's uniform-prior penalty), or None; it
-  joins the same backward pass, unweighted.
+  joins the same backward pass, unweighted (`coefficient_space.actual_gradient`).
   """
-  cotangent = None
-  if out.weights is not None:
-    cotangent = out.weights.astype(ctx.losses.dtype)[:, None] * ctx.errors
-  for extra in (out.logit_cotangent, extra_cotangent):
-    if extra is not None:
-      cotangent = extra if cotangent is None else cotangent + extra
-  grads = ctx.logits_vjp(cotangent) if cotangent is not None else None
-  if out.extra_grads is not None:
-    grads = out.extra_grads if grads is None else jax.tree.map(jnp.add, grads, out.extra_grads)
-  return grads
+  return actual_gradient(ctx, out.weights, out.extra_grads,
+                         (out.logit_cotangent, extra_cotangent))
 
 
 def _prepared_context_fn(model, uses_meta_set: bool, lr_fn: Callable, augment_cfg, mean, std,

@@ -400,7 +400,7 @@ def _resume_or_start(run: TrainingRun, data, checkpointer: Checkpointer, log: Me
   start, state, saved, _ = found
   progress = Progress.from_record(saved['progress'])
   progress.resumes += 1
-  window.sums, window.count = saved['window_sums'], saved['window_count']
+  window.restore(saved)
   if int(state.step) != start:
     raise WorkdirMismatchError(f'the checkpoint {checkpointer.step_path(start)} holds the '
                                f'state of step {int(state.step)}')
@@ -443,7 +443,7 @@ class TrainingLoop:
     self.progress.wall_seconds = self.wall_base + (time.time() - self.t_start)
     self.checkpointer.save(step, self.state, {
         'progress': dataclasses.asdict(self.progress),
-        'window_sums': self.window.sums, 'window_count': self.window.count,
+        **self.window.record(),
         'epoch': step // run.steps_per_epoch, 'step_in_epoch': step % run.steps_per_epoch,
         'fingerprint': self.fingerprint})
 

@@ -34,7 +34,7 @@ class Timed:
     self.run = Run(config, build_data(config), data_mesh())
     self.state = self.run.init_state()
     self.step, self.last = 0, None
-    self.wall, self.cpu = [], []
+    self.wall, self.cpu, self.counters = [], [], []  # timed steps: seconds, step counter
     self.compile_s, self.reruns = 0.0, 0
     self.history = []  # FaMUS: per step (active mask, bucket needed, re-run?, timed?)
 
@@ -65,12 +65,34 @@ class Timed:
       self.compile_s += wall
 
   def timed_step(self):
+    counter = self.step
     wall, cpu, compiled = self.one_step(timed=True)
     if compiled:
       self.compile_s += wall
       return
     self.wall.append(wall)
     self.cpu.append(cpu)
+    self.counters.append(counter)
+
+  def typical_step(self) -> dict:
+    """{'step_time_s', 'cpu_time_s'}: the median timed step, or with amortised meta updates
+    (config.meta.update_every = k > 1) the mean step of a k-step cycle, (median meta-update
+    step + (k - 1) median other step) / k, with the two medians beside it."""
+    every = self.config.meta.update_every
+    if every == 1:
+      return {'step_time_s': float(np.median(self.wall)), 'cpu_time_s': float(np.median(self.cpu))}
+    meta = np.asarray(self.counters) % every == 0
+    if meta.all() or not meta.any():
+      raise ValueError(f'{self.name}: the timed steps need both kinds of step of a '
+                       f'{every}-step cycle; time at least {every + 1} steps')
+    out = {}
+    for key, times in (('step_time_s', self.wall), ('cpu_time_s', self.cpu)):
+      times = np.asarray(times)
+      with_update, without = float(np.median(times[meta])), float(np.median(times[~meta]))
+      out[key] = (with_update + (every - 1) * without) / every
+      out[f'{key[:-2]}_meta_update_s'] = with_update
+      out[f'{key[:-2]}_between_updates_s'] = without
+    return out
 
 
 def xla_step_memory(timed: Timed) -> dict:
@@ -274,8 +296,7 @@ def benchmark(model: str, batch_size: int, methods: list, steps: int, image_size
   for name in methods:
     t = timed[name]
     out[name] = {
-        'step_time_s': float(np.median(t.wall)),
-        'cpu_time_s': float(np.median(t.cpu)),
+        **t.typical_step(),
         'timed_steps': len(t.wall),
         'compile_time_s': t.compile_s,
         'reruns': t.reruns,

@@ -1,0 +1,185 @@
+"""Amortised meta updates: `config.meta.update_every` = k.
+
+On steps whose counter is a multiple of k the step is the meta method's usual
+one (checked against the k = 1 step on the same state and batch); on the
+others the meta model stays as it is and the actual update is checked against
+an independent computation: `jax.grad` of the loss the current meta model
+defines (MW-Net: sum_i eps_i(theta) L_i(w); MLC: the corrected cross-entropy
+with the current T), through the real optimiser.
+"""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from famus_jax import catalogue, config_check
+from famus_jax.data import build_data
+from famus_jax.errors import ConfigError
+from famus_jax.method_registry import create_method
+from famus_jax.methods import mlc
+from famus_jax.presets import tiny
+from famus_jax.train.logbook import WindowMeans, read_metrics
+from famus_jax.train.step import make_context_fn
+from famus_jax.train.trainer import Run, data_mesh, train_and_evaluate
+
+EVERY = 3
+
+
+def rel_err(a, b):
+  num = sum(float(jnp.sum((x - y) ** 2)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  den = sum(float(jnp.sum(y ** 2)) for y in jax.tree.leaves(b))
+  return (num / den) ** 0.5
+
+
+def make_config(method, every, **fields):
+  c = tiny.get_config()
+  c.method = method
+  c.meta.update_every = every
+  c.lr.base = 0.5  # large steps, so that a wrong meta model would show
+  c.mwnet.lr = 10.0
+  c.mlc.lr = 1000.0
+  c.mlc.init_diagonal = 0.5
+  for key, value in fields.items():
+    c[key.split('.')[0]][key.split('.')[1]] = value
+  return c
+
+
+def make_run(config):
+  run = Run(config, build_data(config), data_mesh())
+  return run, run.init_state()
+
+
+def params_after(run, state, batch, loss_of_ctx):
+  """Params after one real optimiser step on grad_w loss_of_ctx(ctx)(w), by jax.grad."""
+  context = make_context_fn(run.model, True, run.lr_fn, run.config.augment, run.mean, run.std,
+                            run.data.num_classes, run.config.meta_bn_train_mode)
+  ctx, _, _ = context(state, batch)
+  grads = jax.grad(loss_of_ctx(ctx))(state.params)
+  updates, _ = run.tx.update(grads, state.opt_state, state.params)
+  return optax.apply_updates(state.params, updates), ctx
+
+
+def mwnet_loss(run, theta):
+  def loss_of_ctx(ctx):
+    eps = run.method.base._eps(theta, ctx.losses)  # pylint: disable=protected-access
+    return lambda p: jnp.sum(eps * ctx.loss_vec_fn(p))
+  return loss_of_ctx
+
+
+def mlc_loss(theta):
+  def loss_of_ctx(ctx):
+    t = jnp.exp(mlc.log_transition(theta))
+
+    def loss(p):
+      (logits, _), _ = ctx.apply_fn(p, ctx.batch_stats, ctx.images)
+      q = jax.nn.softmax(logits) @ t
+      return -jnp.mean(jnp.log(jnp.take_along_axis(q, ctx.labels[:, None], axis=1)[:, 0]))
+    return loss
+  return loss_of_ctx
+
+
+@pytest.mark.parametrize('method,fields', [
+    ('mwnet', {}), ('mwnet', {'meta.actual_step': 'reuse'}),
+    ('famus', {'famus.strategy': 'block'}), ('mlc', {})])
+def test_meta_steps_equal_every_step_and_the_others_apply_the_meta_model(method, fields):
+  every_step, state1 = make_run(make_config(method, 1, **fields))
+  run, state = make_run(make_config(method, EVERY, **fields))
+  batches = [run.batch(i) for i in range(EVERY + 1)]
+  # Step 0 updates the meta model: the same step as with update_every = 1.
+  want = every_step.run_step(state1, batches[0], None).state
+  result = run.run_step(state, batches[0], None)
+  assert rel_err(result.state.params, want.params) < 1e-6
+  assert rel_err(result.state.method_state, want.method_state) < 1e-6
+  assert float(result.output.metrics[catalogue.META_UPDATE]) == 1.0
+  assert np.isfinite(float(result.output.metrics['meta_loss']))
+  state = result.state
+  # Steps 1 .. k-1 keep the meta model and train on what it says now.
+  for step in range(1, EVERY):
+    before = jax.device_get(state)  # the step donates `state`
+    theta = before.method_state['base']['params']
+    loss = mlc_loss(theta) if method == 'mlc' else mwnet_loss(run, theta)
+    expected, ctx = params_after(run, before, batches[step], loss)
+    result = run.run_step(state, batches[step], None)
+    state = result.state
+    assert rel_err(state.params, expected) < 2e-5, step
+    for new, old in zip(jax.tree.leaves(state.method_state), jax.tree.leaves(before.method_state)):
+      np.testing.assert_array_equal(np.asarray(new), np.asarray(old))
+    metrics = jax.device_get(result.output.metrics)
+    assert metrics[catalogue.META_UPDATE] == 0.0 and np.isnan(metrics['meta_loss'])
+    if method != 'mlc':
+      eps = run.method.base._eps(theta, ctx.losses)  # pylint: disable=protected-access
+      np.testing.assert_allclose(np.asarray(result.output.example_weights),
+                                 np.asarray(eps) * eps.shape[0], rtol=1e-5)
+  # Step k updates the meta model again.
+  before = jax.device_get(state)
+  result = run.run_step(state, batches[EVERY], None)
+  assert float(result.output.metrics[catalogue.META_UPDATE]) == 1.0
+  assert rel_err(result.state.method_state['base'], before.method_state['base']) > 1e-6
+
+
+@pytest.mark.parametrize('method,famus_base', [('l2r', 'mwnet'), ('famus', 'l2r')])
+def test_l2r_has_no_meta_model_to_amortise(method, famus_base):
+  c = make_config(method, 2)
+  c.famus.base = famus_base
+  config_check.validate(c)
+  with pytest.raises(ConfigError, match=r'config\.meta\.update_every=2: L2R has no meta model'):
+    create_method(c)
+
+
+@pytest.mark.parametrize('method,every,message', [
+    ('erm', 2, r"config\.method='erm' has no meta update to amortise \(methods with one: "
+     r"\['mwnet', 'l2r', 'mlc', 'famus'\]\)"),
+    ('fsr', 5, r"config\.method='fsr' has no meta update"),
+    ('mwnet', 0, r'config\.meta\.update_every=0 must be an integer >= 1')])
+def test_config_errors_name_the_field(method, every, message):
+  c = make_config(method, 1)
+  c.meta.update_every = every
+  with pytest.raises(ConfigError, match=message):
+    config_check.validate(c)
+
+
+def test_window_means_skip_steps_that_did_not_measure():
+  window = WindowMeans()
+  window.add({'loss': 1.0, 'meta_loss': 4.0, 'mask': np.array([1.0, 0.0])})
+  window.add({'loss': 3.0, 'meta_loss': np.nan, 'mask': np.array([np.nan, np.nan])})
+  window.add({'loss': 5.0, 'meta_loss': np.float32(np.nan), 'only_nan': np.nan})
+  saved = json.loads(json.dumps(window.record()))
+  resumed = WindowMeans()
+  resumed.restore(saved)
+  outs = [w.flush() for w in (window, resumed)]
+  for out in outs:
+    assert out['loss'] == 3.0 and out['meta_loss'] == 4.0 and 'only_nan' not in out
+  np.testing.assert_array_equal(outs[0]['mask'], [1.0, 0.0])  # the last step that measured it
+  # A checkpoint record written before per-metric counts: one count for every sum.
+  old = WindowMeans()
+  old.restore({'window_sums': {'loss': 6.0, 'meta_loss': 9.0}, 'window_count': 3})
+  assert old.flush() == {'loss': 2.0, 'meta_loss': 3.0}
+
+
+def test_label_names_the_amortised_runs():
+  assert catalogue.label({'method': 'mwnet', 'meta': {'update_every': 5}}) == 'mwnet[every5]'
+  assert catalogue.label({'method': 'famus', 'meta': {'update_every': 1}}) == 'famus'
+  assert catalogue.label({'method': 'famus', 'meta': {'actual_step': 'reuse',
+                                                      'update_every': 2}}) == 'famus[reuse,every2]'
+
+
+def test_famus_learned_trains_and_logs_only_what_it_measured(tmp_path):
+  """The learned samplers' dispatch with steps that run no estimator; every number in the log is
+  finite (the window means leave the unmeasured steps out)."""
+  c = make_config('famus', EVERY)
+  c.lr.base = 0.05
+  c.num_steps, c.log_every = 12, 2
+  summary = train_and_evaluate(c, str(tmp_path))
+  assert summary['steps'] == 12
+  text = (tmp_path / 'metrics.jsonl').read_text()
+  assert 'NaN' not in text
+  train = [e for e in read_metrics(str(tmp_path)) if e['event'] == catalogue.TRAIN]
+  # Windows of 2 steps: steps {0,1}, {2,3}, {4,5}, ... hold one meta update each or none.
+  updates = [e[catalogue.META_UPDATE] for e in train]
+  assert updates == [0.5, 0.5, 0.0, 0.5, 0.5, 0.0]
+  for e, u in zip(train, updates):
+    assert ('meta_loss' in e) == (catalogue.FAMUS_ACTIVE in e) == (u > 0), e
