@@ -2,8 +2,8 @@
 
 `train_and_evaluate(config, workdir, hooks)` is what `famus-train` / `main.py`
 call, after `famus_jax.config_check.validate`. It resumes from the latest
-checkpoint in the workdir when there is one (`_restore_matching`,
-`_resume_or_start`) and then runs the loop (`TrainingLoop`); batches are a pure
+checkpoint in the workdir when there is one (the checks of train/resume.py,
+then `_resume_or_start`) and then runs the loop (`TrainingLoop`); batches are a pure
 function of (seed, step), so a resumed run sees the same data as an
 uninterrupted one.
 
@@ -20,28 +20,26 @@ checkpoints and the same logs (train/run.py states the interface).
 """
 
 import dataclasses
-import json
 import os
-import sys
 import time
-from typing import Optional, Sequence
+from typing import Sequence
 
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from famus_jax import config as schema
 from famus_jax.cotrain.pair import co_trained
 from famus_jax.data import build_data
 from famus_jax.errors import (ConfigError, NonFiniteLossError, WorkdirLockedError,
                               WorkdirMismatchError)
 from famus_jax.provenance import provenance
 from famus_jax.train import distributed
-from famus_jax.train.checkpoint import (Checkpointer, WorkdirLock, config_fingerprint,
-                                        fingerprint_differences, run_fingerprint)
+from famus_jax.train.checkpoint import Checkpointer, WorkdirLock, run_fingerprint
 from famus_jax.train.cotrain_run import CoTrainedRun
 from famus_jax.train.logbook import MetricsLog, WindowMeans, write_json
 from famus_jax.train.prefetch import BatchPrefetcher
+from famus_jax.train.resume import (finished_summary, quarantine_damaged, restore_matching,
+                                    warn_of_changes, write_run_records)
 # Run and the loop's contract (StepResult, EpochEnd) live in train/run.py; the names that tools
 # and tests use (Run, data_mesh, check_divisible) are importable from this module too.
 from famus_jax.train.run import Run, StepResult, TrainingRun, check_divisible, data_mesh
@@ -186,39 +184,6 @@ def create_run(config, data, mesh, model=None) -> TrainingRun:
   return Run(config, data, mesh, model=model)
 
 
-FINGERPRINT_FILE = 'fingerprint.json'
-
-
-def _recorded_fingerprint(workdir: str) -> Optional[dict]:
-  """The fingerprint the workdir's records (fingerprint.json, else config.json) hold, or None."""
-  path = os.path.join(workdir, FINGERPRINT_FILE)
-  try:
-    if os.path.exists(path):
-      with open(path) as f:
-        return json.load(f)
-    path = os.path.join(workdir, 'config.json')
-    if os.path.exists(path):
-      with open(path) as f:
-        return {'config': config_fingerprint(json.load(f))}
-  except (OSError, ValueError) as e:
-    print(f'Warning: could not read {path} ({e}); it is not compared with this config',
-          file=sys.stderr)
-  return None
-
-
-def _mismatch_error(workdir: str, where: str, diffs: list, start_hint: str) -> Exception:
-  def show(v):
-    text = json.dumps(v)
-    return text if len(text) <= 80 else text[:77] + '...'
-  rows = '\n'.join(f'  {field}: {show(old)} -> {show(new)}' for field, old, new in diffs)
-  return WorkdirMismatchError(
-      f'{workdir} holds another run: {where} was made with a different config or data. '
-      f'Nothing in the workdir was written. Differences (saved -> this config):\n{rows}\n'
-      f'To proceed: use a new workdir for these settings, or rerun with '
-      f'--config.resume=allow_changes to continue the saved run{start_hint} with the new '
-      f'settings deliberately (e.g. more num_steps).')
-
-
 def train_and_evaluate(config, workdir: str, hooks: Sequence[Hook] = (), data=None,
                        model=None) -> dict:
   """Train (resuming if a checkpoint exists), evaluate, write summary.json.
@@ -277,16 +242,16 @@ def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
   say = print if primary else _silent
   checkpointer = Checkpointer(workdir, config.keep_checkpoints)
   template = run.init_state()
-  found, changes = _restore_matching(config, workdir, checkpointer, template, fingerprint)
-  finished = _finished_summary(workdir, checkpointer, found, run.total_steps, say)
+  found, changes = restore_matching(config, workdir, checkpointer, template, fingerprint)
+  finished = finished_summary(workdir, checkpointer, found, run.total_steps, say)
   if finished is not None:
     return finished
 
   # Every check passed: from here on the workdir is written.
-  damaged = _quarantine_damaged(checkpointer, found, say)
-  _warn_of_changes(changes, say)
+  damaged = quarantine_damaged(checkpointer, found, say)
+  warn_of_changes(changes, say)
   if primary:
-    _write_run_records(workdir, config, data, fingerprint)
+    write_run_records(workdir, config, data, fingerprint)
   log = MetricsLog(workdir, active=primary, tensorboard=config.tensorboard)
   start, state, progress, window = _resume_or_start(run, data, checkpointer, log, found,
                                                     template, say)
@@ -311,78 +276,7 @@ def _train_locked(config, workdir, hooks, run, data, fingerprint) -> dict:
   return summary
 
 
-# ---- resume: the checks before the workdir is written, then the state to start from ---------
-
-def _restore_matching(config, workdir: str, checkpointer: Checkpointer, template,
-                      fingerprint: dict):
-  """(found, changes): the newest intact checkpoint of this run, and the changes let through.
-
-  found: `Checkpointer.restore_newest_intact`'s (step, state, record, damaged), or None when
-  there is no intact checkpoint. changes: [(field, saved, new)] of the fingerprint, which only
-  config.resume='allow_changes' accepts; otherwise a difference from the checkpoint's record
-  (or, without a checkpoint, from the workdir's config.json) raises WorkdirMismatchError.
-  """
-  defaults = config_fingerprint(schema.get_config().to_dict())
-  changes = []
-
-  def check_record(step, record):
-    saved = record.get('fingerprint') or _recorded_fingerprint(workdir)
-    if saved is None:
-      return  # a checkpoint of an older version without any record: nothing to compare
-    diffs = fingerprint_differences(saved, fingerprint, defaults)
-    if diffs and config.resume != 'allow_changes':
-      raise _mismatch_error(workdir, f'its checkpoint at step {step}', diffs,
-                            f' from step {step}')
-    changes[:] = diffs
-
-  found = checkpointer.restore_newest_intact(template, check_record)
-  if found is None:
-    saved = _recorded_fingerprint(workdir)
-    diffs = fingerprint_differences(saved, fingerprint, defaults) if saved else []
-    if diffs and config.resume != 'allow_changes':
-      raise _mismatch_error(workdir, 'its config.json (no checkpoint yet)', diffs, '')
-    changes[:] = diffs
-  return found, changes
-
-
-def _finished_summary(workdir: str, checkpointer: Checkpointer, found, total_steps: int,
-                      say) -> Optional[dict]:
-  """The summary.json of a run that already trained every step (checkpointer closed), or None."""
-  summary_path = os.path.join(workdir, 'summary.json')
-  if found is None or found[0] < total_steps or not os.path.exists(summary_path):
-    return None
-  checkpointer.close()
-  say(f'The run in {workdir} already finished ({found[0]} of {total_steps} steps): '
-      f'nothing to train, {summary_path} is left as it is. To train further, pass a larger '
-      f'num_steps with --config.resume=allow_changes, or use a new workdir.')
-  with open(summary_path) as f:
-    return json.load(f)
-
-
-def _quarantine_damaged(checkpointer: Checkpointer, found, say) -> list:
-  """Moves aside the damaged checkpoints newer than the one restored; [(step, cause)]."""
-  damaged = found[3] if found else []
-  if damaged:
-    moved = checkpointer.quarantine([s for s, _ in damaged])
-    names = '; '.join(f'step {s} ({checkpointer.step_path(s)}): {cause}' for s, cause in damaged)
-    say(f'Warning: damaged checkpoint skipped: {names}. Moved to {", ".join(moved)}; '
-        f'resuming from step {found[0]}, the newest intact checkpoint.', file=sys.stderr)
-  return damaged
-
-
-def _warn_of_changes(changes: list, say) -> None:
-  if changes:
-    say('Warning: --config.resume=allow_changes: continuing with changed settings: '
-        + ', '.join(f'{f}: {json.dumps(o)} -> {json.dumps(n)}' for f, o, n in changes),
-        file=sys.stderr)
-
-
-def _write_run_records(workdir: str, config, data, fingerprint: dict) -> None:
-  """config.json, data_info.json and the run fingerprint (process 0)."""
-  write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-  write_json(os.path.join(workdir, 'data_info.json'), data.info)
-  write_json(os.path.join(workdir, FINGERPRINT_FILE), fingerprint)
-
+# ---- resume: the state to start from -------------------------------------------------------
 
 def _resume_or_start(run: TrainingRun, data, checkpointer: Checkpointer, log: MetricsLog,
                      found, template, say):
