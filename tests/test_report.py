@@ -430,3 +430,43 @@ def test_missing_matplotlib_is_one_line_naming_the_extra(monkeypatch):
   monkeypatch.setitem(sys.modules, 'matplotlib', None)  # `import matplotlib` raises
   with pytest.raises(SystemExit, match=r"pip install 'famus_jax\[report\]'"):
     plots.matplotlib_modules()
+
+
+def test_learning_signal_against_scikit_learn():
+  """Weight AUROC per band pooled over the band's logged batches (scikit-learn's roc_auc_score
+  of the negated weights), the band's mean meta-gradient norm and its ratio to MW-Net's."""
+  from sklearn.metrics import roc_auc_score  # pylint: disable=import-outside-toplevel
+  from famus_jax.tools.report import signal  # pylint: disable=import-outside-toplevel
+  from famus_jax.tools.report.loading import RunDir  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  config = {'dataset': 'fashion_mnist', 'noise_type': 'symmetric', 'noise_rate': 0.6,
+            'model': 'resnet', 'depth': 8, 'train_subset': 5000, 'num_epochs': 40}
+  batches, runs = {}, []
+  for method, scale in (('mwnet', 1.0), ('famus', 0.25)):
+    events = []
+    for step in range(0, 800, 10):  # bands: [0, 100), [100, 200), [200, 400), ...
+      noisy = rng.random(20) < 0.5
+      weights = np.round(rng.random(20) + 0.8 * ~noisy * (step / 800), 1)  # ties on purpose
+      events.append({'event': 'weights', 'step': step, 'weights': list(weights),
+                     'noisy': [int(v) for v in noisy]})
+      events.append({'event': 'train', 'step': step + 5, 'meta_grad_norm': scale * (1 + step)})
+      batches.setdefault(method, []).append((step, weights, noisy))
+    runs.append(RunDir(f'/x/{method}_s0', {**config, 'method': method}, {'steps': 800}, events,
+                       [], None))
+  runs.append(RunDir('/x/erm_s0', {**config, 'method': 'erm'}, {'steps': 800},
+                     [{'event': 'train', 'step': 5, 'train_loss': 1.0}], [], None))
+  rows = next(iter(signal.signal_rows(runs).values()))
+  assert list(rows) == ['mwnet', 'famus']  # ERM logs neither
+  for method, scale in (('mwnet', 1.0), ('famus', 0.25)):
+    for band, (lo, hi) in enumerate(signal.BANDS):
+      inside = [(w, n) for s, w, n in batches[method] if lo * 800 <= s < hi * 800]
+      w = np.concatenate([w for w, _ in inside])
+      n = np.concatenate([n for _, n in inside])
+      assert rows[method]['auroc'][band] == pytest.approx(roc_auc_score(n, -w))
+      steps = [s + 5 for s, _, _ in batches[method] if lo * 800 <= s + 5 < hi * 800]
+      assert rows[method]['meta_grad_norm'][band] == pytest.approx(
+          np.mean([scale * (1 + s - 5) for s in steps]))
+      assert rows[method]['norm_ratio'][band] == pytest.approx(scale)
+  lines = signal.signal_section(runs)
+  assert lines[0] == '## How fast the weights learned'
+  assert any(line.startswith('| famus | 1 | ') and '| 0.25 |' in line for line in lines)

@@ -14,20 +14,21 @@ Writes in --out the figures of `plots` (a figure is skipped, with one printed
 line why, when no input has its data) and report.md: accuracy tables per
 setting and a pivot over settings, the grid's table per setting (seeds,
 paired differences to ERM and exact MW-Net, memorisation, cost; `grid`) with
-the memorisation regime's PASS / FAIL criteria (also printed),
+the memorisation regime's PASS / FAIL criteria (also printed), how fast the
+weights learned (weight AUROC and meta-gradient norm per band of the run; `signal`),
 estimator-quality and benchmark tables, and links to the figures.
 
 Modules: `loading` (inputs), `labels` (method and setting labels, from
 `famus_jax.catalogue`), `series` (numbers out of one run's events), `tables`
 (aggregation over seeds, Markdown tables), `grid` (the memorisation grid's
-table), `plots` (matplotlib, the `report` extra). Runs without summary.json
+table), `signal` (weight AUROC and meta-gradient norm per band), `plots` (matplotlib, the `report` extra). Runs without summary.json
 are unfinished: plotted, and flagged in the tables.
 """
 
 import os
 
 from famus_jax.provenance import provenance
-from famus_jax.tools.report import grid, plots, tables
+from famus_jax.tools.report import grid, plots, signal, tables
 from famus_jax.tools.report.labels import method_colours, method_label, setting_label, slug
 from famus_jax.tools.report.labels import tag_variants
 from famus_jax.tools.report.loading import RunDir, load_inputs, load_run, with_schema_defaults
@@ -67,7 +68,7 @@ def write_markdown(out: str, runs: list, benchmarks: list, acc: dict, grid_lines
            f'{made["package_version"]}, JAX {made["jax"]}; each run\'s own provenance is in its '
            'summary.json.', '']
   if acc:
-    lines += tables.accuracy_tables(acc) + grid_lines
+    lines += tables.accuracy_tables(acc) + grid_lines + signal.signal_section(runs)
   titles = list(FIGURE_TITLES[:2])
   titles += [(n, f'Example weights, {settings.get(n, n[len("weights_"):-4])} (FaMUS Fig. 5)')
              for n in sorted(images) if n.startswith('weights_')]
@@ -110,7 +111,7 @@ def build_report(runs: list, benchmarks: list, out: str) -> dict:
     print('\n'.join(grid.regime_criteria(methods)))
   report = write_markdown(out, runs, benchmarks, acc, grid_lines, written, skipped)
   return {'report': report, 'figures': written, 'skipped': skipped, 'accuracy': acc,
-          'grid': grids, 'sampled_layers': layers,
+          'grid': grids, 'signal': signal.signal_rows(runs), 'sampled_layers': layers,
           'weight_steps': {setting_label(s): {m: {'early': e['early_steps'],
                                                   'late': e['late_steps']}
                                               for m, e in methods.items()}
