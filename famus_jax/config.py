@@ -178,6 +178,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.famus.l2r_sampler_input = 'uniform_grad'  # base=l2r: uniform_grad | momentum
   c.famus.variance_decay = 0.98  # EMA decay of the running variance of ||g'||
   c.famus.guess_window = 16      # learned: run the lowest floor bucket of the last N steps
+  # The first N steps estimate with every layer (the exact meta gradient; the samplers still
+  # draw and learn), the later ones with the sampled layers. 0 = from the first step (paper).
+  c.famus.exact_steps = 0
 
   # ---- FSR (famus_jax/fsr) ------------------------------------------------
   c.fsr = ml_collections.ConfigDict()

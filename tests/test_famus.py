@@ -154,6 +154,28 @@ def test_all_layers_equal_the_exact_meta_gradient(data, base):
     assert rel_err(out['theta'], out['theta_ref']) < 1e-5
 
 
+def test_exact_steps_use_every_layer_then_the_sampled_ones(data):
+  """config.famus.exact_steps = 3: steps 0-2 estimate with every layer (= reverse-over-reverse),
+  step 3 with the samplers' draw."""
+  method, state = new_method(data, exact_steps=3)
+
+  def body(ctx):
+    d_eps, _, metrics, eps, _, _ = estimate(method, state, ctx)
+    return {'d_eps': d_eps, 'ref': reference(ctx, eps), 'active': metrics['famus_num_active'],
+            'sampled': metrics['famus_num_sampled'], 'bucket': metrics['dispatch'].bucket_needed}
+
+  for step in (0, 2, 3):
+    out = in_step({**data, 'step': jnp.int32(step)}, body)
+    if step < 3:
+      assert rel_err(out['d_eps'], out['ref']) < 1e-5, step
+      assert int(out['active']) == len(NAMES) and int(out['bucket']) == 0
+    else:
+      assert int(out['active']) < len(NAMES)
+      assert int(out['active']) == int(out['sampled']) + len(method.estimator.layer_sets(
+          data['params']).always_on)
+      assert rel_err(out['d_eps'], out['ref']) > 1e-3
+
+
 @pytest.mark.parametrize('jvp', ['sparse', 'restricted', 'linearized'])
 def test_fixed_mask_equals_reference_code_semantics(data, jvp):
   """Full virtual step in value, second-order path cut (stop_gradient) on layers off.

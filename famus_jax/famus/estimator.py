@@ -109,6 +109,7 @@ class FamusSettings:
   l2r_sampler_input: str
   variance_decay: float
   guess_window: int
+  exact_steps: int
 
   @classmethod
   def from_config(cls, famus_cfg) -> 'FamusSettings':
@@ -398,6 +399,8 @@ class FamusEstimator:
       full_mask = jnp.ones((len(sets.names),), jnp.float32)
     else:
       full_mask = self._full_mask(sets, r)
+    if s.exact_steps > 0:  # every layer in the first steps' estimates (config.famus.exact_steps)
+      full_mask = jnp.where(ctx.step < s.exact_steps, jnp.ones_like(full_mask), full_mask)
     return ActiveSet(r, full_mask, x, noise, p_on, next_guess)
 
   def layerwise_estimate(self, ctx, w_hat, full_mask, pullback, sets,

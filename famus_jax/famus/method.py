@@ -174,6 +174,8 @@ def validate(config) -> None:
                       '(2 = the paper, 3 = the reference code)')
   if f.guess_window < 1:
     raise ConfigError(f'config.famus.guess_window={f.guess_window!r} must be >= 1')
+  if f.exact_steps < 0:
+    raise ConfigError(f'config.famus.exact_steps={f.exact_steps!r} must be >= 0')
   if f.num_random < 1:
     raise ConfigError(f'config.famus.num_random={f.num_random!r} must be >= 1')
   if f.strategy == 'block' and f.block == 0:
