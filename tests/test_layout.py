@@ -165,3 +165,18 @@ def test_one_docstring_style_and_line_length():
       if re.match(r'\s*(Args|Returns|Raises|Attributes):\s*$', line):
         problems.append(f'{path}:{number}: a Google-style section ({line.strip()})')
   assert not problems, '\n'.join(problems)
+
+
+def test_readme_python_example_uses_the_public_api():
+  """The README's Python block parses, and every famus_jax.NAME it uses is exported."""
+  import famus_jax  # pylint: disable=import-outside-toplevel
+  text = (ROOT / 'README.md').read_text()
+  blocks = re.findall(r'```python\n(.*?)```', text, flags=re.S)
+  assert blocks, 'the README has no Python example'
+  used = set()
+  for block in blocks:
+    tree = ast.parse(block)
+    used |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+             and isinstance(node.value, ast.Name) and node.value.id == 'famus_jax'}
+  assert {'Classifier', 'arrays_data', 'Learner', 'fit'} <= used
+  assert all(name in famus_jax.__all__ for name in used), sorted(used - set(famus_jax.__all__))

@@ -21,8 +21,9 @@ estimator-quality and benchmark tables, and links to the figures.
 Modules: `loading` (inputs), `labels` (method and setting labels, from
 `famus_jax.catalogue`), `series` (numbers out of one run's events), `tables`
 (aggregation over seeds, Markdown tables), `grid` (the memorisation grid's
-table), `signal` (weight AUROC and meta-gradient norm per band), `plots` (matplotlib, the `report` extra). Runs without summary.json
-are unfinished: plotted, and flagged in the tables.
+table), `signal` (weight AUROC and meta-gradient norm per band), `plots`
+(matplotlib, the `report` extra). Runs without summary.json are unfinished:
+plotted, and flagged in the tables.
 """
 
 import os
