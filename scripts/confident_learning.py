@@ -32,10 +32,12 @@ the first one's config sets the data, the network and the schedule):
    set's size, precision and recall, and the compute: one run's wall time (its
    summary.json) against the sum of the K trainings' wall times (the out-of-fold prediction's
    and cleanlab's own seconds are in the JSON: predict_seconds, extra_seconds). Written to
-   OUT/comparison.md, OUT/comparison.json and OUT/out_of_fold_probabilities.npy.
+   OUT/comparison.md, OUT/comparison.json (with the provenance: package version, commit, date,
+   command, JAX and devices) and OUT/out_of_fold_probabilities.npy.
 
 The cheap parts (folds, assembly, table) are tested with a fake ranking in
-tests/test_confident_learning.py; the real comparison has not been run yet.
+tests/test_confident_learning.py; the measured comparison is in docs/results.md (label errors
+against confident learning), from scripts/label_issue_comparison.sh.
 """
 
 import argparse
@@ -54,6 +56,7 @@ from absl import logging  # pylint: disable=g-import-not-at-top
 
 from famus_jax import config_check  # pylint: disable=g-import-not-at-top
 from famus_jax.data import build_data  # pylint: disable=g-import-not-at-top
+from famus_jax.provenance import provenance  # pylint: disable=g-import-not-at-top
 from famus_jax.tools import label_issues  # pylint: disable=g-import-not-at-top
 from famus_jax.train import trainer  # pylint: disable=g-import-not-at-top
 from famus_jax.train.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
@@ -255,7 +258,8 @@ def compare(workdirs: list, folds: int, seed: int, out: str, ranking_fn=cleanlab
   rows[-1]['predict_seconds'] = predict_seconds
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, 'comparison.json'), 'w') as f:
-    json.dump({'workdirs': workdirs, 'folds': folds, 'seed': seed, 'rows': rows}, f, indent=2)
+    json.dump({'workdirs': workdirs, 'folds': folds, 'seed': seed, 'rows': rows,
+               'provenance': provenance()}, f, indent=2)
   with open(os.path.join(out, 'comparison.md'), 'w') as f:
     f.write(markdown_table(rows) + '\n')
   np.save(os.path.join(out, 'out_of_fold_probabilities.npy'), probs)

@@ -117,3 +117,6 @@ def test_a_whole_comparison_at_tiny_scale(tmp_path):
   assert rows[1]['evaluated'] == n and rows[1]['train_seconds'] > 0
   with open(os.path.join(out, 'comparison.md')) as f:
     assert f.read().count('\n') == 4
+  with open(os.path.join(out, 'comparison.json')) as f:
+    made = json.load(f)['provenance']
+  assert made['package_version'] and made['jax'] and made['date']
