@@ -23,7 +23,7 @@ from famus_jax.method_registry import create_method
 from famus_jax.methods import mlc
 from famus_jax.presets import tiny
 from famus_jax.train.logbook import WindowMeans, read_metrics
-from famus_jax.train.step import make_context_fn
+from famus_jax.train.step import make_context_fn, make_train_step
 from famus_jax.train.trainer import Run, data_mesh, train_and_evaluate
 
 EVERY = 3
@@ -183,3 +183,22 @@ def test_famus_learned_trains_and_logs_only_what_it_measured(tmp_path):
   assert updates == [0.5, 0.5, 0.0, 0.5, 0.5, 0.0]
   for e, u in zip(train, updates):
     assert ('meta_loss' in e) == (catalogue.FAMUS_ACTIVE in e) == (u > 0), e
+
+
+def test_the_host_runs_two_compiled_kinds_and_the_one_program_form_agrees():
+  """The run compiles one step per kind (meta update / apply the meta model), chosen from the
+  step's number, also right after a restart (no previous record); the one-program form
+  (`jax.lax.cond`, a step built without the host policy) gives the same states."""
+  run, state = make_run(make_config('mwnet', EVERY))
+  fallback = make_train_step(run.model, run.method, run.tx, run.lr_fn, run.config.augment,
+                             run.mean, run.std, run.data.num_classes,
+                             run.config.meta_bn_train_mode)
+  fallback = jax.jit(fallback)
+  for step in range(EVERY + 1):
+    batch = run.batch(step)
+    want, _ = fallback(jax.device_get(state), batch)
+    result = run.run_step(state, batch, None)  # no record: the step number alone decides
+    state = result.state
+    assert rel_err(state.params, want.params) < 1e-6, step
+    assert rel_err(state.method_state, want.method_state) < 1e-6, step
+  assert set(run._steps) == {('meta', None), ('apply',)}  # pylint: disable=protected-access

@@ -48,7 +48,7 @@ from famus_jax.famus.estimator import L2R_SAMPLER_INPUTS, STRATEGIES, FamusEstim
 from famus_jax.famus.layerwise import JVP_MODES
 from famus_jax.methods.base import StepVariants
 from famus_jax.methods.bases import BASES, create_base
-from famus_jax.methods.meta_reweighting import MetaReweighting
+from famus_jax.methods.meta_reweighting import MetaReweighting, amortise
 
 
 class FamusMethod(MetaReweighting):
@@ -60,8 +60,8 @@ class FamusMethod(MetaReweighting):
                      meta_cfg)
     self.settings = settings
     self.diagnostics_every = diagnostics_every
-    self.variants = FamusVariants(self.estimator, settings, diagnostics_every,
-                                  meta_cfg.update_every)
+    self.variants = amortise(FamusVariants(self.estimator, settings, diagnostics_every,
+                                           meta_cfg.update_every), meta_cfg.update_every)
 
   def init_state(self, rng, params, num_train):
     check_against_model(self, params)
@@ -82,8 +82,9 @@ class FamusVariants(StepVariants):
   tree was seen); the host-side guess history (the last `guess_window`
   needed buckets) is this object's, shared by every specialised method.
   update_every: `config.meta.update_every`; the steps between meta updates run
-  no estimator, so every variant covers them and their records (next_bucket
-  -1) leave the guess history alone; diagnostics run on meta-update steps only.
+  no estimator (their own compiled step, `AmortisedVariants`), and their records
+  (next_bucket -1) leave the guess history alone; diagnostics run on
+  meta-update steps only.
   """
   speculative = True
 
@@ -111,12 +112,14 @@ class FamusVariants(StepVariants):
       return sets.bucket_of_layers(sets.always_on or sets.candidates[-1:])
     return 0
 
-  def choose(self, record):
+  def choose(self, record, step=None):
     """The variant for the next step, or, given the record of a run this policy
     rejects (`accepts` False), the exact variant for re-running that same step.
 
-    record: the previous run's `DispatchRecord` on the host, or None.
+    record: the previous run's `DispatchRecord` on the host, or None; step: unused (the
+    record holds its own step).
     """
+    del step
     if record is None:
       return (self.initial_bucket(), False)
     step = int(record.step)

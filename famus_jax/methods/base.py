@@ -122,23 +122,29 @@ class StepVariants:
   A method whose work depends on a discrete per-step choice (FaMUS's floor
   bucket) compiles its step once per value of that choice, keyed by a small
   hashable key, and gives itself a subclass (`Method.variants`). On the host,
-  before step t the loop runs `specialise(method, choose(record_{t-1}))`
+  before step t the loop runs `specialise(method, choose(record_{t-1}, t))`
   (compiled once per key), where record_{t-1} is the previous step's
-  `WeightOutput.dispatch` (None before the first step); when `accepts(key,
-  record_t)` says the step's own record needed another key, the loop re-runs
-  the same step (same batch, same keys, so the same choice) with
-  `choose(record_t)`. This default has the one key None and accepts every step.
+  `WeightOutput.dispatch` (None before the first step) and t is given to a
+  policy that `needs_step` (amortised meta updates, `meta_reweighting.py`);
+  when `accepts(key, record_t)` says the step's own record needed another key,
+  the loop re-runs the same step (same batch, same keys, so the same choice)
+  with `choose(record_t, t)`. This default has the one key None and accepts
+  every step.
   """
   # Whether a step may be refused (`accepts` False): the loop then keeps the pre-step state
   # for the re-run (no buffer donation).
   speculative = False
+  # Whether `choose` needs the number of the step about to run (the run reads it from the
+  # state: one scalar to the host per step).
+  needs_step = False
 
-  def choose(self, record) -> Hashable:
-    """Key of the compiled step to run next, from the last dispatch record (or None).
+  def choose(self, record, step: Optional[int] = None) -> Hashable:
+    """Key of the compiled step to run next, from the last dispatch record (or None) and,
+    for a policy that `needs_step`, the number of the step about to run (else None).
 
     Given the record of a step this policy refuses, the key to re-run it exactly.
     """
-    del record
+    del record, step
     return None
 
   def specialise(self, method: 'Method', key: Hashable) -> 'Method':

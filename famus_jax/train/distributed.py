@@ -241,6 +241,14 @@ def host_copy(tree):
   return jax.device_get(jax.tree.map(gathered, tree))
 
 
+def host_scalar(x) -> int:
+  """The host int of a replicated () array, read from this process's own copy (no collective:
+  a replicated value is the same in every process)."""
+  if isinstance(x, jax.Array):
+    x = x.addressable_data(0)
+  return int(np.asarray(x))
+
+
 def agree(tree):
   """Process 0's host values of `tree` in every process (the host copy for one process).
 

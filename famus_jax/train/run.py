@@ -189,13 +189,14 @@ class Run:
     every process (`distributed.agree`), so all processes run the same variants.
     """
     variants = self.method.variants
-    variant = variants.choose(last_dispatch)
+    step = distributed.host_scalar(state.step) if variants.needs_step else None
+    variant = variants.choose(last_dispatch, step)
     compiled = variant not in self._steps
     new_state, out = self.step_fn(variant)(state, batch)
     dispatch, finite = distributed.agree((out.dispatch, out.finite))
     reruns = 0
     if dispatch is not None and not variants.accepts(variant, dispatch):
-      variant = variants.choose(dispatch)
+      variant = variants.choose(dispatch, step)
       compiled |= variant not in self._steps
       new_state, out = self.step_fn(variant)(state, batch)
       dispatch, finite = distributed.agree((out.dispatch, out.finite))

@@ -104,7 +104,7 @@ def xla_step_memory(timed: Timed) -> dict:
   about. Also the method state's share of the arguments.
   """
   run = timed.run
-  fn = run.step_fn(run.method.variants.choose(timed.last))
+  fn = run.step_fn(run.method.variants.choose(timed.last, timed.step))
   stats = fn.lower(timed.state, run.batch(timed.step)).compile().memory_analysis()
   out = {'argument_bytes': int(stats.argument_size_in_bytes),
          'output_bytes': int(stats.output_size_in_bytes),
@@ -124,7 +124,7 @@ def trace_step(timed: Timed, batch_size: int, steps: int = 2) -> dict:
   sets it for `--trace`); without it XLA records no per-instruction events ({}).
   """
   run = timed.run
-  fn = run.step_fn(run.method.variants.choose(timed.last))
+  fn = run.step_fn(run.method.variants.choose(timed.last, timed.step))
   text = fn.lower(timed.state, run.batch(timed.step)).compile().as_text()
   seconds = xla_trace.instruction_seconds(timed.one_step, steps)
   return dict(xla_trace.categorize(seconds, text, batch_size).most_common())
