@@ -34,7 +34,7 @@ the current T): one forward of the small meta model and the one training
 backward, ERM's cost plus that forward. The two kinds of step are two compiled
 programs, chosen on the host from the step's number (`AmortisedVariants`): a
 choice inside one program (`jax.lax.cond` on the step counter, `amortised`)
-ran 12x slower on the steps without a meta update and 35x on the others on
+ran about 35x slower on both kinds of step on
 XLA:CPU (ResNet-8, batch 100), so it is kept only for a step built without the
 host policy. On the steps without a meta update the meta metrics are NaN ("not measured at this step"; the log's window
 means skip them) and `meta_update` is 0. L2R has no meta model to apply (its
