@@ -33,12 +33,12 @@ V(L_i; theta) / sum_j V(L_j; theta); MLC: the corrected loss's cotangent with
 the current T): one forward of the small meta model and the one training
 backward, ERM's cost plus that forward. The two kinds of step are two compiled
 programs, chosen on the host from the step's number (`AmortisedVariants`): a
-choice inside one program (`jax.lax.cond` on the step counter, `amortised`)
-ran about 35x slower on both kinds of step on
-XLA:CPU (ResNet-8, batch 100), so it is kept only for a step built without the
-host policy. On the steps without a meta update the meta metrics are NaN ("not measured at this step"; the log's window
-means skip them) and `meta_update` is 0. L2R has no meta model to apply (its
-weights are the meta gradient itself), so it takes k = 1 only.
+choice inside one program (`jax.lax.cond` on the step counter, `amortised`) ran
+about 35x slower on both kinds of step on XLA:CPU (ResNet-8, batch 100), so it
+is kept only for a step built without the host policy. On the steps without a
+meta update the meta metrics are NaN ("not measured at this step"; the log's
+window means skip them) and `meta_update` is 0. L2R has no meta model to apply
+(its weights are the meta gradient itself), so it takes k = 1 only.
 """
 
 import copy
