@@ -224,18 +224,15 @@ def test_ensemble_evaluation_is_the_accuracy_of_the_mean_logits(pair):
 def killed_and_resumed(tmp_path, overrides, kill_after: int, resume_step: int):
   """(summary of an uninterrupted child run, summary of one SIGKILLed after `kill_after` and rerun).
 
-  The three children share JAX's persistent compilation cache: the first compiles, the others
-  load the same executables (a child spends most of its time compiling otherwise).
+  The three children use the test session's compilation cache (tests/conftest.py): programs
+  this process or an earlier child compiled are loaded, not compiled again.
   """
-  env = {'JAX_COMPILATION_CACHE_DIR': str(tmp_path / 'jax_cache'),
-         'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
-         'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
-  straight = last_json(run_child(tmp_path / 'straight', overrides, env=env).stdout)
+  straight = last_json(run_child(tmp_path / 'straight', overrides).stdout)
   killed = run_child(tmp_path / 'resumed', overrides, '--kill-after-step', str(kill_after),
-                     env=env, check=False)
+                     check=False)
   assert killed.returncode == -9, killed.stderr[-2000:]
   assert not (tmp_path / 'resumed' / 'summary.json').exists()
-  resumed_proc = run_child(tmp_path / 'resumed', overrides, env=env)
+  resumed_proc = run_child(tmp_path / 'resumed', overrides)
   assert f'Resumed from the checkpoint at step {resume_step}' in resumed_proc.stdout
   return straight, last_json(resumed_proc.stdout)
 

@@ -92,6 +92,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_run(reference, tmp_path, ki
     flags = ('--kill-after-step', str(random.Random().randint(7, 11)))
   killed = run_child(tmp_path, OVERRIDES, *flags, check=False)
   assert killed.returncode == -9, killed.stderr[-2000:]
+  assert (tmp_path / 'checkpoints' / '6').is_dir()
+  assert not (tmp_path / 'checkpoints' / '12').is_dir()  # an interrupted save is never committed
   wall_first = Checkpointer(str(tmp_path), 2).read_record(6)['progress']['wall_seconds']
   resumed = run_child(tmp_path, OVERRIDES)  # the lock of the killed process is gone
   assert 'Resumed from the checkpoint at step 6' in resumed.stdout

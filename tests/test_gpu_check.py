@@ -18,5 +18,5 @@ def test_gpu_check_cpu_mode_runs_every_stage(tmp_path):
   assert result['mode'] == 'cpu' and result['ok']
   assert {s['stage'] for s in result['stages']} >= {'pytest', 'runs', 'bench_resnet8'}
   assert all(r['deterministic'] for r in result['runs'].values())
-  assert set(result['runs']) == {'erm', 'mwnet', 'l2r', 'famus', 'fsr'}
+  assert set(result['runs']) == {'erm', 'mwnet'}  # the GPU settings run every method
   assert (tmp_path / 'bench_resnet8.json').exists() and (tmp_path / 'gpu_check.md').exists()

@@ -593,30 +593,27 @@ def test_resnet50_forward_shapes_and_config():
 
 
 # ---------------------------------------------------------------------------------------------
-# End to end: main.py trains a small ResNet-50 on the Clothing1M fixture.
-
-# XLA:CPU compiles ResNet-50's 53 convolutions (forward, backward) in about half the time without
-# LLVM's expensive passes; the numerics of 2 smoke-test steps do not matter.
-FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
+# End to end: main.py trains on the Clothing1M fixture through the preset's list files and
+# resized crops. The model is swapped for the small CNN: ResNet-50's layout and forward are
+# checked above, and compiling its training step would be most of this test's time.
 
 
-def test_main_trains_resnet50_on_the_clothing1m_list_files(c1m, tmp_path):
+def test_main_trains_on_the_clothing1m_list_files(c1m, tmp_path):
   root, _ = c1m
   workdir = tmp_path / 'run'
   flags = {'data_dir': root, 'image_folder.image_size': 40, 'augment.crop_size': 32,
-           'base_width': 4, 'num_steps': 2, 'batch_size': 4, 'eval_batch_size': 14,
+           'model': 'small_cnn', 'num_steps': 2, 'batch_size': 4, 'eval_batch_size': 14,
            'method': 'erm', 'meta_set': 'clean', 'num_meta': C1M_CLASSES,
            'progress_bar': False, 'log_every': 1, 'eval_every': 2, 'checkpoint_every': 2,
            'image_folder.decode_threads': 2}
   cmd = [sys.executable, os.path.join(ROOT, 'main.py'), '--config=clothing1m',
          f'--workdir={workdir}'] + [f'--config.{k}={v}' for k, v in flags.items()]
-  env = {**os.environ, 'XLA_FLAGS': f'{os.environ.get("XLA_FLAGS", "")} {FAST_COMPILE}'}
-  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.loads((workdir / 'summary.json').read_text())
   assert summary['steps'] == 2 and summary['method'] == 'erm'
   config = json.loads((workdir / 'config.json').read_text())
-  assert config['model'] == 'resnet50' and config['augment']['crop'] == 'resized'
+  assert config['model'] == 'small_cnn' and config['augment']['crop'] == 'resized'
   info = json.loads((workdir / 'data_info.json').read_text())
   assert info['source'].startswith('list_file:') and info['num_meta'] == C1M_CLASSES
   assert info['num_train'] == C1M_CLASSES * TRAIN_PER_CLASS

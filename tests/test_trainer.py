@@ -185,18 +185,6 @@ def test_tensorboard_without_tensorboardx_is_one_line_naming_the_field(monkeypat
   assert '\n' not in str(err.value)
 
 
-def test_crash_inside_a_save_keeps_the_last_good_checkpoint(tmp_path):
-  overrides = {'method': 'erm', 'num_steps': 12, 'checkpoint_every': 6, 'eval_every': 6}
-  killed = run_child(tmp_path, overrides, '--kill-in-save', '12', check=False)
-  assert killed.returncode == -9
-  ckpt = tmp_path / 'checkpoints'
-  assert (ckpt / '6').is_dir()
-  assert not (ckpt / '12').is_dir()  # the interrupted save was never committed
-  resumed = run_child(tmp_path, overrides)
-  assert 'Resumed from the checkpoint at step 6' in resumed.stdout
-  assert last_json(resumed.stdout)['steps'] == 12
-
-
 def test_two_devices_give_the_same_losses_as_one(tmp_path):
   overrides = {'method': 'mwnet', 'num_steps': 8, 'log_every': 1, 'eval_every': 8}
   one = run_child(tmp_path / 'one', overrides)
