@@ -139,12 +139,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.mlc.momentum = 0.9
   c.mlc.weight_decay = 0.0       # on Theta (> 0 pulls T towards uniform rows)
   c.meta = ml_collections.ConfigDict()
-  # The actual update of mwnet / famus (L2R has one form only):
+  # The actual update of mwnet / mlc / famus (L2R has one form only):
+  #   reuse:     the virtual step's gradient sum_i eps_i(theta) grad L_i, already computed:
+  #              one training backward per step; theta' acts from the next step on. The
+  #              default: as accurate as recompute on the memorisation grid (docs/results.md).
   #   recompute: grad of sum_i eps_i(theta') L_i, the new meta model's weights (paper Eq. 5);
   #              a second backward pass over the training batch.
-  #   reuse:     the virtual step's gradient sum_i eps_i(theta) grad L_i, already computed:
-  #              one training backward per step; theta' acts from the next step on.
-  c.meta.actual_step = 'recompute'
+  c.meta.actual_step = 'reuse'
   # Amortised meta updates (mwnet, mlc, famus on those bases): the meta model is updated on
   # every k-th step only; the steps between train on its current weights (one forward of the
   # small meta model). 1 = every step (the papers).

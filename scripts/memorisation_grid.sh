@@ -15,9 +15,12 @@
 set -euo pipefail
 out=${1:?usage: memorisation_grid.sh OUTDIR SEEDS [VARIANTS]}
 seeds=${2:-0 1 2}
-all="erm mwnet famus mwnet_reuse:meta.actual_step=reuse famus_reuse:meta.actual_step=reuse
-  l2r random_weight:method=random_weight mlc famus_l2r:method=famus,famus.base=l2r
+# Each row names its actual step (meta.actual_step): its runs stay one variant whatever the
+# schema's default.
+R=meta.actual_step=recompute; U=meta.actual_step=reuse
+all="erm mwnet:$R famus:$R mwnet_reuse:$U famus_reuse:$U
+  l2r random_weight:method=random_weight mlc:$R mlc_reuse:$U famus_l2r:method=famus,famus.base=l2r
   fsr fsr_paper:fsr.mixup_losses=weighted dividemix
-  famus_pseudo:method=famus,meta_set=pseudo_clean mwnet_pseudo:method=mwnet,meta_set=pseudo_clean"
+  famus_pseudo:method=famus,meta_set=pseudo_clean,$U mwnet_pseudo:method=mwnet,meta_set=pseudo_clean,$U"
 variants=${3:-$all}
 exec bash "$(dirname "$0")/accuracy_grid.sh" configs/fashion_mnist_memorise.py "$out" "$seeds" "$variants"

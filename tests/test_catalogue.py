@@ -37,11 +37,13 @@ def fake(monkeypatch):
 
 
 def write_run(root, name, config, best, last):
-  """A finished run workdir: one eval at step 10 (best) and one at 20 (last)."""
+  """A finished run workdir: one eval at step 10 (best) and one at 20 (last). The meta
+  methods' actual step is the papers' (`recompute`) unless `config` names another."""
   workdir = os.path.join(root, name)
   os.makedirs(workdir)
   config = {'dataset': 'fashion_mnist', 'noise_type': 'symmetric', 'noise_rate': 0.4,
-            'model': 'resnet', 'depth': 8, 'num_epochs': 2, **config}
+            'model': 'resnet', 'depth': 8, 'num_epochs': 2,
+            'meta': {'actual_step': 'recompute'}, **config}
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     json.dump(config, f)
   events = [{'event': catalogue.EVAL, 'step': s, catalogue.TEST_ACCURACY: a,

@@ -101,7 +101,7 @@ def test_cli_csv_matches_the_record_of_the_checkpoint(mwnet_run, tmp_path):
 def test_rank_label_issues_evaluates_against_the_true_flags(mwnet_run):
   config, workdir = mwnet_run
   issues = li.rank_label_issues(workdir)
-  assert issues.source == li.MEAN_WEIGHT and issues.method == 'mwnet' and issues.step == STEPS
+  assert issues.source == li.MEAN_WEIGHT and issues.method == 'mwnet[reuse]' and issues.step == STEPS
   scores = issues.evaluation()
   finite = np.isfinite(issues.score)
   assert scores.evaluated == finite.sum() and scores.unscored == (~finite).sum()
@@ -141,7 +141,7 @@ def test_the_pair_ranks_by_its_clean_probability(tmp_path):
   issues = li.rank_label_issues(str(tmp_path))
   _, state = restored(config, str(tmp_path))
   assert int(state.division_epoch) == 1
-  assert issues.source == li.CLEAN_PROBABILITY and issues.method == 'mwnet[pseudo_clean]'
+  assert issues.source == li.CLEAN_PROBABILITY and issues.method == 'mwnet[reuse,pseudo_clean]'
   clean = (state.clean_prob_a.astype(np.float64) + state.clean_prob_b) / 2
   np.testing.assert_allclose(issues.score, 1 - clean)
   np.testing.assert_array_equal(issues.seen, state.a.record.seen)

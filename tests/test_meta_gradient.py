@@ -59,7 +59,8 @@ def meta_config():
   c.mwnet = ml_collections.ConfigDict(dict(hidden=16, lr=1e-3, momentum=0.9,
                                            weight_decay=1e-4, normalize=True))
   c.l2r = ml_collections.ConfigDict(dict(zero_sum='uniform'))
-  c.meta = base_config.get_config().meta  # the defaults: actual_step 'recompute'
+  c.meta = base_config.get_config().meta
+  c.meta.actual_step = 'recompute'  # the papers' update
   return c
 
 

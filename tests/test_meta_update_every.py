@@ -83,7 +83,7 @@ def mlc_loss(theta):
 
 
 @pytest.mark.parametrize('method,fields', [
-    ('mwnet', {}), ('mwnet', {'meta.actual_step': 'reuse'}),
+    ('mwnet', {'meta.actual_step': 'recompute'}), ('mwnet', {'meta.actual_step': 'reuse'}),
     ('famus', {'famus.strategy': 'block'}), ('mlc', {})])
 def test_meta_steps_equal_every_step_and_the_others_apply_the_meta_model(method, fields):
   every_step, state1 = make_run(make_config(method, 1, **fields))

@@ -46,7 +46,8 @@ def mlc_config(**mlc_fields):
   c.mlc = ml_collections.ConfigDict(dict(init_diagonal=0.8, lr=0.5, momentum=0.9,
                                          weight_decay=0.0))
   c.mlc.update(mlc_fields)
-  c.meta = base_config.get_config().meta  # the defaults: actual_step 'recompute'
+  c.meta = base_config.get_config().meta
+  c.meta.actual_step = 'recompute'  # the papers' update
   return c
 
 
