@@ -47,6 +47,20 @@ def pytest_configure(config):
     jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
+# The longest files (most compilation), longest first. `pytest -n 2 --dist loadfile` hands each
+# worker whole files in collection order; a long file handed out last keeps one worker busy
+# while the other idles, so they go first. The order inside a file is unchanged.
+LONG_FILES = ('test_semi_supervised.py', 'test_multiprocess.py', 'test_famus.py', 'test_api.py',
+              'test_fsr.py', 'test_meta_update_every.py', 'test_model_numerics.py',
+              'test_trainer.py', 'test_faults.py', 'test_gpu_check.py')
+
+
+def pytest_collection_modifyitems(session, config, items):
+  del session, config
+  rank = {name: i for i, name in enumerate(LONG_FILES)}
+  items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(rank)))
+
+
 def pytest_unconfigure(config):
   del config
   for directory in _OWNED:
