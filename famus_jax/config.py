@@ -165,6 +165,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.famus.lg_form = 'avgpool'    # avgpool (paper Eq. 11) | meanstd (reference code)
   c.famus.lc_weight = 1.0        # weight of the linearised L_c term in the samplers' loss
   c.famus.lc_normalize = True    # L_c term as a share of ||g'||^2 (False: raw first-order term)
+  # The meta model's lr under FaMUS = this x its base's (mwnet.lr, mlc.lr; L2R has no meta
+  # model). 1 = the paper's beta. The layer-restricted meta gradient is about half as long
+  # as the exact one, so at the base's lr the meta model learns slower (docs/results.md).
+  c.famus.meta_lr_scale = 1.0
   c.famus.sampler_lr = 0.1       # delta (1e-2 for long-tail in the paper)
   c.famus.sampler_momentum = 0.9
   c.famus.sampler_hidden = 128

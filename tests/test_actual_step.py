@@ -78,3 +78,21 @@ def test_l2r_has_one_form():
   b = run_b.run_step(state_b, run_b.batch(0), None).state
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_famus_meta_lr_scale_multiplies_the_meta_step():
+  """config.famus.meta_lr_scale: theta' - theta is that many times the unscaled step.
+
+  On the first step the momentum trace is the gradient itself, so the weight net's update
+  is -lr * scale * (g + wd * theta) with the same g for both runs.
+  """
+  moves = {}
+  for scale in (1.0, 3.0):
+    run, state = make_run('famus', 'reuse', strategy='block', meta_lr_scale=scale)
+    theta = jax.device_get(state.method_state['base']['params'])
+    new = run.run_step(state, run.batch(0), None).state
+    moves[scale] = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b),
+                                jax.device_get(new.method_state['base']['params']), theta)
+  for small, large in zip(jax.tree.leaves(moves[1.0]), jax.tree.leaves(moves[3.0])):
+    np.testing.assert_allclose(large, 3.0 * small, rtol=1e-4, atol=1e-9)
+  assert max(float(np.max(np.abs(m))) for m in jax.tree.leaves(moves[1.0])) > 1e-6

@@ -162,7 +162,7 @@ def validate(config) -> None:
   for field, allowed in choices.items():
     if f[field] not in allowed:
       raise ConfigError(f'config.famus.{field}={f[field]!r} is not one of {sorted(allowed)}')
-  positive = ('sampler_lr', 'temperature', 'sampler_hidden')
+  positive = ('sampler_lr', 'temperature', 'sampler_hidden', 'meta_lr_scale')
   for field in positive:
     if not f[field] > 0:
       raise ConfigError(f'config.famus.{field}={f[field]!r} must be > 0')
@@ -198,6 +198,6 @@ def check_against_model(method: FamusMethod, params) -> None:
 def create_famus(config) -> FamusMethod:
   """The FaMUS method for `config` (config.famus.base = 'mwnet', 'l2r' or 'mlc')."""
   settings = settings_from_config(config)
-  base = create_base(config.famus.base, config)
+  base = create_base(config.famus.base, config, config.famus.meta_lr_scale)
   return FamusMethod(base, settings, config.meta, config.diagnostics_every)
 

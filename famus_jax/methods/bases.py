@@ -42,11 +42,11 @@ class MWNetBase:
   virtual_is_identity = False
   space = PER_EXAMPLE
 
-  def __init__(self, cfg):
+  def __init__(self, cfg, lr_scale: float = 1.0):
     self.net = WeightNet(hidden=cfg.hidden)
     self.normalize = cfg.normalize
     self.tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay),
-                          optax.sgd(cfg.lr, momentum=cfg.momentum))
+                          optax.sgd(cfg.lr * lr_scale, momentum=cfg.momentum))
 
   @staticmethod
   def batch_inputs(ctx):
@@ -91,7 +91,8 @@ class L2RBase:
   virtual_is_identity = True
   space = PER_EXAMPLE
 
-  def __init__(self, cfg):
+  def __init__(self, cfg, lr_scale: float = 1.0):
+    del lr_scale  # no meta model, no meta learning rate
     self.zero_sum = cfg.zero_sum
 
   @staticmethod
@@ -118,6 +119,10 @@ class L2RBase:
 BASES = {'mwnet': MWNetBase, 'l2r': L2RBase, 'mlc': MLCBase}
 
 
-def create_base(name: str, config):
-  """The base `name` ('mwnet', 'l2r' or 'mlc') with its config group."""
-  return BASES[name](getattr(config, name))
+def create_base(name: str, config, lr_scale: float = 1.0):
+  """The base `name` ('mwnet', 'l2r' or 'mlc') with its config group.
+
+  lr_scale multiplies the meta model's learning rate (`config.famus.meta_lr_scale` under
+  FaMUS); L2R has no meta model and ignores it.
+  """
+  return BASES[name](getattr(config, name), lr_scale)

@@ -82,16 +82,17 @@ def corrected_errors(logits, labels, log_t) -> jnp.ndarray:
 class MLCBase:
   """Meta loss correction: the virtual coefficients are the logit cotangent c(T) / n.
 
-  cfg: the `config.mlc` group (init_diagonal, lr, momentum, weight_decay).
+  cfg: the `config.mlc` group (init_diagonal, lr, momentum, weight_decay); the learning rate
+  of Theta is cfg.lr x lr_scale.
   """
   name = 'mlc'
   virtual_is_identity = False
   space = LOGIT
 
-  def __init__(self, cfg):
+  def __init__(self, cfg, lr_scale: float = 1.0):
     self.init_diagonal = cfg.init_diagonal
     self.tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay),
-                          optax.sgd(cfg.lr, momentum=cfg.momentum))
+                          optax.sgd(cfg.lr * lr_scale, momentum=cfg.momentum))
 
   @staticmethod
   def batch_inputs(ctx) -> CorrectionInputs:
