@@ -17,13 +17,13 @@ out=${1:?usage: memorisation_grid.sh OUTDIR SEEDS [VARIANTS]}
 seeds=${2:-0 1 2}
 # Each row names its actual step (meta.actual_step) and FaMUS's meta learning rate
 # (famus.meta_lr_scale: 1 = the paper's, 3 = the preset's): its runs stay one variant whatever
-# the defaults. famus_reuse_metalr3 is FaMUS with the preset's defaults.
+# the defaults. famus_reuse_metalr3 and famus_pseudo are FaMUS with the preset's defaults.
 R=meta.actual_step=recompute; U=meta.actual_step=reuse
 P=famus.meta_lr_scale=1.0; F=famus.meta_lr_scale=3.0
 all="erm mwnet:$R famus:$R,$P mwnet_reuse:$U famus_reuse:$U,$P
   famus_metalr3:method=famus,$R,$F famus_reuse_metalr3:method=famus,$U,$F
   l2r random_weight:method=random_weight mlc:$R mlc_reuse:$U famus_l2r:method=famus,famus.base=l2r
   fsr fsr_paper:fsr.mixup_losses=weighted dividemix
-  famus_pseudo:method=famus,meta_set=pseudo_clean,$U,$P mwnet_pseudo:method=mwnet,meta_set=pseudo_clean,$U"
+  famus_pseudo:method=famus,meta_set=pseudo_clean,$U,$F mwnet_pseudo:method=mwnet,meta_set=pseudo_clean,$U"
 variants=${3:-$all}
 exec bash "$(dirname "$0")/accuracy_grid.sh" configs/fashion_mnist_memorise.py "$out" "$seeds" "$variants"
