@@ -96,3 +96,20 @@ def test_famus_meta_lr_scale_multiplies_the_meta_step():
   for small, large in zip(jax.tree.leaves(moves[1.0]), jax.tree.leaves(moves[3.0])):
     np.testing.assert_allclose(large, 3.0 * small, rtol=1e-4, atol=1e-9)
   assert max(float(np.max(np.abs(m))) for m in jax.tree.leaves(moves[1.0])) > 1e-6
+
+
+@pytest.mark.parametrize('name', ['mwnet', 'mlc'])
+def test_base_meta_optimiser_scales_its_learning_rate(name):
+  """create_base(..., lr_scale): the meta model's first update is lr_scale times the unscaled one."""
+  from famus_jax.methods.bases import create_base  # pylint: disable=import-outside-toplevel
+  c = tiny.get_config()
+  c[name].weight_decay = 1e-3  # the decay term scales with the learning rate too
+  updates = {}
+  for scale in (1.0, 3.0):
+    base = create_base(name, c, scale)
+    state = base.init(jax.random.key(0), {'head': {'bias': jnp.zeros((4,))}})
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), state['params'])
+    updates[scale], _ = base.tx.update(grads, state['opt_state'], state['params'])
+  for small, large in zip(jax.tree.leaves(updates[1.0]), jax.tree.leaves(updates[3.0])):
+    np.testing.assert_allclose(np.asarray(large), 3.0 * np.asarray(small), rtol=1e-6)
+    assert float(np.max(np.abs(small))) > 0
