@@ -13,6 +13,9 @@ the code and the machine that produced it:
   python, jax, jaxlib  the versions
   devices          one '<platform>:<device kind>' string per device JAX sees
   platform         the operating system and CPU architecture (platform.platform())
+  cpu              the host CPU's model and its logical CPU count, e.g. 'Intel(R) Xeon(R)
+                   Processor x2' (`cpu_model()`; '' where /proc/cpuinfo names none): two
+                   runs' times compare only on the same machine
 
 It calls `jax.devices()`, so in a multi-process job call it after `jax.distributed` has
 been initialised.
@@ -72,6 +75,18 @@ def _distribution_version(name, module):
     return getattr(module, '__version__', 'unknown')
 
 
+def cpu_model(cpuinfo: str = '/proc/cpuinfo') -> str:
+  """'<model name> x<logical CPUs>' from `cpuinfo` (Linux), else platform.processor(), else ''."""
+  try:
+    with open(cpuinfo) as f:
+      models = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
+  except OSError:
+    models = []
+  if models:
+    return f'{models[0]} x{len(models)}'
+  return platform.processor() or ''
+
+
 def provenance(argv=None) -> dict:
   """The provenance record of a result produced now by this process (see the module doc)."""
   if argv is None:
@@ -89,4 +104,5 @@ def provenance(argv=None) -> dict:
       'jaxlib': _distribution_version('jaxlib', jaxlib),
       'devices': [f'{d.platform}:{d.device_kind}' for d in jax.devices()],
       'platform': platform.platform(),
+      'cpu': cpu_model(),
   }

@@ -14,7 +14,7 @@ from famus_jax import provenance as prov
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 KEYS = {'package_version', 'git_commit', 'git_dirty', 'date', 'command', 'python', 'jax',
-        'jaxlib', 'devices', 'platform'}
+        'jaxlib', 'devices', 'platform', 'cpu'}
 
 
 def git_head():
@@ -70,3 +70,11 @@ def test_no_commit_outside_a_checkout(tmp_path):
   record = module.provenance(['x'])
   assert record['git_commit'] is None and record['git_dirty'] is None
   assert set(record) == KEYS
+
+
+def test_cpu_model_reads_the_model_name_and_counts_the_cpus(tmp_path):
+  cpuinfo = tmp_path / 'cpuinfo'
+  block = 'processor\t: {}\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n\n'
+  cpuinfo.write_text(''.join(block.format(i) for i in range(2)))
+  assert prov.cpu_model(str(cpuinfo)) == 'Intel(R) Xeon(R) Processor x2'
+  assert isinstance(prov.provenance()['cpu'], str)

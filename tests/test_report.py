@@ -351,8 +351,11 @@ GRID = {
 GRID_STEP_S = {'erm': 0.18, 'mwnet': 0.5, 'famus': 0.3, 'l2r': 0.45}
 
 
-def make_grid_run(root, method, seed, best, last, memorised, wall, fit_keys=True):
-  """A finished run of 100 steps: evals at 50 (best) and 100 (last) with the fit keys."""
+def make_grid_run(root, method, seed, best, last, memorised, wall, fit_keys=True, cpu=None):
+  """A finished run of 100 steps: evals at 50 (best) and 100 (last) with the fit keys.
+
+  cpu: the host CPU its summary's provenance records (None: an older record without one).
+  """
   workdir = os.path.join(root, f'{method}_s{seed}')
   os.makedirs(workdir)
   _write(os.path.join(workdir, 'config.json'), {
@@ -372,7 +375,25 @@ def make_grid_run(root, method, seed, best, last, memorised, wall, fit_keys=True
       'steps': 100, 'epochs': 40.0, 'best_test_accuracy': best, 'last_test_accuracy': last,
       'wall_time_s': wall, 'mean_step_time_s': GRID_STEP_S[method],
       'mean_weight_clean': None if method == 'erm' else 1.3 + 0.01 * seed,
-      'mean_weight_noisy': None if method == 'erm' else 0.4})
+      'mean_weight_noisy': None if method == 'erm' else 0.4,
+      **({} if cpu is None else {'provenance': {'cpu': cpu}})})
+
+
+def test_grid_marks_ratios_of_runs_from_different_machines(tmp_path):
+  root = str(tmp_path / 'grid')
+  machines = {'erm': ['A x2'] * 3, 'mwnet': ['A x2', None, 'A x2'], 'famus': ['A x2', 'B x2', 'B x2']}
+  for method, runs in GRID.items():
+    for seed, values in enumerate(runs):
+      make_grid_run(root, method, seed, *values, cpu=machines[method][seed])
+  result = report.make_report([root], str(tmp_path / 'out'))
+  rows = result['grid']['fashion_mnist sym 60% (ResNet-8, 5000 imgs, 40 ep)']
+  assert {m: r['mixed_machines'] for m, r in rows.items()} == {
+      'erm': False, 'mwnet': False, 'famus': True}
+  text = open(result['report']).read()
+  famus_line = next(line for line in text.splitlines() if line.startswith('| famus | 3 |'))
+  mwnet_line = next(line for line in text.splitlines() if line.startswith('| mwnet | 3 |'))
+  assert famus_line.count('†') == 2 and '†' not in mwnet_line
+  assert '† The runs of this row and ERM' in text
 
 
 def test_grid_table_by_hand(tmp_path, capsys):

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from famus_jax import catalogue
+from famus_jax import provenance
 from famus_jax.data import build_data
 from famus_jax.tools import xla_trace
 from famus_jax.tools.benchmark.specs import make_config, method_spec, method_specs, peer_method
@@ -219,13 +220,7 @@ def famus_summary(timed: Timed, records: list) -> dict:
 def device_name() -> str:
   d = jax.devices()[0]
   name = getattr(d, 'device_kind', d.platform)
-  cpu = ''
-  try:
-    with open('/proc/cpuinfo') as f:
-      models = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
-    cpu = f'{models[0]} x{len(models)}' if models else ''
-  except OSError:
-    pass
+  cpu = provenance.cpu_model()
   return f'{d.platform}:{name}' + (f' ({cpu})' if cpu and d.platform == 'cpu' else '')
 
 

@@ -7,7 +7,8 @@ the training fit at the last evaluation (against the given labels on all /
 correctly / wrongly labelled examples: on the wrongly labelled ones it is the
 memorised share; and the share of the wrongly labelled ones predicted as their
 true class), the mean weights of clean and mislabelled examples, the median
-step and the whole-run wall time as ratios to ERM's. Then the regime's
+step and the whole-run wall time as ratios to ERM's (marked where the row's
+and ERM's runs record different host CPUs). Then the regime's
 criteria: ERM memorises (its final fit to the given labels >= 0.8) and its
 last epoch falls >= 10 points below its best.
 """
@@ -21,6 +22,7 @@ ERM = 'erm'
 EXACT_MWNET = 'mwnet'
 MEMORISED_FIT = 0.8      # ERM's final fit to the given labels at least this
 COLLAPSE_POINTS = 10.0   # ERM's last top-1 at least this far below its best
+MIXED_MARK = '†'         # after a step / wall ratio whose runs ran on different machines
 
 
 def paired_difference(a: dict, reference: Optional[dict], key: str = 'last') -> tuple:
@@ -54,7 +56,8 @@ def grid_rows(methods: dict) -> dict:
            'all_unfinished': a['all_unfinished'],
            'running': [] if a['all_unfinished'] else a['unfinished_seeds'],
            'step_ratio': _ratio(a['median_step_s'], erm and erm['median_step_s']),
-           'wall_ratio': _ratio(a['wall_time_s'], erm and erm['wall_time_s'])}
+           'wall_ratio': _ratio(a['wall_time_s'], erm and erm['wall_time_s']),
+           'mixed_machines': len(set(a['machines']) | set(erm['machines'] if erm else [])) > 1}
     for key in catalogue.TRAIN_FIT_METRICS:
       row[key] = mean_std([v[key] for v in seeds.values()])
     out[label] = row
@@ -82,6 +85,7 @@ def grid_table(setting: str, rows: dict) -> list:
            'mean weight clean / mislabelled | median step (s) | step x ERM | wall x ERM |',
            '|---' * 15 + '|']
   for label, r in rows.items():
+    mark = MIXED_MARK if r['mixed_machines'] else ''
     per_seed = ', '.join(f's{s} {fmt(b, ".2f")} / {fmt(l, ".2f")}'
                          for s, (b, l) in sorted(r['per_seed'].items(), key=lambda kv: str(kv[0])))
     per_seed += ''.join(f', s{s} running' for s in sorted(r['running'], key=str))
@@ -93,8 +97,11 @@ def grid_table(setting: str, rows: dict) -> list:
         f'{_paired(r["minus_mwnet"], len(r["seeds"]))} | '
         + ' | '.join(_fit(r[key]) for key in catalogue.TRAIN_FIT_METRICS) + ' | '
         f'{fmt(r["weight_clean"], ".2f")} / {fmt(r["weight_noisy"], ".2f")} | '
-        f'{fmt(r["median_step_s"], ".3f")} | {fmt(r["step_ratio"], ".2f")} | '
-        f'{fmt(r["wall_ratio"], ".2f")} |')
+        f'{fmt(r["median_step_s"], ".3f")} | {fmt(r["step_ratio"], ".2f")}{mark} | '
+        f'{fmt(r["wall_ratio"], ".2f")}{mark} |')
+  if any(r['mixed_machines'] for r in rows.values()):
+    lines += ['', f'{MIXED_MARK} The runs of this row and ERM\'s ran on more than one machine '
+              "(summary.json's provenance cpu): the ratio mixes machines."]
   return lines + ['']
 
 

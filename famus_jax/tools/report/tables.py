@@ -99,6 +99,8 @@ def aggregate(runs: list) -> dict:
         'wall_time_min': mean([w / 60 if w is not None else None for w in wall]),
         'weight_clean': mean([s.get('mean_weight_clean') for s in summ]),
         'weight_noisy': mean([s.get('mean_weight_noisy') for s in summ]),
+        # The host CPUs the runs record (provenance 'cpu'; older records have none).
+        'machines': sorted({(s.get('provenance') or {}).get('cpu') for s in summ} - {None, ''}),
         **series.weight_shape(used),
     }
   return out
