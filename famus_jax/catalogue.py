@@ -63,6 +63,8 @@ class Variant:
   `default` shows as itself. stem: the name joins the method's in parentheses
   ('famus(l2r)') instead of a bracketed tag ('mwnet[reuse]'). when: (field, value) that
   must hold for this variant to count (the semi-supervised step only on pseudo-clean sets).
+  unless: (field, value) under which the variant does not count (FaMUS on the L2R base has
+  one actual step and no meta model to amortise).
   prefix: written before a value shown as itself ('every5' for meta.update_every=5).
   """
   field: str
@@ -70,6 +72,7 @@ class Variant:
   default: Any = None
   stem: bool = False
   when: Optional[tuple] = None
+  unless: Optional[tuple] = None
   prefix: str = ''
 
   def name_of(self, value) -> Optional[str]:
@@ -176,6 +179,7 @@ class MethodEntry:
 REUSE = Variant('meta.actual_step', {'reuse': 'reuse'})
 EVERY = Variant('meta.update_every', default=1, prefix='every')
 PSEUDO_CLEAN = Variant('meta_set', {'pseudo_clean': 'pseudo_clean'})
+ON_L2R = ('famus.base', 'l2r')  # FaMUS's L2R base: one actual step, no meta model
 SEMI = Variant('cotrain.semi_supervised', {True: 'semi'}, when=('meta_set', 'pseudo_clean'))
 META_FIELDS = ('meta.', 'meta_batch_size', 'meta_gradient')
 REGISTRY = 'famus_jax.method_registry'
@@ -221,8 +225,9 @@ CATALOGUE = {
     'famus': MethodEntry(
         'famus', 'famus_jax.famus.method:create_famus', group='famus',
         variants=(Variant('famus.base', {'l2r': 'l2r', 'mlc': 'mlc'}, stem=True),
-                  Variant('famus.strategy', default='learned'), REUSE, EVERY, PSEUDO_CLEAN,
-                  SEMI),
+                  Variant('famus.strategy', default='learned'),
+                  dataclasses.replace(REUSE, unless=ON_L2R),
+                  dataclasses.replace(EVERY, unless=ON_L2R), PSEUDO_CLEAN, SEMI),
         ablation_fields=('famus.', 'mwnet.', 'l2r.', 'mlc.') + META_FIELDS[:2],
         metrics=(FAMUS_ACTIVE, FAMUS_ACTIVE_COUNTS), peer='famus',
         clean_meta=True, pseudo_clean=True, colour='tab:green',
@@ -309,6 +314,8 @@ def label(config: Mapping) -> str:
   stem, tags = method, []
   for variant in (spec.variants if spec else ()):
     if variant.when is not None and fields.get(variant.when[0]) != variant.when[1]:
+      continue
+    if variant.unless is not None and fields.get(variant.unless[0]) == variant.unless[1]:
       continue
     name = variant.name_of(fields.get(variant.field, variant.default))
     if name is None:

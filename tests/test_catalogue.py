@@ -138,6 +138,12 @@ def test_mlc_variants_have_their_own_labels(tmp_path):
 
 def test_labels_of_the_other_variants():
   cases = {'famus(l2r)': {'method': 'famus', 'famus': {'base': 'l2r'}},
+           # L2R has one actual step and no meta model to amortise: neither tags it.
+           'famus(l2r)[pseudo_clean]': {'method': 'famus', 'famus': {'base': 'l2r'},
+                                        'meta': {'actual_step': 'reuse', 'update_every': 1},
+                                        'meta_set': 'pseudo_clean'},
+           'famus(mlc)[reuse,every5]': {'method': 'famus', 'famus': {'base': 'mlc'},
+                                        'meta': {'actual_step': 'reuse', 'update_every': 5}},
            'famus[all]': {'method': 'famus', 'famus': {'strategy': 'all'}},
            'mwnet[reuse]': {'method': 'mwnet', 'meta': {'actual_step': 'reuse'}},
            'fsr[one_pass]': {'method': 'fsr', 'fsr': {'mixup_form': 'one_pass'}},
