@@ -113,6 +113,12 @@ def test_amortised_rows_time_a_whole_cycle():
   assert out['step_time_meta_update_s'] == 5.5 and out['step_time_between_updates_s'] == 1.0
   assert out['step_time_s'] == pytest.approx((5.5 + 4 * 1.0) / 5)
   assert out['cpu_time_s'] == pytest.approx(2 * out['step_time_s'])
+  # The table names the two medians under the row whose step column is their cycle's mean.
+  result = {'methods': {'erm': {'step_time_s': 1.0}, 'mwnet_every5': out}}
+  assert benchmark.amortised_note(result) == (
+      '- mwnet_every5: mean of a 5-step cycle, meta-update step 5.500 s, steps between '
+      'updates 1.000 s (medians)')
+  assert benchmark.amortised_note({'methods': {'erm': {'step_time_s': 1.0}}}) == ''
   timed.counters = [1, 2, 3, 4]
   with pytest.raises(ValueError, match='mwnet_every5: the timed steps need both kinds'):
     timed.typical_step()

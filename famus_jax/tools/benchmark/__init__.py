@@ -51,5 +51,6 @@ from famus_jax.tools.benchmark.measurement import measure_peak_memory, memory_on
 from famus_jax.tools.benchmark.measurement import peak_memory_in_child, xla_step_memory
 from famus_jax.tools.benchmark.specs import MODELS, MethodSpec, make_config, method_spec
 from famus_jax.tools.benchmark.specs import method_specs, peer_method, step_form
-from famus_jax.tools.benchmark.tables import markdown_table, memory_table, peer_table, table
+from famus_jax.tools.benchmark.tables import amortised_note, markdown_table, memory_table
+from famus_jax.tools.benchmark.tables import peer_table, table
 from famus_jax.tools.benchmark.tables import title, trace_table

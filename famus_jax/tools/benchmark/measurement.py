@@ -86,7 +86,7 @@ class Timed:
     if meta.all() or not meta.any():
       raise ValueError(f'{self.name}: the timed steps need both kinds of step of a '
                        f'{every}-step cycle; time at least {every + 1} steps')
-    out = {}
+    out = {'update_every': every}
     for key, times in (('step_time_s', self.wall), ('cpu_time_s', self.cpu)):
       times = np.asarray(times)
       with_update, without = float(np.median(times[meta])), float(np.median(times[~meta]))

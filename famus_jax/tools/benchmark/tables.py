@@ -68,6 +68,17 @@ def peer_table(result: dict) -> str:
       f'{threads} thread(s); peer / ours > 1 means ours is faster.)'
 
 
+def amortised_note(result: dict) -> str:
+  """One line per method with amortised meta updates (config.meta.update_every = k > 1): its
+  step column is the mean of a k-step cycle, (t_meta + (k - 1) t_between) / k, of the two
+  medians named here (`measurement.Timed.typical_step`); '' when no such method ran."""
+  lines = [f'- {name}: mean of a {r.get("update_every", "k")}-step cycle, meta-update step '
+           f'{r["step_time_meta_update_s"]:.3f} s, steps between updates '
+           f'{r["step_time_between_updates_s"]:.3f} s (medians)'
+           for name, r in result['methods'].items() if 'step_time_meta_update_s' in r]
+  return '\n'.join(lines)
+
+
 def title(result: dict) -> str:
   what = ('compiled step memory only (not timed)' if result.get('memory_only') else
           f'median of {result["timed_steps_per_method"]} steps')
@@ -89,5 +100,5 @@ def table(result: dict) -> str:
   """The Markdown table(s) that fit the result (timed, or memory only; peers if any)."""
   if result.get('memory_only'):
     return memory_table(result)
-  peers = peer_table(result)
-  return markdown_table(result) + ('\n\n' + peers if peers else '')
+  parts = [markdown_table(result), amortised_note(result), peer_table(result)]
+  return '\n\n'.join(p for p in parts if p)
