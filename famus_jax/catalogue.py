@@ -178,6 +178,9 @@ class MethodEntry:
 # pair's pseudo-clean meta sets (with the pair's semi-supervised step).
 REUSE = Variant('meta.actual_step', {'reuse': 'reuse'})
 EVERY = Variant('meta.update_every', default=1, prefix='every')
+# Amortised runs whose meta learning rate is k times the base's (no effect at update_every = 1).
+AMORTISED_LR = Variant('meta.amortised_lr', {'scaled': 'scaled_lr'},
+                       unless=('meta.update_every', 1))
 PSEUDO_CLEAN = Variant('meta_set', {'pseudo_clean': 'pseudo_clean'})
 ON_L2R = ('famus.base', 'l2r')  # FaMUS's L2R base: one actual step, no meta model
 SEMI = Variant('cotrain.semi_supervised', {True: 'semi'}, when=('meta_set', 'pseudo_clean'))
@@ -196,7 +199,7 @@ CATALOGUE = {
         benchmarks=(B('erm', {'method': 'erm'}),)),
     'mwnet': MethodEntry(
         'mwnet', f'{REGISTRY}:create_exact', group='mwnet',
-        variants=(REUSE, EVERY, PSEUDO_CLEAN, SEMI),
+        variants=(REUSE, EVERY, AMORTISED_LR, PSEUDO_CLEAN, SEMI),
         ablation_fields=('mwnet.',) + META_FIELDS, peer='mwnet', clean_meta=True,
         pseudo_clean=True, colour='tab:blue',
         benchmarks=(B('mwnet', {'method': 'mwnet', **RECOMPUTE}),
@@ -217,7 +220,7 @@ CATALOGUE = {
         colour='tab:olive',
         benchmarks=(B('random_weight', {'method': 'random_weight'}),)),
     'mlc': MethodEntry(
-        'mlc', f'{REGISTRY}:create_exact', group='mlc', variants=(REUSE, EVERY),
+        'mlc', f'{REGISTRY}:create_exact', group='mlc', variants=(REUSE, EVERY, AMORTISED_LR),
         ablation_fields=('mlc.',) + META_FIELDS, metrics=(MLC_TRANSITION_DIAGONAL,),
         clean_meta=True, colour='tab:purple',
         benchmarks=(B('mlc', {'method': 'mlc', **RECOMPUTE}),
@@ -227,7 +230,7 @@ CATALOGUE = {
         variants=(Variant('famus.base', {'l2r': 'l2r', 'mlc': 'mlc'}, stem=True),
                   Variant('famus.strategy', default='learned'),
                   dataclasses.replace(REUSE, unless=ON_L2R),
-                  dataclasses.replace(EVERY, unless=ON_L2R), PSEUDO_CLEAN, SEMI),
+                  dataclasses.replace(EVERY, unless=ON_L2R), AMORTISED_LR, PSEUDO_CLEAN, SEMI),
         ablation_fields=('famus.', 'mwnet.', 'l2r.', 'mlc.') + META_FIELDS[:2],
         metrics=(FAMUS_ACTIVE, FAMUS_ACTIVE_COUNTS), peer='famus',
         clean_meta=True, pseudo_clean=True, colour='tab:green',

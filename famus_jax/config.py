@@ -150,6 +150,10 @@ def get_config() -> ml_collections.ConfigDict:
   # every k-th step only; the steps between train on its current weights (one forward of the
   # small meta model). 1 = every step (the papers).
   c.meta.update_every = 1
+  # The meta model's learning rate under update_every = k > 1: same: the base's (it learns k
+  # times slower per epoch) | scaled: x k (it moves about as far per epoch as with k = 1; on the
+  # memorisation grid level with k = 1 for MW-Net, but FaMUS at 3 x 5 its rate collapsed).
+  c.meta.amortised_lr = 'same'
   c.meta_gradient = 'jvp'        # jvp (production) | reverse_over_reverse (reference path)
   c.meta_bn_train_mode = True    # meta / reward forward passes use batch statistics (else running)
 

@@ -16,7 +16,7 @@ from famus_jax.errors import ConfigError
 from famus_jax.famus.method import validate as check_famus_config
 from famus_jax.fsr.config import check_config as check_fsr_config
 from famus_jax.method_registry import METHODS, PSEUDO_CLEAN_METHODS
-from famus_jax.methods.meta_reweighting import ACTUAL_STEPS
+from famus_jax.methods.meta_reweighting import ACTUAL_STEPS, AMORTISED_LRS
 from famus_jax.models import MODELS
 from famus_jax.train.checkpoint import RESUME_MODES
 from famus_jax.train.distributed import check_config as check_distributed_config
@@ -81,6 +81,7 @@ def validate(config) -> None:
   _choice(config, 'meta_gradient', ('jvp', 'reverse_over_reverse'))
   _choice(config, 'meta.actual_step', ACTUAL_STEPS)
   check_update_every(config)
+  _choice(config, 'meta.amortised_lr', AMORTISED_LRS)
   _choice(config, 'resume', RESUME_MODES)
   _choice(config, 'tensorboard', (False, True))
   if config.tensorboard:

@@ -84,9 +84,16 @@ def mlc_loss(theta):
 
 @pytest.mark.parametrize('method,fields', [
     ('mwnet', {'meta.actual_step': 'recompute'}), ('mwnet', {'meta.actual_step': 'reuse'}),
-    ('famus', {'famus.strategy': 'block'}), ('mlc', {})])
+    ('mwnet', {'meta.actual_step': 'recompute', 'meta.amortised_lr': 'scaled'}),
+    ('famus', {'famus.strategy': 'block'}), ('mlc', {'meta.amortised_lr': 'scaled'})])
 def test_meta_steps_equal_every_step_and_the_others_apply_the_meta_model(method, fields):
-  every_step, state1 = make_run(make_config(method, 1, **fields))
+  """The meta step of update_every = k is the k = 1 step whose meta learning rate is k times
+  larger (meta.amortised_lr='scaled') or the same ('same', the default)."""
+  reference = make_config(method, 1, **fields)
+  if reference.meta.amortised_lr == 'scaled':
+    reference.mwnet.lr *= EVERY
+    reference.mlc.lr *= EVERY
+  every_step, state1 = make_run(reference)
   run, state = make_run(make_config(method, EVERY, **fields))
   batches = [run.batch(i) for i in range(EVERY + 1)]
   # Step 0 updates the meta model: the same step as with update_every = 1.
@@ -134,10 +141,14 @@ def test_l2r_has_no_meta_model_to_amortise(method, famus_base):
     ('erm', 2, r"config\.method='erm' has no meta update to amortise \(methods with one: "
      r"\['mwnet', 'l2r', 'mlc', 'famus'\]\)"),
     ('fsr', 5, r"config\.method='fsr' has no meta update"),
-    ('mwnet', 0, r'config\.meta\.update_every=0 must be an integer >= 1')])
+    ('mwnet', 0, r'config\.meta\.update_every=0 must be an integer >= 1'),
+    ('mwnet', 'lr', r"config\.meta\.amortised_lr='both' is not one of \['same', 'scaled'\]")])
 def test_config_errors_name_the_field(method, every, message):
   c = make_config(method, 1)
-  c.meta.update_every = every
+  if every == 'lr':
+    c.meta.amortised_lr = 'both'
+  else:
+    c.meta.update_every = every
   with pytest.raises(ConfigError, match=message):
     config_check.validate(c)
 

@@ -339,6 +339,21 @@ def test_ablation_runs_get_their_own_label():
   assert erm[0].method == 'erm'
 
 
+def test_amortised_runs_name_a_scaled_meta_learning_rate():
+  """meta.amortised_lr='scaled' tags amortised runs only; a record older than the field reads
+  as the default 'same' (what amortised runs did before it existed)."""
+  def run(name, **meta):
+    config = report.with_schema_defaults({'method': 'mwnet', 'meta': meta})
+    return report.RunDir(workdir=name, config=config, summary=None, events=[], quality=[],
+                         quality_summary=None)
+  runs = [run('old', update_every=5), run('new', update_every=5, amortised_lr='scaled'),
+          run('old_k1', update_every=1), run('new_k1', update_every=1, amortised_lr='scaled')]
+  assert runs[0].config['meta']['amortised_lr'] == 'same'
+  report.tag_variants(runs)
+  assert [r.method for r in runs] == [
+      'mwnet[reuse,every5]', 'mwnet[reuse,every5,scaled_lr]', 'mwnet[reuse]', 'mwnet[reuse]']
+
+
 # The memorisation grid: three seeds of erm, mwnet and famus; (best, last, memorised share,
 # wall time) per run, with ERM memorising and collapsing as the regime needs.
 GRID = {

@@ -21,6 +21,7 @@ import optax
 
 from famus_jax.meta.weight_net import WeightNet
 from famus_jax.methods.coefficient_space import PER_EXAMPLE
+from famus_jax.methods.meta_reweighting import amortised_lr_factor
 from famus_jax.methods.mlc import MLCBase
 
 
@@ -122,7 +123,8 @@ BASES = {'mwnet': MWNetBase, 'l2r': L2RBase, 'mlc': MLCBase}
 def create_base(name: str, config, lr_scale: float = 1.0):
   """The base `name` ('mwnet', 'l2r' or 'mlc') with its config group.
 
-  lr_scale multiplies the meta model's learning rate (`config.famus.meta_lr_scale` under
-  FaMUS); L2R has no meta model and ignores it.
+  The meta model's learning rate is the group's lr times lr_scale (`config.famus.meta_lr_scale`
+  under FaMUS) times the amortisation factor (`config.meta.amortised_lr`: k under
+  `update_every` = k with 'scaled'); L2R has no meta model and ignores both.
   """
-  return BASES[name](getattr(config, name), lr_scale)
+  return BASES[name](getattr(config, name), lr_scale * amortised_lr_factor(config.meta))

@@ -95,6 +95,7 @@ class ExactEstimator:
 
 
 ACTUAL_STEPS = ('recompute', 'reuse')
+AMORTISED_LRS = ('scaled', 'same')  # config.meta.amortised_lr (`amortised_lr_factor`)
 META, APPLY = 'meta', 'apply'  # the two kinds of step of amortised meta updates
 
 
@@ -128,6 +129,20 @@ class AmortisedVariants(StepVariants):
 
   def accepts(self, key, record) -> bool:
     return key[0] == APPLY or self.inner.accepts(key[1], record)
+
+
+def amortised_lr_factor(meta_cfg) -> int:
+  """The factor on the meta model's learning rate under amortised meta updates.
+
+  With `update_every` = k the meta model takes one step per k training steps;
+  `amortised_lr` = 'scaled' multiplies its learning rate by k, so that it moves about as far
+  per epoch as when it is updated at every step (k steps of size lr against one of size
+  k lr on one batch's meta gradient); 'same' keeps the base's rate. 1 when k = 1.
+  """
+  if meta_cfg.amortised_lr not in AMORTISED_LRS:
+    raise ConfigError(f'config.meta.amortised_lr={meta_cfg.amortised_lr!r} is not one of '
+                      f'{list(AMORTISED_LRS)}')
+  return meta_cfg.update_every if meta_cfg.amortised_lr == 'scaled' else 1
 
 
 def amortise(variants: StepVariants, every: int) -> StepVariants:
