@@ -83,8 +83,8 @@ def mlc_loss(theta):
 
 
 @pytest.mark.parametrize('method,fields', [
-    ('mwnet', {'meta.actual_step': 'recompute'}), ('mwnet', {'meta.actual_step': 'reuse'}),
     ('mwnet', {'meta.actual_step': 'recompute', 'meta.amortised_lr': 'scaled'}),
+    ('mwnet', {'meta.actual_step': 'reuse'}),
     ('famus', {'famus.strategy': 'block'}), ('mlc', {'meta.amortised_lr': 'scaled'})])
 def test_meta_steps_equal_every_step_and_the_others_apply_the_meta_model(method, fields):
   """The meta step of update_every = k is the k = 1 step whose meta learning rate is k times
