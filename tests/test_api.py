@@ -61,7 +61,7 @@ def weights_after(learner, steps=2):
 
 @pytest.mark.parametrize('method,fields', [
     ('erm', {}), ('l2r', {}), ('mlc', {}), ('random_weight', {}),
-    ('famus', {}), ('famus', {'famus.base': 'l2r'}), ('famus', {'famus.base': 'mlc'}),
+    ('famus', {}), ('famus', {'famus.base': 'mlc'}),  # FaMUS on L2R: tests/test_famus.py
     ('fsr', {'fsr.dictionary_size': 20, 'fsr.reward_batch_size': 10, 'fsr.warmup_epochs': 0}),
 ])
 def test_every_method_steps_on_a_user_model(data, method, fields):

@@ -54,13 +54,18 @@ def make_run(config):
 
 
 def params_after(run, state, batch, loss_of_ctx):
-  """Params after one real optimiser step on grad_w loss_of_ctx(ctx)(w), by jax.grad."""
+  """Params after one real optimiser step on grad_w loss_of_ctx(ctx)(w), by jax.grad, and the
+  context's per-example losses (one compiled program: eagerly, every op compiles alone)."""
   context = make_context_fn(run.model, True, run.lr_fn, run.config.augment, run.mean, run.std,
                             run.data.num_classes, run.config.meta_bn_train_mode)
-  ctx, _, _ = context(state, batch)
-  grads = jax.grad(loss_of_ctx(ctx))(state.params)
-  updates, _ = run.tx.update(grads, state.opt_state, state.params)
-  return optax.apply_updates(state.params, updates), ctx
+
+  @jax.jit
+  def step(state, batch):
+    ctx, _, _ = context(state, batch)
+    grads = jax.grad(loss_of_ctx(ctx))(state.params)
+    updates, _ = run.tx.update(grads, state.opt_state, state.params)
+    return optax.apply_updates(state.params, updates), ctx.losses
+  return step(state, batch)
 
 
 def mwnet_loss(run, theta):
@@ -109,7 +114,7 @@ def test_meta_steps_equal_every_step_and_the_others_apply_the_meta_model(method,
     before = jax.device_get(state)  # the step donates `state`
     theta = before.method_state['base']['params']
     loss = mlc_loss(theta) if method == 'mlc' else mwnet_loss(run, theta)
-    expected, ctx = params_after(run, before, batches[step], loss)
+    expected, losses = params_after(run, before, batches[step], loss)
     result = run.run_step(state, batches[step], None)
     state = result.state
     assert rel_err(state.params, expected) < 2e-5, step
@@ -118,7 +123,7 @@ def test_meta_steps_equal_every_step_and_the_others_apply_the_meta_model(method,
     metrics = jax.device_get(result.output.metrics)
     assert metrics[catalogue.META_UPDATE] == 0.0 and np.isnan(metrics['meta_loss'])
     if method != 'mlc':
-      eps = run.method.base._eps(theta, ctx.losses)  # pylint: disable=protected-access
+      eps = run.method.base._eps(theta, losses)  # pylint: disable=protected-access
       np.testing.assert_allclose(np.asarray(result.output.example_weights),
                                  np.asarray(eps) * eps.shape[0], rtol=1e-5)
   # Step k updates the meta model again.

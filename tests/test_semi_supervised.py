@@ -136,14 +136,16 @@ def test_rampup_of_the_unlabelled_weight():
   np.testing.assert_allclose(got, [0.0, 0.0, 6.25, 12.5, 25.0, 25.0])
 
 
-def semi_context(run, state, batch):
+def semi_context(run, state, batch, use, preparation=None):
+  """use(context, new batch_stats, rng) -> arrays, on the step's context; compiled as one
+  program (eagerly, every op of the model would be compiled on its own)."""
   method = run.method
   cfg = run.config
   context = make_context_fn(run.model, method.uses_meta_set, run.lr_fn, cfg.augment,
                             run.member.mean, run.member.std, run.data.num_classes,
-                            cfg.meta_bn_train_mode,
-                            prepare_images=method.prepare_images, preparation=run.semi)
-  return context(state, batch)
+                            cfg.meta_bn_train_mode, prepare_images=method.prepare_images,
+                            preparation=preparation or run.semi)
+  return jax.jit(lambda s, b: use(*context(s, b)))(state, batch)
 
 
 def step_state(run, steps):
@@ -163,13 +165,19 @@ def test_dividemix_update_is_the_gradient_of_dividemix_loss(dividemix):
   state = state.replace(a=state.a.replace(step=jnp.int32(step)))
   batch = run.batch(step)
   part, rows = run.member_batch(state, batch, 0, state.b)
-  ctx, _, _ = semi_context(run, state.a, part)
+
+  def context_and_gradient(ctx, _, __):
+    out = run.method.weights(ctx, state.a.method_state, part, None)
+    return ctx.images, ctx.indices, combined_gradient(ctx, out,
+                                                      jax.grad(run.semi.penalty)(ctx.logits))
+
+  images, indices, got = semi_context(run, state.a, part, context_and_gradient)
   rng = jax.random.fold_in(state.a.rng, state.a.step)
   aug_rng, _, dropout_rng, _ = jax.random.split(rng, 4)
   # The mixed rows the step trains on, rebuilt outside the step.
-  augment = functools.partial(augment_batch, crop_padding=run.config.augment.crop_padding,
+  augment = jax.jit(functools.partial(augment_batch, crop_padding=run.config.augment.crop_padding,
                               flip=run.config.augment.flip, mean=run.member.mean,
-                              std=run.member.std, train=True)
+                              std=run.member.std, train=True))
 
   def apply(params, stats, x, train):
     if train:
@@ -179,9 +187,9 @@ def test_dividemix_update_is_the_gradient_of_dividemix_loss(dividemix):
 
   own = lambda x: apply(state.a.params, state.a.batch_stats, x, True)
   partner = lambda x: apply(state.b.params, state.b.batch_stats, x, False)
-  soft = run.semi.training_batch(own, partner, part, augment, aug_rng)
-  np.testing.assert_array_equal(np.asarray(ctx.images), np.asarray(soft.images))
-  np.testing.assert_array_equal(np.asarray(ctx.indices), rows)
+  soft = jax.jit(lambda p, r: run.semi.training_batch(own, partner, p, augment, r))(part, aug_rng)
+  np.testing.assert_array_equal(np.asarray(images), np.asarray(soft.images))
+  np.testing.assert_array_equal(np.asarray(indices), rows)
   lambda_u = float(mixmatch.linear_rampup(step / spe, 1, 2.0, run.config.cotrain.lambda_u))
   assert 0 < lambda_u < run.config.cotrain.lambda_u
   n_x = soft.num_labelled
@@ -191,9 +199,7 @@ def test_dividemix_update_is_the_gradient_of_dividemix_loss(dividemix):
     return mixmatch.semi_supervised_loss(logits[:n_x], soft.targets[:n_x], logits[n_x:],
                                          soft.targets[n_x:], lambda_u, 1.0).total
 
-  want = jax.grad(dividemix_loss)(state.a.params)
-  out = run.method.weights(ctx, state.a.method_state, part, None)
-  got = combined_gradient(ctx, out, jax.grad(run.semi.penalty)(ctx.logits))
+  want = jax.jit(jax.grad(dividemix_loss))(state.a.params)
   for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-6)
   # And the run's step applies exactly that gradient through the optimiser.
@@ -205,6 +211,7 @@ def test_dividemix_update_is_the_gradient_of_dividemix_loss(dividemix):
 
   # BatchNorm running statistics: this member's guessing forwards (u^1, u^2, x^1, x^2, the
   # reference code's order) move them one after the other, then the mixed forward does.
+  @jax.jit
   def stats_after(stats, x):
     return run.model.apply({'params': state.a.params, 'batch_stats': stats}, x, train=True,
                            mutable=['batch_stats'], rngs={'dropout': dropout_rng})[1]['batch_stats']
@@ -219,10 +226,7 @@ def test_dividemix_update_is_the_gradient_of_dividemix_loss(dividemix):
     np.testing.assert_allclose(got_s, want_s, rtol=1e-5, atol=1e-6)
   # guess_updates_bn=False: the mixed rows alone set them (and that is another result).
   off = dataclasses.replace(run.semi, guess_updates_bn=False)
-  context = make_context_fn(run.model, run.method.uses_meta_set, run.lr_fn, run.config.augment,
-                            run.member.mean, run.member.std, run.data.num_classes,
-                            run.config.meta_bn_train_mode, preparation=off)
-  _, mixed_only, _ = context(state.a, part)
+  mixed_only = semi_context(run, state.a, part, lambda _, stats, __: stats, preparation=off)
   want_off = stats_after(state.a.batch_stats, soft.images)
   for got_s, want_s in zip(jax.tree.leaves(mixed_only), jax.tree.leaves(want_off)):
     np.testing.assert_allclose(got_s, want_s, rtol=1e-5, atol=1e-6)
@@ -288,12 +292,15 @@ def test_mwnet_meta_gradient_on_the_mixed_batch_matches_reverse_over_reverse(mwn
   state = state.replace(a=state.a.replace(step=jnp.int32(step)))
   part, _ = run.member_batch(state, run.batch(step), 0, state.b)
   assert part['meta_clean_prob'].shape == (8,)
-  ctx, _, rng = semi_context(run, state.a, part)
-  assert ctx.images.shape[0] == 2 * 16 + 2 * 8
   reference = create_method(semi_config(method='mwnet', meta_gradient='reverse_over_reverse',
                                         **{'meta.actual_step': 'recompute'}))
-  got = run.method.weights(ctx, state.a.method_state, part, rng)
-  want = reference.weights(ctx, state.a.method_state, part, rng)
+
+  def both(ctx, _, rng):
+    return (ctx.images.shape[0], run.method.weights(ctx, state.a.method_state, part, rng),
+            reference.weights(ctx, state.a.method_state, part, rng))
+
+  rows, got, want = semi_context(run, state.a, part, both)
+  assert rows == 2 * 16 + 2 * 8
   np.testing.assert_allclose(got.weights, want.weights, rtol=1e-4, atol=1e-7)
   for x, y in zip(jax.tree.leaves(got.method_state), jax.tree.leaves(want.method_state)):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-7)
