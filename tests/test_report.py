@@ -19,6 +19,7 @@ from matplotlib import image as mpimg
 from famus_jax.tools import report
 from famus_jax.tools.report import plots
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 100
 LAYERS = ['stem_conv', 'stem_bn', 'stage3_conv1', 'stage3_bn1', 'stage3_conv2', 'head']
 CANDIDATES = ['stage3_conv1', 'stage3_bn1', 'stage3_conv2']
@@ -507,3 +508,22 @@ def test_learning_signal_against_scikit_learn():
   lines = signal.signal_section(runs)
   assert lines[0] == '## How fast the weights learned'
   assert any(line.startswith('| famus | 1 | ') and '| 0.25 |' in line for line in lines)
+
+
+def test_kept_run_records_give_the_report_of_the_workdirs(tmp_path):
+  """scripts/keep_run_records.sh: finished runs' records (no checkpoints) report as the runs."""
+  root = str(tmp_path / 'grid')
+  for method, runs in GRID.items():
+    for seed, values in enumerate(runs):
+      make_grid_run(root, method, seed, *values)
+  os.makedirs(os.path.join(root, 'mwnet_s0', 'checkpoints', '10'))
+  unfinished = make_run(root, 'famus', 9, 'symmetric', 0.5, 0.4, finished=False)
+  kept = tmp_path / 'kept'
+  subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'keep_run_records.sh'), root, str(kept)],
+                 check=True, capture_output=True)
+  assert sorted(os.listdir(kept)) == sorted(d for d in os.listdir(root)
+                                            if d != os.path.basename(unfinished))
+  assert sorted(os.listdir(kept / 'mwnet_s0')) == ['config.json', 'metrics.jsonl', 'summary.json']
+  os.remove(unfinished + '/metrics.jsonl')  # the workdirs' report without the unfinished run
+  want = report.make_report([root], str(tmp_path / 'a'))['grid']
+  assert want and report.make_report([str(kept)], str(tmp_path / 'b'))['grid'] == want
