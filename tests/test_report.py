@@ -523,7 +523,8 @@ def test_kept_run_records_give_the_report_of_the_workdirs(tmp_path):
                  check=True, capture_output=True)
   assert sorted(os.listdir(kept)) == sorted(d for d in os.listdir(root)
                                             if d != os.path.basename(unfinished))
-  assert sorted(os.listdir(kept / 'mwnet_s0')) == ['config.json', 'metrics.jsonl', 'summary.json']
+  assert sorted(os.listdir(kept / 'mwnet_s0')) == ['config.json', 'metrics.jsonl.gz',
+                                                 'summary.json']
   os.remove(unfinished + '/metrics.jsonl')  # the workdirs' report without the unfinished run
   want = report.make_report([root], str(tmp_path / 'a'))['grid']
   assert want and report.make_report([str(kept)], str(tmp_path / 'b'))['grid'] == want

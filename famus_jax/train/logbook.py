@@ -11,6 +11,7 @@ With config.tensorboard=True the log also writes the scalars of its 'train' and 
 TensorBoard event files in <workdir>/tensorboard/ (famus_jax/train/tensorboard.py).
 """
 
+import gzip
 import json
 import os
 import sys
@@ -113,10 +114,11 @@ PRE_STEP_EVENTS = (catalogue.WEIGHTS,)
 def read_jsonl(path: str) -> list:
   """The JSON objects of a .jsonl file, in order; unreadable lines are dropped with one warning.
 
-  The one reader of the package's .jsonl files (metrics.jsonl, quality.jsonl).
+  The one reader of the package's .jsonl files (metrics.jsonl, quality.jsonl; gzip-compressed
+  when the name ends in .gz).
   """
   records, bad = [], []
-  with open(path, 'rb') as f:
+  with (gzip.open if path.endswith('.gz') else open)(path, 'rb') as f:
     lines = f.read().split(b'\n')
   for number, line in enumerate(lines, 1):
     if not line.strip():

@@ -1,7 +1,8 @@
 """The report's inputs: run workdirs, estimator-quality workdirs and benchmark files.
 
 A run workdir holds config.json + metrics.jsonl (usually summary.json; what
-`famus_jax.train.trainer` writes); a quality workdir config.json +
+`famus_jax.train.trainer` writes; a kept record of a finished run, from
+scripts/keep_run_records.sh, has metrics.jsonl.gz instead); a quality workdir config.json +
 quality.jsonl (`python -m famus_jax.tools.quality`); a benchmark file is the
 JSON of `python -m famus_jax.tools.benchmark --out=F.json`.
 """
@@ -80,11 +81,15 @@ class RunDir:
     return data[0].get('realised_noise_rate') if data else None
 
 
+METRICS_FILES = ('metrics.jsonl', 'metrics.jsonl.gz')  # a workdir's; a kept record's
+
+
 def is_run_dir(path: str) -> bool:
-  """A run workdir (metrics.jsonl) or an estimator-quality workdir (quality.jsonl)."""
+  """A run workdir (metrics.jsonl), a kept run record (metrics.jsonl.gz) or an
+  estimator-quality workdir (quality.jsonl)."""
   has = lambda name: os.path.isfile(os.path.join(path, name))
-  return os.path.isdir(path) and has('config.json') and (has('metrics.jsonl')
-                                                          or has('quality.jsonl'))
+  return os.path.isdir(path) and has('config.json') and (
+      any(has(name) for name in METRICS_FILES) or has('quality.jsonl'))
 
 
 def with_schema_defaults(config: Optional[dict]) -> dict:
@@ -110,7 +115,8 @@ def load_run(workdir: str) -> RunDir:
   join = lambda name: os.path.join(workdir, name)
   return RunDir(workdir=workdir, config=with_schema_defaults(read_json(join('config.json'))),
                 summary=read_json(join('summary.json')),
-                events=_read_jsonl_if_there(join('metrics.jsonl')),
+                events=next((read_jsonl(join(name)) for name in METRICS_FILES
+                             if os.path.exists(join(name))), []),
                 quality=_read_jsonl_if_there(join('quality.jsonl')),
                 quality_summary=read_json(join('quality_summary.json')))
 
