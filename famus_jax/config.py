@@ -190,6 +190,9 @@ def get_config() -> ml_collections.ConfigDict:
   # The first N steps estimate with every layer (the exact meta gradient; the samplers still
   # draw and learn), the later ones with the sampled layers. 0 = from the first step (paper).
   c.famus.exact_steps = 0
+  # The meta lr scale of the meta updates within exact_steps (their estimate is the exact one,
+  # which meta_lr_scale does not need to lengthen); None = famus.meta_lr_scale throughout.
+  c.famus.exact_meta_lr_scale = ml_collections.config_dict.placeholder(float)
 
   # ---- FSR (famus_jax/fsr) ------------------------------------------------
   c.fsr = ml_collections.ConfigDict()

@@ -96,6 +96,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_state(tmp_p
 
 @pytest.mark.parametrize('field, value', [('famus.strategy', 'greedy'), ('famus.base', 'mentornet'),
                                           ('famus.exact_steps', -1), ('famus.meta_lr_scale', 0.0),
+                                          ('famus.exact_meta_lr_scale', 0.0),
                                           ('fsr.weight_mode', 'tail')])
 def test_method_groups_are_checked_before_loading_data(field, value):
   config = tiny.get_config()

@@ -218,3 +218,23 @@ def test_the_host_runs_two_compiled_kinds_and_the_one_program_form_agrees():
     assert rel_err(state.params, want.params) < 1e-6, step
     assert rel_err(state.method_state, want.method_state) < 1e-6, step
   assert set(run._steps) == {('meta', None), ('apply',)}  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize('exact_scale', [None, 1.0])
+def test_exact_meta_updates_take_their_own_learning_rate(exact_scale):
+  """famus.exact_meta_lr_scale: the meta updates within famus.exact_steps (steps 0, 5, 10 of
+  exact_steps = 12 at update_every = 5) step at base lr x k x that scale, the later ones at
+  base lr x k x meta_lr_scale; None keeps meta_lr_scale throughout. SGD with momentum by hand
+  on a constant unit gradient at theta = 0 (no weight decay term)."""
+  c = make_config('famus', 5, **{'meta.amortised_lr': 'scaled'})
+  c.famus.exact_steps, c.famus.meta_lr_scale, c.famus.exact_meta_lr_scale = 12, 3.0, exact_scale
+  config_check.validate(c)
+  tx = create_method(c).base.tx
+  theta = {'w': jnp.zeros(3)}
+  opt_state, trace = tx.init(theta), 0.0
+  for count in range(6):
+    updates, opt_state = tx.update({'w': jnp.ones(3)}, opt_state, theta)
+    trace = 1.0 + c.mwnet.momentum * trace
+    scale = 3.0 if exact_scale is None or count >= 3 else exact_scale
+    np.testing.assert_allclose(np.asarray(updates['w']), -c.mwnet.lr * 5 * scale * trace,
+                               rtol=1e-6, err_msg=str(count))

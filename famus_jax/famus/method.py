@@ -46,6 +46,7 @@ from famus_jax.famus import layer_sets as ls_lib
 from famus_jax.famus import objective
 from famus_jax.famus.estimator import L2R_SAMPLER_INPUTS, STRATEGIES, FamusEstimator, FamusSettings
 from famus_jax.famus.layerwise import JVP_MODES
+from famus_jax.methods import meta_lr
 from famus_jax.methods.base import StepVariants
 from famus_jax.methods.bases import BASES, create_base
 from famus_jax.methods.meta_reweighting import MetaReweighting, amortise
@@ -179,6 +180,9 @@ def validate(config) -> None:
     raise ConfigError(f'config.famus.guess_window={f.guess_window!r} must be >= 1')
   if f.exact_steps < 0:
     raise ConfigError(f'config.famus.exact_steps={f.exact_steps!r} must be >= 0')
+  if f.exact_meta_lr_scale is not None and not f.exact_meta_lr_scale > 0:
+    raise ConfigError(f'config.famus.exact_meta_lr_scale={f.exact_meta_lr_scale!r} must be > 0 '
+                      '(or None: famus.meta_lr_scale)')
   if f.num_random < 1:
     raise ConfigError(f'config.famus.num_random={f.num_random!r} must be >= 1')
   if f.strategy == 'block' and f.block == 0:
@@ -198,6 +202,13 @@ def check_against_model(method: FamusMethod, params) -> None:
 def create_famus(config) -> FamusMethod:
   """The FaMUS method for `config` (config.famus.base = 'mwnet', 'l2r' or 'mlc')."""
   settings = settings_from_config(config)
-  base = create_base(config.famus.base, config, config.famus.meta_lr_scale)
+  f = config.famus
+  # The meta updates inside the first exact_steps training steps (0, k, 2k, ... under
+  # meta.update_every = k) estimate with every layer: their own scale where one is set.
+  exact_updates = -(-f.exact_steps // config.meta.update_every)
+  scale = meta_lr.switch_after(
+      exact_updates, f.meta_lr_scale if f.exact_meta_lr_scale is None else f.exact_meta_lr_scale,
+      f.meta_lr_scale)
+  base = create_base(f.base, config, scale)
   return FamusMethod(base, settings, config.meta, config.diagnostics_every)
 

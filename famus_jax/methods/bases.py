@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from famus_jax.meta.weight_net import WeightNet
+from famus_jax.methods import meta_lr
 from famus_jax.methods.coefficient_space import PER_EXAMPLE
 from famus_jax.methods.meta_reweighting import amortised_lr_factor
 from famus_jax.methods.mlc import MLCBase
@@ -43,11 +44,12 @@ class MWNetBase:
   virtual_is_identity = False
   space = PER_EXAMPLE
 
-  def __init__(self, cfg, lr_scale: float = 1.0):
+  def __init__(self, cfg, lr_scale: meta_lr.Scale = 1.0):
     self.net = WeightNet(hidden=cfg.hidden)
     self.normalize = cfg.normalize
     self.tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay),
-                          optax.sgd(cfg.lr * lr_scale, momentum=cfg.momentum))
+                          optax.sgd(meta_lr.learning_rate(cfg.lr, lr_scale),
+                                    momentum=cfg.momentum))
 
   @staticmethod
   def batch_inputs(ctx):
@@ -92,7 +94,7 @@ class L2RBase:
   virtual_is_identity = True
   space = PER_EXAMPLE
 
-  def __init__(self, cfg, lr_scale: float = 1.0):
+  def __init__(self, cfg, lr_scale: meta_lr.Scale = 1.0):
     del lr_scale  # no meta model, no meta learning rate
     self.zero_sum = cfg.zero_sum
 
@@ -120,11 +122,13 @@ class L2RBase:
 BASES = {'mwnet': MWNetBase, 'l2r': L2RBase, 'mlc': MLCBase}
 
 
-def create_base(name: str, config, lr_scale: float = 1.0):
+def create_base(name: str, config, lr_scale: meta_lr.Scale = 1.0):
   """The base `name` ('mwnet', 'l2r' or 'mlc') with its config group.
 
-  The meta model's learning rate is the group's lr times lr_scale (`config.famus.meta_lr_scale`
-  under FaMUS) times the amortisation factor (`config.meta.amortised_lr`: k under
-  `update_every` = k with 'scaled'); L2R has no meta model and ignores both.
+  The meta model's learning rate is the group's lr times lr_scale (FaMUS's, a constant or a
+  function of the meta update count: `methods.meta_lr`) times the amortisation factor
+  (`config.meta.amortised_lr`: k under `update_every` = k with 'scaled'); L2R has no meta
+  model and ignores both.
   """
-  return BASES[name](getattr(config, name), lr_scale * amortised_lr_factor(config.meta))
+  return BASES[name](getattr(config, name),
+                     meta_lr.times(lr_scale, amortised_lr_factor(config.meta)))

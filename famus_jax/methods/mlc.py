@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from famus_jax.methods import meta_lr
 from famus_jax.methods.coefficient_space import LOGIT
 
 
@@ -83,16 +84,17 @@ class MLCBase:
   """Meta loss correction: the virtual coefficients are the logit cotangent c(T) / n.
 
   cfg: the `config.mlc` group (init_diagonal, lr, momentum, weight_decay); the learning rate
-  of Theta is cfg.lr x lr_scale.
+  of Theta is cfg.lr x lr_scale (a constant or a schedule: `methods.meta_lr`).
   """
   name = 'mlc'
   virtual_is_identity = False
   space = LOGIT
 
-  def __init__(self, cfg, lr_scale: float = 1.0):
+  def __init__(self, cfg, lr_scale: meta_lr.Scale = 1.0):
     self.init_diagonal = cfg.init_diagonal
     self.tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay),
-                          optax.sgd(cfg.lr * lr_scale, momentum=cfg.momentum))
+                          optax.sgd(meta_lr.learning_rate(cfg.lr, lr_scale),
+                                    momentum=cfg.momentum))
 
   @staticmethod
   def batch_inputs(ctx) -> CorrectionInputs:
