@@ -6,7 +6,6 @@ compile: the entry points (famus-train, the Python API, the tools) call
 registries of the modules that own the names.
 """
 
-from famus_jax import catalogue
 from famus_jax.cotrain.pair import DIVIDEMIX, META_SETS, co_trained, semi_supervised
 from famus_jax.data import DATASETS, NOISE_TYPES, SOURCES
 from famus_jax.data.augment import check_augment_config
@@ -41,15 +40,10 @@ def _range(config, field, low, high, low_open=False, high_open=True):
 
 
 def check_update_every(config) -> None:
-  """config.meta.update_every: an int >= 1, and > 1 only for a method with a meta model."""
+  """config.meta.update_every: an int >= 1 (methods without a meta model ignore it)."""
   every = config.meta.update_every
   if isinstance(every, bool) or not isinstance(every, int) or every < 1:
     raise ConfigError(f'config.meta.update_every={every!r} must be an integer >= 1')
-  spec = catalogue.entry(config.method)
-  if every > 1 and not (spec and spec.clean_meta):
-    amortisable = [name for name in catalogue.names() if catalogue.entry(name).clean_meta]
-    raise ConfigError(f'config.meta.update_every={every!r}: config.method={config.method!r} '
-                      f'has no meta update to amortise (methods with one: {amortisable})')
 
 
 def validate(config) -> None:

@@ -7,7 +7,7 @@
 #   bash scripts/memorisation_grid.sh OUTDIR "SEEDS" ["VARIANTS"]
 #   python -m famus_jax.tools.report OUTDIR --out=results/memorisation
 #
-# Default VARIANTS: the whole grid (about 7 hours per seed on one CPU core). The FaMUS
+# Default VARIANTS: the whole grid (about 8 hours per seed on one CPU core). The FaMUS
 # ablations that separate its parts from exact MW-Net are not in the default list:
 #   famus_nolg:method=famus,famus.lambda_g=0.0     L_g off
 #   famus_all:method=famus,famus.strategy=all      every layer in every estimate
@@ -15,14 +15,19 @@
 set -euo pipefail
 out=${1:?usage: memorisation_grid.sh OUTDIR SEEDS [VARIANTS]}
 seeds=${2:-0 1 2}
-# Each row names its actual step (meta.actual_step) and FaMUS's meta learning rate
-# (famus.meta_lr_scale: 1 = the paper's, 3 = the preset's): its runs stay one variant whatever
-# the defaults. famus_reuse_metalr3 and famus_pseudo are FaMUS with the preset's defaults.
-R=meta.actual_step=recompute; U=meta.actual_step=reuse
-P=famus.meta_lr_scale=1.0; F=famus.meta_lr_scale=3.0
+# Each row names its actual step (meta.actual_step), its meta-update period (meta.update_every:
+# 1 = every step, the papers'), FaMUS's exact warm-up (famus.exact_steps) and FaMUS's meta
+# learning rate (famus.meta_lr_scale: 1 = the paper's, 3 = the preset's): its runs stay one
+# variant whatever the defaults. mwnet_default and famus_default are the schema's defaults on
+# this preset (amortised every fifth step at the scaled rate, FaMUS's 250 exact steps at 1x);
+# famus_default is the same program as famus_reuse_every5_scaled_exact250_x1 of docs/results.md.
+R=meta.actual_step=recompute,meta.update_every=1; U=meta.actual_step=reuse,meta.update_every=1
+X=famus.exact_steps=0; P=famus.meta_lr_scale=1.0,$X; F=famus.meta_lr_scale=3.0,$X
 all="erm mwnet:$R famus:$R,$P mwnet_reuse:$U famus_reuse:$U,$P
   famus_metalr3:method=famus,$R,$F famus_reuse_metalr3:method=famus,$U,$F
-  l2r random_weight:method=random_weight mlc:$R mlc_reuse:$U famus_l2r:method=famus,famus.base=l2r
+  mwnet_default:method=mwnet famus_default:method=famus
+  l2r random_weight:method=random_weight mlc:$R mlc_reuse:$U
+  famus_l2r:method=famus,famus.base=l2r,$X
   fsr fsr_paper:fsr.mixup_losses=weighted dividemix
   famus_pseudo:method=famus,meta_set=pseudo_clean,$U,$F mwnet_pseudo:method=mwnet,meta_set=pseudo_clean,$U"
 variants=${3:-$all}

@@ -51,6 +51,8 @@ def famus_config(**famus):
   c.famus.lambda_g = 0.0
   c.famus.floor_buckets = 'layer'
   c.famus.candidates = 'all'
+  c.famus.exact_steps = 0  # the sampled estimate from the first step (the paper)
+  c.meta.update_every = 1
   for k, v in famus.items():
     c.famus[k] = v
   return c
@@ -404,6 +406,8 @@ def tiny_famus(**famus):
   c = tiny.get_config()
   c.method = 'famus'
   c.famus.candidates = 'all'
+  c.famus.exact_steps = 0  # the sampled estimate from the first step (the paper)
+  c.meta.update_every = 1
   for k, v in famus.items():
     c.famus[k] = v
   return c

@@ -61,6 +61,7 @@ def meta_config():
   c.l2r = ml_collections.ConfigDict(dict(zero_sum='uniform'))
   c.meta = base_config.get_config().meta
   c.meta.actual_step = 'recompute'  # the papers' update
+  c.meta.update_every = 1  # at every step
   return c
 
 

@@ -39,6 +39,7 @@ def make_config(method, every, **fields):
   c = tiny.get_config()
   c.method = method
   c.meta.update_every = every
+  c.famus.exact_steps = 0  # FaMUS's sampled estimate from the first step
   c.lr.base = 0.5  # large steps, so that a wrong meta model would show
   c.mwnet.lr = 10.0
   c.mlc.lr = 1000.0
@@ -89,11 +90,11 @@ def mlc_loss(theta):
 
 @pytest.mark.parametrize('method,fields', [
     ('mwnet', {'meta.actual_step': 'recompute', 'meta.amortised_lr': 'scaled'}),
-    ('mwnet', {'meta.actual_step': 'reuse'}),
+    ('mwnet', {'meta.actual_step': 'reuse', 'meta.amortised_lr': 'same'}),
     ('famus', {'famus.strategy': 'block'}), ('mlc', {'meta.amortised_lr': 'scaled'})])
 def test_meta_steps_equal_every_step_and_the_others_apply_the_meta_model(method, fields):
   """The meta step of update_every = k is the k = 1 step whose meta learning rate is k times
-  larger (meta.amortised_lr='scaled') or the same ('same', the default)."""
+  larger (meta.amortised_lr='scaled', the default) or the same ('same')."""
   reference = make_config(method, 1, **fields)
   if reference.meta.amortised_lr == 'scaled':
     reference.mwnet.lr *= EVERY
@@ -134,22 +135,40 @@ def test_meta_steps_equal_every_step_and_the_others_apply_the_meta_model(method,
 
 
 @pytest.mark.parametrize('method,famus_base', [('l2r', 'mwnet'), ('famus', 'l2r')])
-def test_l2r_has_no_meta_model_to_amortise(method, famus_base):
-  c = make_config(method, 2)
-  c.famus.base = famus_base
+def test_l2r_updates_at_every_step_whatever_the_period(method, famus_base):
+  """L2R has no meta model to apply between meta updates: under update_every = 2 its first two
+  steps are those of update_every = 1 (both compute the meta gradient on their batch)."""
+  runs = []
+  for every in (1, 2):
+    c = make_config(method, every)
+    c.famus.base = famus_base
+    config_check.validate(c)
+    runs.append(make_run(c))
+  assert [run.method.update_every for run, _ in runs] == [1, 1]
+  (run1, state1), (run2, state2) = runs
+  for step in range(2):
+    batch = run1.batch(step)
+    out1, out2 = run1.run_step(state1, batch, None), run2.run_step(state2, batch, None)
+    state1, state2 = out1.state, out2.state
+    np.testing.assert_array_equal(np.asarray(out1.output.example_weights),
+                                  np.asarray(out2.output.example_weights))
+    assert float(out2.output.metrics['meta_loss']) == float(out1.output.metrics['meta_loss'])
+  for a, b in zip(jax.tree.leaves(state1.params), jax.tree.leaves(state2.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize('method', ['erm', 'fsr', 'random_weight', 'dividemix'])
+def test_methods_without_a_meta_model_ignore_the_period(method):
+  c = make_config(method, 5)
   config_check.validate(c)
-  with pytest.raises(ConfigError, match=r'config\.meta\.update_every=2: L2R has no meta model'):
-    create_method(c)
+  assert create_method(c).update_every == 1
 
 
-@pytest.mark.parametrize('method,every,message', [
-    ('erm', 2, r"config\.method='erm' has no meta update to amortise \(methods with one: "
-     r"\['mwnet', 'l2r', 'mlc', 'famus'\]\)"),
-    ('fsr', 5, r"config\.method='fsr' has no meta update"),
-    ('mwnet', 0, r'config\.meta\.update_every=0 must be an integer >= 1'),
-    ('mwnet', 'lr', r"config\.meta\.amortised_lr='both' is not one of \['same', 'scaled'\]")])
-def test_config_errors_name_the_field(method, every, message):
-  c = make_config(method, 1)
+@pytest.mark.parametrize('every,message', [
+    (0, r'config\.meta\.update_every=0 must be an integer >= 1'),
+    ('lr', r"config\.meta\.amortised_lr='both' is not one of \['same', 'scaled'\]")])
+def test_config_errors_name_the_field(every, message):
+  c = make_config('mwnet', 1)
   if every == 'lr':
     c.meta.amortised_lr = 'both'
   else:

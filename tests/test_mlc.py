@@ -48,6 +48,7 @@ def mlc_config(**mlc_fields):
   c.mlc.update(mlc_fields)
   c.meta = base_config.get_config().meta
   c.meta.actual_step = 'recompute'  # the papers' update
+  c.meta.update_every = 1  # at every step
   return c
 
 
@@ -168,6 +169,8 @@ def famus_mlc_config(**famus):
   c.famus.lambda_g = 0.0
   c.famus.floor_buckets = 'layer'
   c.famus.candidates = 'all'
+  c.famus.exact_steps = 0  # the sampled estimate from the first step (the paper)
+  c.meta.update_every = 1
   c.mlc.update(mlc_config().mlc)
   c.famus.update(famus)
   return c

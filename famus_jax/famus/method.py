@@ -62,7 +62,7 @@ class FamusMethod(MetaReweighting):
     self.settings = settings
     self.diagnostics_every = diagnostics_every
     self.variants = amortise(FamusVariants(self.estimator, settings, diagnostics_every,
-                                           meta_cfg.update_every), meta_cfg.update_every)
+                                           self.update_every), self.update_every)
 
   def init_state(self, rng, params, num_train):
     check_against_model(self, params)

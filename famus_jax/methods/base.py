@@ -165,10 +165,13 @@ class Method:
     name: the config value that selects it.
     uses_meta_set: whether the step needs a clean meta batch.
     variants: the `StepVariants` policy of its compiled step (one version by default).
+    update_every: the period of its meta-model updates (`config.meta.update_every` for a
+      method with a meta model; 1 for the others, which update nothing between steps).
   """
   name = 'base'
   uses_meta_set = False
   variants = StepVariants()
+  update_every = 1
 
   def init_state(self, rng, params, num_train: int) -> PyTree:
     """The method's initial state (meta model, samplers, buffers)."""

@@ -38,7 +38,7 @@ about 35x slower on both kinds of step on XLA:CPU (ResNet-8, batch 100), so it
 is kept only for a step built without the host policy. On the steps without a
 meta update the meta metrics are NaN ("not measured at this step"; the log's
 window means skip them) and `meta_update` is 0. L2R has no meta model to apply
-(its weights are the meta gradient itself), so it takes k = 1 only.
+(its weights are the meta gradient itself): it updates at every step whatever k.
 """
 
 import copy
@@ -168,13 +168,11 @@ class MetaReweighting(Method):
       raise ConfigError(f'config.meta.actual_step={meta_cfg.actual_step!r} is not one of '
                         f'{list(ACTUAL_STEPS)}')
     self.actual_step = meta_cfg.actual_step
-    self.update_every = meta_cfg.update_every
-    if self.update_every < 1:
-      raise ConfigError(f'config.meta.update_every={self.update_every!r} must be >= 1')
-    if self.update_every > 1 and base.virtual_is_identity:
-      raise ConfigError(f'config.meta.update_every={self.update_every!r}: L2R has no meta model '
-                        'to apply between meta updates (its weights are the meta gradient '
-                        'itself); it takes 1')
+    if meta_cfg.update_every < 1:
+      raise ConfigError(f'config.meta.update_every={meta_cfg.update_every!r} must be >= 1')
+    # L2R has no meta model to apply between meta updates (its weights are the meta gradient
+    # itself): it updates at every step whatever the field says.
+    self.update_every = 1 if base.virtual_is_identity else meta_cfg.update_every
     self.variants = amortise(StepVariants(), self.update_every)
 
   def actual_update(self, weights, eps, train_grads) -> ActualStep:

@@ -19,6 +19,11 @@ def get_config():
   c.lr.schedule = 'constant'
   c.augment.crop_padding = 1
   c.mwnet.hidden = 16
+  # A run of a dozen steps: the meta model updated at every step and FaMUS's sampled estimate
+  # from the first one (the schema's period 5 and 250-step exact warm-up would leave a tiny run
+  # two meta updates and no sampled estimate).
+  c.meta.update_every = 1
+  c.famus.exact_steps = 0
   c.log_every = 4
   c.eval_every = 6
   c.checkpoint_every = 6

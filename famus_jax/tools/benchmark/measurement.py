@@ -77,9 +77,9 @@ class Timed:
 
   def typical_step(self) -> dict:
     """{'step_time_s', 'cpu_time_s'}: the median timed step, or with amortised meta updates
-    (config.meta.update_every = k > 1) the mean step of a k-step cycle, (median meta-update
+    (the method's update_every = k > 1) the mean step of a k-step cycle, (median meta-update
     step + (k - 1) median other step) / k, with the two medians beside it."""
-    every = self.config.meta.update_every
+    every = self.run.method.update_every
     if every == 1:
       return {'step_time_s': float(np.median(self.wall)), 'cpu_time_s': float(np.median(self.cpu))}
     meta = np.asarray(self.counters) % every == 0
