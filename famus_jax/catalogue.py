@@ -211,7 +211,9 @@ CATALOGUE = {
                                           'meta_gradient': 'reverse_over_reverse'}),
                     B('mwnet_reuse', {'method': 'mwnet', **REUSE_EVERY_STEP}),
                     B('mwnet_every5', {'method': 'mwnet', **RECOMPUTE, 'meta.update_every': 5},
-                      peer=False))),
+                      peer=False),
+                    B('mwnet_reuse_every5', {'method': 'mwnet', 'meta.actual_step': 'reuse',
+                                             'meta.update_every': 5}, peer=False))),
     'l2r': MethodEntry(
         'l2r', f'{REGISTRY}:create_exact', group='l2r', variants=(PSEUDO_CLEAN, SEMI),
         ablation_fields=('l2r.',) + META_FIELDS, peer='l2r', clean_meta=True,
@@ -257,6 +259,9 @@ CATALOGUE = {
             B('famus_static_reuse', {**FAMUS, **REUSE_EVERY_STEP, 'famus.strategy': 'static'},
               static_layers_from='famus_reuse'),
             B('famus_block_reuse', {**FAMUS, **REUSE_EVERY_STEP, 'famus.strategy': 'block'}),
+            B('famus_block_reuse_every5', {**FAMUS, 'famus.strategy': 'block',
+                                           'meta.actual_step': 'reuse', 'meta.update_every': 5},
+              peer=False),
             # The peer has no MLC base.
             B('famus_mlc', {**FAMUS, 'famus.base': 'mlc'}, settle_steps=40, peer=False),
             B('famus_mlc_reuse', {**FAMUS, **REUSE_EVERY_STEP, 'famus.base': 'mlc'},

@@ -28,7 +28,7 @@ all="erm mwnet:$R famus:$R,$P mwnet_reuse:$U famus_reuse:$U,$P
   mwnet_default:method=mwnet famus_default:method=famus
   l2r random_weight:method=random_weight mlc:$R mlc_reuse:$U
   famus_l2r:method=famus,famus.base=l2r,$X
-  fsr fsr_paper:fsr.mixup_losses=weighted dividemix
+  fsr fsr_paper:fsr.mixup_losses=weighted fsr_onepass:fsr.mixup_form=one_pass dividemix
   famus_pseudo:method=famus,meta_set=pseudo_clean,$U,$F mwnet_pseudo:method=mwnet,meta_set=pseudo_clean,$U"
 variants=${3:-$all}
 exec bash "$(dirname "$0")/accuracy_grid.sh" configs/fashion_mnist_memorise.py "$out" "$seeds" "$variants"

@@ -55,6 +55,17 @@ def test_memory_only_compiles_without_stepping(result):
   assert benchmark.table(mem).splitlines()[2].startswith('| erm | ')
 
 
+def test_amortised_rows_report_the_memory_of_their_meta_update_step():
+  """Whatever step the timing stopped at, an amortised row's memory is its meta-update step's:
+  the program `memory_only` compiles at step 0."""
+  timed = benchmark.benchmark('small_cnn', 10, ['erm', 'mwnet_every5'], steps=6, image_size=8,
+                              log=lambda s: None)['methods']['mwnet_every5']
+  mem = benchmark.memory_only('small_cnn', 10, ['erm', 'mwnet_every5'], image_size=8,
+                              log=lambda s: None)['methods']['mwnet_every5']
+  assert timed['xla_step_bytes'] == mem['xla_step_bytes']
+  assert timed['xla_step_ratio_to_erm'] > 1.2  # the meta batch, w_hat and the weight net
+
+
 def test_unknown_method_is_named():
   with pytest.raises(ValueError, match='nope'):
     benchmark.benchmark('small_cnn', 10, ['nope'], steps=1, image_size=8)

@@ -102,11 +102,15 @@ def xla_step_memory(timed: Timed) -> dict:
   peak = arguments (train state, batch) + outputs + temporaries (activations
   kept for the backward pass, workspaces) - what donation aliases: the device
   memory the step needs, the quantity the papers' GPU-memory comparisons are
-  about. Also the method state's share of the arguments.
+  about. Also the method state's share of the arguments. With amortised meta
+  updates (the method's update_every = k > 1) the step that updates the meta
+  model, the larger of the two kinds.
   """
   run = timed.run
-  fn = run.step_fn(run.method.variants.choose(timed.last, timed.step))
-  stats = fn.lower(timed.state, run.batch(timed.step)).compile().memory_analysis()
+  every = run.method.update_every
+  step = -(-timed.step // every) * every  # the next meta-update step (any step at k = 1)
+  fn = run.step_fn(run.method.variants.choose(timed.last, step))
+  stats = fn.lower(timed.state, run.batch(step)).compile().memory_analysis()
   out = {'argument_bytes': int(stats.argument_size_in_bytes),
          'output_bytes': int(stats.output_size_in_bytes),
          'alias_bytes': int(stats.alias_size_in_bytes),
