@@ -12,15 +12,24 @@ wins. Learning-rate boundaries are in epochs.
 import ml_collections
 
 # Fields whose default changed after runs were recorded without them: what a run that predates
-# the field did (its config.json lacks the field), where that differs from today's default.
-# The report reads such records with these values, so an old run never takes a new default's
-# name (famus_jax/tools/report/loading.py).
+# the field did (its config.json or checkpoint record lacks the field), where that differs from
+# today's default (`record_defaults`): the report reads such records with these values, so an
+# old run never takes a new default's name, and resuming one under the new default is a change.
 BEFORE_THE_FIELD = {
     'meta.update_every': 1,              # every step (the papers')
     'meta.amortised_lr': 'same',         # the base's meta learning rate
     'famus.exact_steps': 0,              # the sampled estimate from the first step
     'famus.exact_meta_lr_scale': None,   # famus.meta_lr_scale throughout
 }
+
+
+def record_defaults() -> ml_collections.ConfigDict:
+  """What a run record lacking a field ran with: `get_config()` with `BEFORE_THE_FIELD`."""
+  c = get_config()
+  for dotted, value in BEFORE_THE_FIELD.items():
+    group, field = dotted.split('.')
+    c[group][field] = value
+  return c
 
 
 def get_config() -> ml_collections.ConfigDict:

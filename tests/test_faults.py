@@ -33,6 +33,7 @@ from famus_jax.presets import tiny
 from famus_jax.tools.label_issues import restore_run
 from famus_jax.train.checkpoint import (Checkpointer, WorkdirLock, config_fingerprint,
                                         fingerprint_differences)
+from famus_jax.train import resume
 from famus_jax.train.logbook import read_metrics
 from famus_jax.train.trainer import train_and_evaluate
 from tests.test_trainer import last_json, run_child
@@ -228,6 +229,19 @@ def test_field_newer_than_the_record_counts_only_when_it_is_not_the_default():
   changed = {'config': {**new['config'], 'fsr.relabel_target': 'logit_ema'}, 'data': {'source': 'x'}}
   assert fingerprint_differences(old, changed, defaults) == [
       ('fsr.relabel_target', '<absent>', 'logit_ema')]
+
+
+def test_a_record_older_than_a_changed_default_resumes_only_with_what_it_ran():
+  """meta.update_every was added at 1 and its default is now 5: a record lacking it ran every
+  step, so the new default is a change and an explicit 1 is not."""
+  defaults = resume.record_defaults_fingerprint()
+  assert defaults['meta.update_every'] == 1 != schema.get_config().meta.update_every
+  new = {'config': config_fingerprint(schema.get_config().to_dict()), 'data': {}}
+  old = {'config': {k: v for k, v in new['config'].items() if k != 'meta.update_every'},
+         'data': {}}
+  assert fingerprint_differences(old, new, defaults) == [('meta.update_every', '<absent>', 5)]
+  every_step = {'config': {**new['config'], 'meta.update_every': 1}, 'data': {}}
+  assert fingerprint_differences(old, every_step, defaults) == []
 
 
 def test_changed_method_is_refused_even_with_allow_changes(reference, tmp_path):

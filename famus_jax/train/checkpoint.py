@@ -124,10 +124,12 @@ def run_fingerprint(config, data) -> dict:
 def fingerprint_differences(old: dict, new: dict, defaults: Optional[dict] = None) -> list:
   """[(field, old value, new value)] of every field that differs; data fields get 'data.'.
 
-  defaults: the schema's config fingerprint (`config_fingerprint` of the base
-  config). A config field absent from `old` (a record written before the
-  schema declared it) is no difference when its new value is that default: a
-  new field's default keeps the behaviour of the code that wrote the record.
+  defaults: the fingerprint of what a record lacking a field ran with (the
+  schema's defaults, `config.record_defaults`). A config field absent from `old`
+  (a record written before the schema declared it) is no difference when its
+  new value is that value: a new field's default keeps the behaviour of the
+  code that wrote the record, and a field whose default changed since
+  (`config.BEFORE_THE_FIELD`) differs under the new default.
   """
   rows = []
   for part, prefix in (('config', ''), ('data', 'data.')):

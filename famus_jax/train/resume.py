@@ -52,6 +52,12 @@ def mismatch_error(workdir: str, where: str, diffs: list, start_hint: str) -> Ex
       f'settings deliberately (e.g. more num_steps).')
 
 
+def record_defaults_fingerprint() -> dict:
+  """The fingerprint a record lacking a field is compared with: the schema's defaults, except
+  for fields whose default changed since (`config.record_defaults`)."""
+  return config_fingerprint(schema.record_defaults().to_dict())
+
+
 def restore_matching(config, workdir: str, checkpointer: Checkpointer, template,
                       fingerprint: dict):
   """(found, changes): the newest intact checkpoint of this run, and the changes let through.
@@ -61,7 +67,7 @@ def restore_matching(config, workdir: str, checkpointer: Checkpointer, template,
   config.resume='allow_changes' accepts; otherwise a difference from the checkpoint's record
   (or, without a checkpoint, from the workdir's config.json) raises WorkdirMismatchError.
   """
-  defaults = config_fingerprint(schema.get_config().to_dict())
+  defaults = record_defaults_fingerprint()
   changes = []
 
   def check_record(step, record):

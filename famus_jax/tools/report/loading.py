@@ -98,18 +98,14 @@ def with_schema_defaults(config: Optional[dict]) -> dict:
   Fields a run's record lacks (written by an older version) read as the one
   default the library declares, not as a second default written here; a field
   whose default changed since reads as what runs did before it existed
-  (`config.BEFORE_THE_FIELD`).
+  (`config.record_defaults`).
   """
   def merge(base, over):
     out = dict(base)
     for key, value in (over or {}).items():
       out[key] = merge(base[key], value) if isinstance(base.get(key), dict) else value
     return out
-  before = {}
-  for dotted, value in schema.BEFORE_THE_FIELD.items():
-    group, field = dotted.split('.')
-    before.setdefault(group, {})[field] = value
-  return merge(merge(schema.get_config().to_dict(), before), config)
+  return merge(schema.record_defaults().to_dict(), config)
 
 
 def _read_jsonl_if_there(path: str) -> list:
