@@ -169,10 +169,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Amortised meta updates (mwnet, mlc, famus on those bases; methods without a meta model
   # ignore it): the meta model is updated on every k-th step only; the steps between train on
   # its current weights (one forward of the small meta model). 1 = every step (the papers).
-  # The default 5: on the memorisation grid MW-Net every fifth step (scaled lr) ends level with
-  # or above every step, and FaMUS with the exact warm-up below above exact MW-Net, at 1.1x
-  # ERM's wall time (docs/results.md).
-  c.meta.update_every = 5
+  # None = the method's own period (famus_jax/catalogue.py, `update_every`): 5 for MW-Net and
+  # FaMUS on it (on the memorisation grid level with or above every step, FaMUS at 1.1x ERM's
+  # wall time with the exact warm-up below), 1 for MLC and FaMUS on it (MLC every fifth step
+  # ended about 5 points lower there); docs/results.md.
+  c.meta.update_every = ml_collections.config_dict.placeholder(int)
   # The meta model's learning rate under update_every = k > 1: scaled: x k (it moves about as
   # far per epoch as with k = 1) | same: the base's (it learns k times slower per epoch; cost
   # MW-Net 1.3 points on the memorisation grid). No effect at k = 1.

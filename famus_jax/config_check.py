@@ -40,10 +40,14 @@ def _range(config, field, low, high, low_open=False, high_open=True):
 
 
 def check_update_every(config) -> None:
-  """config.meta.update_every: an int >= 1 (methods without a meta model ignore it)."""
+  """config.meta.update_every: None (the method's own period) or an int >= 1 (methods without
+  a meta model ignore it)."""
   every = config.meta.update_every
+  if every is None:
+    return
   if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-    raise ConfigError(f'config.meta.update_every={every!r} must be an integer >= 1')
+    raise ConfigError(f'config.meta.update_every={every!r} must be an integer >= 1 '
+                      '(or None: the method\'s own period)')
 
 
 def validate(config) -> None:

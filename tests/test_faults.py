@@ -232,14 +232,15 @@ def test_field_newer_than_the_record_counts_only_when_it_is_not_the_default():
 
 
 def test_a_record_older_than_a_changed_default_resumes_only_with_what_it_ran():
-  """meta.update_every was added at 1 and its default is now 5: a record lacking it ran every
-  step, so the new default is a change and an explicit 1 is not."""
+  """meta.update_every was added at 1 and its default is now the method's own period (None; 5
+  for MW-Net): a record lacking it ran every step, so the new default is a change and an
+  explicit 1 is not."""
   defaults = resume.record_defaults_fingerprint()
   assert defaults['meta.update_every'] == 1 != schema.get_config().meta.update_every
   new = {'config': config_fingerprint(schema.get_config().to_dict()), 'data': {}}
   old = {'config': {k: v for k, v in new['config'].items() if k != 'meta.update_every'},
          'data': {}}
-  assert fingerprint_differences(old, new, defaults) == [('meta.update_every', '<absent>', 5)]
+  assert fingerprint_differences(old, new, defaults) == [('meta.update_every', '<absent>', None)]
   every_step = {'config': {**new['config'], 'meta.update_every': 1}, 'data': {}}
   assert fingerprint_differences(old, every_step, defaults) == []
 

@@ -17,6 +17,7 @@ import optax
 import pytest
 
 from famus_jax import catalogue, config_check
+from famus_jax import config as config_lib
 from famus_jax.data import build_data
 from famus_jax.errors import ConfigError
 from famus_jax.method_registry import create_method
@@ -162,6 +163,26 @@ def test_methods_without_a_meta_model_ignore_the_period(method):
   c = make_config(method, 5)
   config_check.validate(c)
   assert create_method(c).update_every == 1
+
+
+@pytest.mark.parametrize('method,base,period,label,has_meta_model', [
+    ('mwnet', 'mwnet', 5, 'mwnet[reuse,every5,scaled_lr]', True),
+    ('famus', 'mwnet', 5, 'famus[reuse,every5,scaled_lr]', True),
+    ('mlc', 'mwnet', 1, 'mlc[reuse]', True), ('famus', 'mlc', 1, 'famus(mlc)[reuse]', True),
+    ('famus', 'l2r', 1, 'famus(l2r)', False), ('l2r', 'mwnet', 1, 'l2r', False),
+    ('erm', 'mwnet', 1, 'erm', False)])
+def test_the_default_period_is_the_methods_own(method, base, period, label, has_meta_model):
+  """meta.update_every = None (the schema's default): MW-Net and FaMUS on it every fifth step,
+  MLC (and FaMUS on it) every step; the built method, the catalogue and the run's name agree,
+  and an explicit value wins."""
+  c = config_lib.get_config()
+  c.method, c.famus.base = method, base
+  assert c.meta.update_every is None
+  config_check.validate(c)
+  assert catalogue.update_every(c) == create_method(c).update_every == period
+  assert catalogue.label(c.to_dict()) == label
+  c.meta.update_every = 3
+  assert create_method(c).update_every == (3 if has_meta_model else 1)
 
 
 @pytest.mark.parametrize('every,message', [
