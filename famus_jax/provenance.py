@@ -5,8 +5,10 @@ quality summary, the report) can store as they are, so that every number can be 
 the code and the machine that produced it:
 
   package_version  the installed famus_jax distribution's version ('unknown' without one)
-  git_commit       `git rev-parse HEAD` of the checkout the imported package lives in, or None
-                   when the package is not a tracked file of a git work tree (an installed copy)
+  git_commit       `git rev-parse HEAD` of the checkout the imported package lives in; in a
+                   tree exported by `git archive` (a snapshot an experiment runs from), the
+                   commit git wrote into ARCHIVE_COMMIT (`export-subst` in .gitattributes);
+                   else None (an installed copy)
   git_dirty        True when tracked files differ from that commit (None outside a checkout)
   date             the current time in UTC, ISO 8601, to the second
   command          the command line (sys.argv, or the `argv` given), shell-quoted
@@ -45,6 +47,17 @@ def _git(*args):
   return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+def archive_commit(path: str = os.path.join(PACKAGE_DIR, 'ARCHIVE_COMMIT')):
+  """The commit `git archive` substituted into ARCHIVE_COMMIT, or None (a checkout or an
+  installed copy holds the unsubstituted placeholder, or no file)."""
+  try:
+    with open(path) as f:
+      text = f.read().strip()
+  except OSError:
+    return None
+  return text if len(text) == 40 and all(c in '0123456789abcdef' for c in text) else None
+
+
 def git_state():
   """(commit, dirty) of the checkout holding this package, or (None, None) outside one.
 
@@ -53,7 +66,7 @@ def git_state():
   tracked there.
   """
   if _git('ls-files', '--error-unmatch', '__init__.py') is None:
-    return None, None
+    return archive_commit(), None
   commit = _git('rev-parse', 'HEAD')
   if commit is None:
     return None, None

@@ -2,11 +2,13 @@
 
 import datetime
 import importlib.util
+import io
 import json
 import pathlib
 import shutil
 import subprocess
 import sys
+import tarfile
 
 import jax
 
@@ -70,6 +72,27 @@ def test_no_commit_outside_a_checkout(tmp_path):
   record = module.provenance(['x'])
   assert record['git_commit'] is None and record['git_dirty'] is None
   assert set(record) == KEYS
+
+
+def test_a_git_archive_snapshot_names_its_commit(tmp_path):
+  """`git archive` writes the commit into ARCHIVE_COMMIT (export-subst): a snapshot of the tree
+  that experiments run from reports it; the checkout's own placeholder reports nothing."""
+  assert prov.archive_commit(str(ROOT / 'famus_jax' / 'ARCHIVE_COMMIT')) is None
+  archive = subprocess.run(['git', 'archive', 'HEAD', 'famus_jax/ARCHIVE_COMMIT'], cwd=ROOT,
+                           capture_output=True, check=True).stdout
+  with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+    text = tar.extractfile('famus_jax/ARCHIVE_COMMIT').read().decode().strip()
+  assert text == git_head()
+  copy = tmp_path / 'famus_jax_copy'
+  copy.mkdir()
+  (copy / '__init__.py').write_text('')
+  (copy / 'ARCHIVE_COMMIT').write_text(text + '\n')
+  shutil.copy(ROOT / 'famus_jax' / 'provenance.py', copy / 'provenance.py')
+  spec = importlib.util.spec_from_file_location('provenance_snapshot', copy / 'provenance.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  record = module.provenance(['x'])
+  assert record['git_commit'] == git_head() and record['git_dirty'] is None
 
 
 def test_cpu_model_reads_the_model_name_and_counts_the_cpus(tmp_path):
