@@ -103,7 +103,7 @@ def test_layout_table_matches_the_tree():
   for entry in paths:
     for part in entry.split(', '):
       assert (ROOT / part.strip('`')).exists(), part
-  listed = {p.rstrip('/') for entry in paths for p in entry.split('`, `')}
+  listed = {p.rstrip('/') for entry in paths for p in entry.split(', ')}
   for child in PACKAGE.iterdir():
     if child.name.startswith('_') or child.suffix not in ('', '.py'):
       continue
