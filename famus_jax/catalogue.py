@@ -8,7 +8,8 @@ short name each such value shows ('famus(l2r)', 'mwnet[reuse]',
 peer, the metrics and events it writes to metrics.jsonl, whether it trains one
 network or the co-trained pair, whether it reads the clean meta set, and which
 per-example quantity ranks a run's suspected label errors
-(`famus_jax.tools.label_issues`).
+(`famus_jax.tools.label_issues`), and the period of its meta-model updates when
+`config.meta.update_every` is unset (`update_every`).
 
 The metric and event names of metrics.jsonl are declared here too, so the
 producers and the tools (report, benchmark) spell them once. This module
@@ -198,7 +199,7 @@ META_FIELDS = ('meta.', 'meta_batch_size', 'meta_gradient')
 REGISTRY = 'famus_jax.method_registry'
 # The benchmark's rows name their actual step and meta-update period: the plain names time the
 # papers' update (recompute, every step), the *_reuse rows the one-backward form, the *_every5
-# rows amortised meta updates (the schema's default period); FaMUS's rows time its sampled
+# rows amortised meta updates (MW-Net's and FaMUS's default period); FaMUS's rows time its sampled
 # estimate (no exact warm-up).
 EVERY_STEP = {'meta.update_every': 1}
 RECOMPUTE = {'meta.actual_step': 'recompute', **EVERY_STEP}
