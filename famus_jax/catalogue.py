@@ -18,6 +18,7 @@ imports nothing from the package: every layer may read it.
 Adding a method: one entry in `CATALOGUE` (plus the method's own module).
 """
 
+import copy
 import dataclasses
 from typing import Any, Mapping, Optional
 
@@ -340,6 +341,18 @@ def update_every(config: Mapping) -> int:
   if spec is not None and spec.accelerates is not None:
     spec = entry(fields.get(spec.accelerates))
   return spec.update_every if spec is not None else 1
+
+
+def with_update_period(config):
+  """`config` (a ConfigDict) whose `meta.update_every` is the run's meta-update period: the
+  field where it is set, else its method's own (`update_every`), on a copy. Factories build
+  methods from it, and the trainer records it (config.json, the run fingerprint), so a run's
+  records name the period it ran with."""
+  if config.meta.update_every is not None:
+    return config
+  resolved = copy.deepcopy(config)
+  resolved.meta.update_every = update_every(config)
+  return resolved
 
 
 def label(config: Mapping) -> str:

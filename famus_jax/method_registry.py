@@ -15,8 +15,7 @@ from famus_jax.errors import ConfigError
 from famus_jax.methods.base import Method
 from famus_jax.methods.bases import create_base
 from famus_jax.methods.erm import ERM, DivideMix
-from famus_jax.methods.meta_reweighting import (ExactEstimator, MetaReweighting, ReverseOverReverse,
-                                                with_update_period)
+from famus_jax.methods.meta_reweighting import ExactEstimator, MetaReweighting, ReverseOverReverse
 
 META_GRADIENT_PATHS = {'jvp': MetaReweighting, 'reverse_over_reverse': ReverseOverReverse}
 
@@ -33,7 +32,7 @@ def create_dividemix(config) -> Method:
 
 def create_exact(config) -> Method:
   """The exact meta-gradient method of `config.method` ('mwnet', 'l2r' or 'mlc')."""
-  config = with_update_period(config)
+  config = catalogue.with_update_period(config)
   cls = META_GRADIENT_PATHS[config.meta_gradient]
   return cls(config.method, create_base(config.method, config), ExactEstimator(), config.meta)
 

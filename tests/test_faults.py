@@ -24,6 +24,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from famus_jax import catalogue
 from famus_jax import config as schema
 from famus_jax.data import cifar_archive, datasets, idx, sources, testing
 from famus_jax.errors import (CheckpointDamagedError, CheckpointSaveError, ConfigError,
@@ -231,18 +232,41 @@ def test_field_newer_than_the_record_counts_only_when_it_is_not_the_default():
       ('fsr.relabel_target', '<absent>', 'logit_ema')]
 
 
+def recorded_config(method: str) -> dict:
+  """The config fingerprint the trainer records for the schema's defaults and `method`."""
+  c = schema.get_config()
+  c.method = method
+  return config_fingerprint(catalogue.with_update_period(c).to_dict())
+
+
 def test_a_record_older_than_a_changed_default_resumes_only_with_what_it_ran():
-  """meta.update_every was added at 1 and its default is now the method's own period (None; 5
-  for MW-Net): a record lacking it ran every step, so the new default is a change and an
-  explicit 1 is not."""
+  """meta.update_every was added at 1 and its default is now the method's own period (5 for
+  MW-Net, 1 for MLC), which the trainer records: a record lacking the field ran every step, so
+  MW-Net's default is a change, MLC's and an explicit 1 are not."""
   defaults = resume.record_defaults_fingerprint()
   assert defaults['meta.update_every'] == 1 != schema.get_config().meta.update_every
-  new = {'config': config_fingerprint(schema.get_config().to_dict()), 'data': {}}
-  old = {'config': {k: v for k, v in new['config'].items() if k != 'meta.update_every'},
-         'data': {}}
-  assert fingerprint_differences(old, new, defaults) == [('meta.update_every', '<absent>', None)]
+  for method, period, diffs in (('mwnet', 5, [('meta.update_every', '<absent>', 5)]),
+                                ('mlc', 1, [])):
+    new = {'config': recorded_config(method), 'data': {}}
+    assert new['config']['meta.update_every'] == period
+    old = {'config': {k: v for k, v in new['config'].items() if k != 'meta.update_every'},
+           'data': {}}
+    assert fingerprint_differences(old, new, defaults) == diffs
+    every_step = {'config': {**new['config'], 'meta.update_every': 1}, 'data': {}}
+    assert fingerprint_differences(old, every_step, defaults) == []
+
+
+def test_a_record_of_the_unset_period_reads_as_the_methods_own():
+  """A record that stored the unset period (None) ran with its method's own, so the same run
+  resumes as it is and another period is a change."""
+  new = {'config': recorded_config('mwnet'), 'data': {}}
+  saved = {'config': {**new['config'], 'meta.update_every': None}, 'data': {}}
+  assert resume.with_named_period(saved)['config']['meta.update_every'] == 5
+  assert fingerprint_differences(resume.with_named_period(saved), new) == []
   every_step = {'config': {**new['config'], 'meta.update_every': 1}, 'data': {}}
-  assert fingerprint_differences(old, every_step, defaults) == []
+  assert fingerprint_differences(resume.with_named_period(saved), every_step) == [
+      ('meta.update_every', 5, 1)]
+  assert resume.with_named_period(new) is new
 
 
 def test_changed_method_is_refused_even_with_allow_changes(reference, tmp_path):

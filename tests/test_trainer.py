@@ -85,6 +85,8 @@ def metrics_scalars(workdir):
 def test_tiny_run_writes_summary_and_metrics(tmp_path, method):
   config = tiny.get_config()
   config.method = method
+  if method != 'mwnet':  # the unset period: the records name the one the run trains with
+    config.meta.update_every = None
   summary = train_and_evaluate(config, str(tmp_path))
   on_disk = json.loads((tmp_path / 'summary.json').read_text())
   assert on_disk['steps'] == config.num_steps == summary['steps']
@@ -108,7 +110,10 @@ def test_tiny_run_writes_summary_and_metrics(tmp_path, method):
     assert np.mean(e['weights']) == pytest.approx(1.0, abs=1e-3)
     assert set(e['noisy']) <= {0, 1}
   assert [e['method'] for e in events if e['event'] == 'method'] == [method]
-  assert json.loads((tmp_path / 'config.json').read_text())['method'] == method
+  recorded = json.loads((tmp_path / 'config.json').read_text())
+  assert recorded['method'] == method and recorded['meta']['update_every'] == 1
+  fingerprint = json.loads((tmp_path / 'fingerprint.json').read_text())['config']
+  assert fingerprint['meta.update_every'] == 1
   if method != 'erm':
     assert all('meta_loss' in e for e in events if e['event'] == 'train')
 

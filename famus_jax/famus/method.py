@@ -41,6 +41,7 @@ trainer logs the last value of small arrays), so no trainer hook is needed.
 import collections
 import copy
 
+from famus_jax import catalogue
 from famus_jax.errors import ConfigError
 from famus_jax.famus import layer_sets as ls_lib
 from famus_jax.famus import objective
@@ -49,7 +50,7 @@ from famus_jax.famus.layerwise import JVP_MODES
 from famus_jax.methods import meta_lr
 from famus_jax.methods.base import StepVariants
 from famus_jax.methods.bases import BASES, create_base
-from famus_jax.methods.meta_reweighting import MetaReweighting, amortise, with_update_period
+from famus_jax.methods.meta_reweighting import MetaReweighting, amortise
 
 
 class FamusMethod(MetaReweighting):
@@ -201,7 +202,7 @@ def check_against_model(method: FamusMethod, params) -> None:
 
 def create_famus(config) -> FamusMethod:
   """The FaMUS method for `config` (config.famus.base = 'mwnet', 'l2r' or 'mlc')."""
-  config = with_update_period(config)
+  config = catalogue.with_update_period(config)
   settings = settings_from_config(config)
   f = config.famus
   # The meta updates inside the first exact_steps training steps (0, k, 2k, ... under

@@ -145,17 +145,6 @@ def amortised_lr_factor(meta_cfg) -> int:
   return meta_cfg.update_every if meta_cfg.amortised_lr == 'scaled' else 1
 
 
-def with_update_period(config):
-  """`config` whose `meta.update_every` is the run's meta-update period: the field where it is
-  set, else its method's own (`catalogue.update_every`), on a copy. Factories build methods
-  from it, so a method always reads an int."""
-  if config.meta.update_every is not None:
-    return config
-  resolved = copy.deepcopy(config)
-  resolved.meta.update_every = catalogue.update_every(config)
-  return resolved
-
-
 def amortise(variants: StepVariants, every: int) -> StepVariants:
   """`variants` itself for k = 1, else its `AmortisedVariants`."""
   return variants if every == 1 else AmortisedVariants(variants, every)

@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Optional
 
+from famus_jax import catalogue
 from famus_jax import config as schema
 from famus_jax.errors import WorkdirMismatchError
 from famus_jax.train.checkpoint import Checkpointer, config_fingerprint, fingerprint_differences
@@ -58,6 +59,16 @@ def record_defaults_fingerprint() -> dict:
   return config_fingerprint(schema.record_defaults().to_dict())
 
 
+def with_named_period(saved: dict) -> dict:
+  """A saved fingerprint whose `meta.update_every` is a number: records written while the
+  trainer stored the unset period (None) ran with their method's own (`catalogue.update_every`),
+  which is what the trainer records now."""
+  fields = saved.get('config') or {}
+  if 'meta.update_every' not in fields or fields['meta.update_every'] is not None:
+    return saved
+  return {**saved, 'config': {**fields, 'meta.update_every': catalogue.update_every(fields)}}
+
+
 def restore_matching(config, workdir: str, checkpointer: Checkpointer, template,
                       fingerprint: dict):
   """(found, changes): the newest intact checkpoint of this run, and the changes let through.
@@ -74,7 +85,7 @@ def restore_matching(config, workdir: str, checkpointer: Checkpointer, template,
     saved = record.get('fingerprint') or recorded_fingerprint(workdir)
     if saved is None:
       return  # a checkpoint of an older version without any record: nothing to compare
-    diffs = fingerprint_differences(saved, fingerprint, defaults)
+    diffs = fingerprint_differences(with_named_period(saved), fingerprint, defaults)
     if diffs and config.resume != 'allow_changes':
       raise mismatch_error(workdir, f'its checkpoint at step {step}', diffs,
                             f' from step {step}')
@@ -83,7 +94,8 @@ def restore_matching(config, workdir: str, checkpointer: Checkpointer, template,
   found = checkpointer.restore_newest_intact(template, check_record)
   if found is None:
     saved = recorded_fingerprint(workdir)
-    diffs = fingerprint_differences(saved, fingerprint, defaults) if saved else []
+    diffs = (fingerprint_differences(with_named_period(saved), fingerprint, defaults)
+             if saved else [])
     if diffs and config.resume != 'allow_changes':
       raise mismatch_error(workdir, 'its config.json (no checkpoint yet)', diffs, '')
     changes[:] = diffs

@@ -28,6 +28,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from famus_jax import catalogue
 from famus_jax.cotrain.pair import co_trained
 from famus_jax.data import build_data
 from famus_jax.errors import (ConfigError, NonFiniteLossError, WorkdirLockedError,
@@ -196,6 +197,7 @@ def train_and_evaluate(config, workdir: str, hooks: Sequence[Hook] = (), data=No
   API's arrays); model: a Flax module instead of `config.model`'s.
   """
   distributed.initialize(config)  # before anything touches a device
+  config = catalogue.with_update_period(config)  # records name the period the run trains with
   mesh = data_mesh()
   check_divisible(config, mesh.size)
   if data is None:
