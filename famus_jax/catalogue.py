@@ -156,6 +156,8 @@ class MethodEntry:
   update_every: the period of its meta-model updates when `config.meta.update_every` is None
   (`update_every(config)`; 1 for a method without a meta model). accelerates: the config
   field naming the method it speeds up (FaMUS: 'famus.base'), whose period it then takes.
+  inert_fields: field -> (field, value) under which it has no effect on a run (FaMUS's
+  warm-up rate without a warm-up); the report does not tag runs apart by it there.
   """
   name: str
   factory: str
@@ -173,6 +175,12 @@ class MethodEntry:
   label_issue_score: LabelIssueScore = LabelIssueScore()
   update_every: int = 1
   accelerates: Optional[str] = None
+  inert_fields: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
+
+  def inert(self, field: str, fields: Mapping) -> bool:
+    """Whether `field` has no effect on a run of these (flat, dotted) config `fields`."""
+    condition = self.inert_fields.get(field)
+    return condition is not None and fields.get(condition[0]) == condition[1]
 
   @property
   def factory_path(self) -> tuple:
@@ -252,6 +260,8 @@ CATALOGUE = {
         ablation_fields=('famus.', 'mwnet.', 'l2r.', 'mlc.') + META_FIELDS[:2],
         metrics=(FAMUS_ACTIVE, FAMUS_ACTIVE_COUNTS), peer='famus',
         clean_meta=True, pseudo_clean=True, colour='tab:green', accelerates='famus.base',
+        inert_fields={'famus.exact_meta_lr_scale': ('famus.exact_steps', 0),
+                      'famus.meta_lr_scale': ON_L2R},  # L2R's base has no meta model
         benchmarks=(
             B('famus', FAMUS, settle_steps=40),
             B('famus_paper', {**FAMUS, 'famus.candidates': 'all'}, settle_steps=40),

@@ -340,6 +340,26 @@ def test_ablation_runs_get_their_own_label():
   assert erm[0].method == 'erm'
 
 
+def test_a_field_without_effect_on_a_run_does_not_tag_it():
+  """FaMUS's warm-up rate tags only runs with a warm-up, its meta learning rate only runs with
+  a meta model (not FaMUS on L2R); where it acts it still tags."""
+  def run(name, **famus):
+    config = report.with_schema_defaults({'method': 'famus', 'famus': famus})
+    return report.RunDir(workdir=name, config=config, summary=None, events=[], quality=[],
+                         quality_summary=None)
+  runs = [run('warm', exact_steps=250, exact_meta_lr_scale=1.0),
+          run('warm_own_rate', exact_steps=250, exact_meta_lr_scale=None),
+          run('cold', exact_steps=0, exact_meta_lr_scale=None),
+          run('cold_3x', exact_steps=0, exact_meta_lr_scale=None, meta_lr_scale=3.0),
+          run('l2r_3x', base='l2r', exact_steps=0, meta_lr_scale=3.0),
+          run('l2r', base='l2r', exact_steps=0)]
+  report.tag_variants(runs)
+  assert [r.method for r in runs] == [
+      'famus[reuse]', 'famus[reuse,exact_meta_lr_scale=None]', 'famus[reuse,exact_steps=0]',
+      'famus[reuse,exact_steps=0,meta_lr_scale=3.0]', 'famus(l2r)[exact_steps=0]',
+      'famus(l2r)[exact_steps=0]']
+
+
 def test_amortised_runs_name_a_scaled_meta_learning_rate():
   """meta.amortised_lr='scaled' tags amortised runs only; a record older than the field reads
   as the default 'same' (what amortised runs did before it existed)."""

@@ -29,7 +29,9 @@ def tag_variants(runs: list) -> None:
   the runs that do not have the reference value: the schema default where a run has it,
   else the most common value. E.g. an ablation `--config.fsr.relabel_momentum=0.1` next to
   default FSR runs reads 'fsr[relabel_momentum=0.1]', so it is never averaged with them.
-  Fields a catalogue `Variant` names are left to `method_label`.
+  Fields a catalogue `Variant` names are left to `method_label`, and a field does not tag
+  (nor count for) a run on which it has no effect (`MethodEntry.inert`: FaMUS's warm-up rate
+  in a run without a warm-up).
   """
   defaults = traverse_util.flatten_dict(schema.get_config().to_dict(), sep='.')
   named = set(catalogue.named_fields())
@@ -44,15 +46,17 @@ def tag_variants(runs: list) -> None:
     flats = [traverse_util.flatten_dict(r.config, sep='.') for r in members]
     keys = sorted({k for f in flats for k in f if k.startswith(prefixes)} - named)
     for key in keys:
-      values = [json.dumps(f.get(key), sort_keys=True) for f in flats]
-      if len(set(values)) < 2:
+      values = [None if entry.inert(key, f) else json.dumps(f.get(key), sort_keys=True)
+                for f in flats]
+      live = [v for v in values if v is not None]
+      if len(set(live)) < 2:
         continue
       default = json.dumps(defaults.get(key), sort_keys=True)
-      reference = (default if default in values
-                   else collections.Counter(values).most_common(1)[0][0])
+      reference = (default if default in live
+                   else collections.Counter(live).most_common(1)[0][0])
       short = key.split('.', 1)[1] if '.' in key else key
       for run, value, f in zip(members, values, flats):
-        if value != reference:
+        if value is not None and value != reference:
           run.variant_tags = run.variant_tags + (f'{short}={f.get(key)}',)
 
 
