@@ -153,9 +153,11 @@ class MethodEntry:
   instead. colour: its colour in the report's figures (None: one of the spare colours).
   label_issue_score: the per-example judgement that ranks its runs' suspected label errors
   (`LabelIssueScore`; the default: the running mean weight).
-  update_every: the period of its meta-model updates when `config.meta.update_every` is None
-  (`update_every(config)`; 1 for a method without a meta model). accelerates: the config
-  field naming the method it speeds up (FaMUS: 'famus.base'), whose period it then takes.
+  meta_model: whether it learns a meta model between steps (MW-Net's weight net, MLC's
+  transition matrix), whose updates `config.meta.update_every` spaces out; a method without
+  one trains at every step whatever the field says. update_every: that period when
+  `config.meta.update_every` is None (`update_every(config)`). accelerates: the config field
+  naming the method it speeds up (FaMUS: 'famus.base'), whose meta model and period it takes.
   inert_fields: field -> (field, value) under which it has no effect on a run (FaMUS's
   warm-up rate without a warm-up); the report does not tag runs apart by it there.
   """
@@ -173,6 +175,7 @@ class MethodEntry:
   pseudo_clean: bool = False
   colour: Optional[str] = None
   label_issue_score: LabelIssueScore = LabelIssueScore()
+  meta_model: bool = False
   update_every: int = 1
   accelerates: Optional[str] = None
   inert_fields: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
@@ -225,7 +228,7 @@ CATALOGUE = {
         'mwnet', f'{REGISTRY}:create_exact', group='mwnet',
         variants=(REUSE, EVERY, AMORTISED_LR, PSEUDO_CLEAN, SEMI),
         ablation_fields=('mwnet.',) + META_FIELDS, peer='mwnet', clean_meta=True,
-        pseudo_clean=True, colour='tab:blue', update_every=AMORTISED_PERIOD,
+        pseudo_clean=True, colour='tab:blue', meta_model=True, update_every=AMORTISED_PERIOD,
         benchmarks=(B('mwnet', {'method': 'mwnet', **RECOMPUTE}),
                     B('mwnet_reference', {'method': 'mwnet', **RECOMPUTE,
                                           'meta_gradient': 'reverse_over_reverse'}),
@@ -248,7 +251,7 @@ CATALOGUE = {
     'mlc': MethodEntry(
         'mlc', f'{REGISTRY}:create_exact', group='mlc', variants=(REUSE, EVERY, AMORTISED_LR),
         ablation_fields=('mlc.',) + META_FIELDS, metrics=(MLC_TRANSITION_DIAGONAL,),
-        clean_meta=True, colour='tab:purple',
+        clean_meta=True, colour='tab:purple', meta_model=True,
         benchmarks=(B('mlc', {'method': 'mlc', **RECOMPUTE}),
                     B('mlc_reuse', {'method': 'mlc', **REUSE_EVERY_STEP}))),
     'famus': MethodEntry(
@@ -260,6 +263,7 @@ CATALOGUE = {
         ablation_fields=('famus.', 'mwnet.', 'l2r.', 'mlc.') + META_FIELDS[:2],
         metrics=(FAMUS_ACTIVE, FAMUS_ACTIVE_COUNTS), peer='famus',
         clean_meta=True, pseudo_clean=True, colour='tab:green', accelerates='famus.base',
+        meta_model=True, update_every=AMORTISED_PERIOD,  # on its default base, MW-Net
         inert_fields={'famus.exact_meta_lr_scale': ('famus.exact_steps', 0),
                       'famus.meta_lr_scale': ON_L2R},  # L2R's base has no meta model
         benchmarks=(
@@ -340,17 +344,18 @@ def _flat(config: Mapping) -> dict:
 
 
 def update_every(config: Mapping) -> int:
-  """The meta-update period of a run: `config.meta.update_every`, or where it is None its
-  method's declared one (`MethodEntry.update_every`; FaMUS: its base's). A method without a
-  meta model ignores the value (its step updates nothing between steps)."""
+  """The meta-update period a run trains with: `config.meta.update_every`, or where it is None
+  its method's declared one (`MethodEntry.update_every`; FaMUS: its base's); 1 for a method
+  without a meta model (`MethodEntry.meta_model`: L2R, FaMUS on it, ERM, FSR, ...), whose
+  step updates nothing between steps, whatever the field says."""
   fields = _flat(config)
-  value = fields.get('meta.update_every')
-  if value is not None:
-    return value
   spec = entry(fields.get('method'))
-  if spec is not None and spec.accelerates is not None:
-    spec = entry(fields.get(spec.accelerates))
-  return spec.update_every if spec is not None else 1
+  if spec is not None and spec.accelerates is not None:  # without the field: its own entry's
+    spec = entry(fields.get(spec.accelerates)) or spec
+  if spec is None or not spec.meta_model:
+    return 1
+  value = fields.get('meta.update_every')
+  return spec.update_every if value is None else value
 
 
 def with_update_period(config):

@@ -182,7 +182,8 @@ def test_the_default_period_is_the_methods_own(method, base, period, label, has_
   assert catalogue.update_every(c) == create_method(c).update_every == period
   assert catalogue.label(c.to_dict()) == label
   c.meta.update_every = 3
-  assert create_method(c).update_every == (3 if has_meta_model else 1)
+  assert catalogue.update_every(c) == create_method(c).update_every == (
+      3 if has_meta_model else 1)
 
 
 @pytest.mark.parametrize('every,message', [

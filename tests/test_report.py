@@ -17,7 +17,7 @@ import pytest
 from matplotlib import image as mpimg
 
 from famus_jax.tools import report
-from famus_jax.tools.report import plots
+from famus_jax.tools.report import plots, series
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 100
@@ -214,6 +214,40 @@ def test_sampled_layer_fractions_are_counts_over_step(built):
   expected['head'] = 1.0
   assert list(fractions) == ['stage3_conv1', 'stage3_bn1', 'stage3_conv2', 'head']
   assert fractions == pytest.approx(expected)
+
+
+@pytest.mark.parametrize('base,update_every,updates', [
+    ('mwnet', 5, 20), ('mwnet', 3, 34), ('mwnet', None, 20), ('mlc', None, 100),
+    ('l2r', 5, 100)])
+def test_sampled_layer_fractions_are_over_meta_updates(base, update_every, updates):
+  """Under a meta-update period k FaMUS estimates on steps 0, k, 2k, ...: ceil(100 / k) of 100
+  steps (the unset period: its base's, 5 for MW-Net, 1 for MLC; L2R has no meta model)."""
+  config = report.with_schema_defaults({'method': 'famus', 'famus': {'base': base},
+                                        'meta': {'update_every': update_every}})
+  events = [{'event': 'method', 'step': 0, 'method': 'famus', 'famus_layers': ['a', 'b'],
+             'famus_candidates': ['a', 'b'], 'famus_always_on': []},
+            {'event': 'train', 'step': 100, 'famus_active_counts': [10.0, 4.0]}]
+  run = report.RunDir(workdir='w', config=config, summary=None, events=events, quality=[],
+                      quality_summary=None)
+  assert series.sampled_layers(run)['fraction'] == pytest.approx([10 / updates, 4 / updates])
+
+
+def test_legend_below_fits_the_figure_width():
+  """Long labels wrap into columns no wider than the figure; the figure grows by the legend,
+  and the legend (drawn) lies inside it, under the axes."""
+  plt = plots.matplotlib_modules()[0]
+  fig, ax = plt.subplots(figsize=(4.2, 3.0))
+  labels = [f'famus[reuse,every5,scaled_lr,exact_meta_lr_scale=None] s{k}, a long setting name'
+            for k in range(6)]
+  handles = [ax.plot([0, 1], [k, k])[0] for k in range(6)]
+  rect = plots._legend_below(fig, handles, labels, ncol=6)
+  fig.tight_layout(rect=rect)
+  assert fig.get_figheight() > 3.0 and 0 < rect[1] < 1
+  fig.canvas.draw()
+  box = fig.legends[0].get_window_extent()
+  assert 0 <= box.x0 and box.x1 <= fig.bbox.width and 0 <= box.y0
+  assert box.y1 <= ax.get_window_extent().y0  # under the axes, not over them
+  plt.close(fig)
 
 
 def test_weight_split_skips_warm_up_and_erm(built):
@@ -548,3 +582,10 @@ def test_kept_run_records_give_the_report_of_the_workdirs(tmp_path):
   os.remove(unfinished + '/metrics.jsonl')  # the workdirs' report without the unfinished run
   want = report.make_report([root], str(tmp_path / 'a'))['grid']
   assert want and report.make_report([str(kept)], str(tmp_path / 'b'))['grid'] == want
+
+
+def test_a_grid_of_variants_gets_distinct_colours():
+  """Fifteen labels beside the catalogue's methods, none sharing a colour with another."""
+  labels = ['erm', 'mwnet', 'fsr'] + [f'mwnet[every{k}]' for k in range(15)]
+  colours = report.method_colours(labels)
+  assert len(set(colours.values())) == len(labels)

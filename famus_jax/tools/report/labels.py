@@ -17,8 +17,11 @@ from famus_jax import catalogue
 from famus_jax import config as schema
 
 NOISE_ABBREV = {'symmetric': 'sym', 'asymmetric': 'asym', 'none': 'clean'}
+# Colours of the labels the catalogue does not colour, in order; they repeat only after the
+# last (a grid with more variants than these shares colours).
 SPARE_COLOURS = ('tab:purple', 'tab:brown', 'tab:pink', 'tab:olive', 'tab:cyan', 'tab:gray',
-                 'gold', 'teal', 'navy', 'maroon')
+                 'gold', 'teal', 'navy', 'maroon', 'lime', 'darkorange', 'slateblue', 'magenta',
+                 'darkgreen', 'sienna', 'deepskyblue', 'crimson', 'darkkhaki', 'black')
 
 
 def tag_variants(runs: list) -> None:

@@ -11,7 +11,7 @@ or records in `skipped` why no input has its data:
   weights_<setting>.png     per method, density histograms of the example
                             weights of clean vs mislabelled examples, early
                             and late in training (FaMUS Fig. 5).
-  famus_sampled_layers.png  fraction of training steps in which each layer
+  famus_sampled_layers.png  fraction of meta updates in which each layer
                             took part in FaMUS's meta gradient
                             (FaMUS supplement Fig. 2).
   fsr_purity.png            purity of FSR's clean dictionary against epoch
@@ -37,6 +37,12 @@ from famus_jax.tools.report.labels import setting_label, slug
 
 DPI = 120
 MAX_WIDTH_IN = 12.0
+# Legend text at fontsize 'small' (DejaVu Sans): characters per inch, one line's height, the
+# gap between entries, and the width of an entry's handle and padding.
+LEGEND_CHARS_PER_IN = 14.0
+LEGEND_LINE_IN = 0.14
+LEGEND_ROW_GAP_IN = 0.06
+LEGEND_HANDLE_IN = 0.55
 ESTIMATOR_COLOURS = {'learned': 'tab:green', 'random': 'tab:purple', 'block': 'tab:brown',
                      'head': '#444444'}
 CLEAN_COLOUR, NOISY_COLOUR = 'tab:blue', 'tab:red'
@@ -69,14 +75,25 @@ def _save(fig, out: str, name: str, written: list, rect=None) -> str:
   return path
 
 
-def _legend_rows(n: int, ncol: int) -> int:
-  return -(-n // max(ncol, 1))
-
-
 def _legend_below(fig, handles: list, labels: list, ncol: int) -> tuple:
-  """A figure legend under the panels; returns the tight_layout rect that leaves it room."""
-  fig.legend(handles, labels, loc='lower center', ncol=ncol, fontsize='small', frameon=False)
-  return (0, (0.12 + 0.2 * _legend_rows(len(labels), ncol)) / fig.get_figheight(), 1, 1)
+  """A figure legend under the panels; grows the figure by its height and returns the
+  tight_layout rect that leaves it room.
+
+  At most `ncol` columns, fewer where the figure's width does not hold them; a label longer
+  than its column is wrapped.
+  """
+  width = fig.get_figwidth()
+  longest = max((len(label) for label in labels), default=1)
+  fits = int(width // (LEGEND_HANDLE_IN + longest / LEGEND_CHARS_PER_IN))
+  ncol = max(1, min(ncol, len(labels), fits))
+  chars = max(16, int((width / ncol - LEGEND_HANDLE_IN) * LEGEND_CHARS_PER_IN))
+  wrapped = [textwrap.fill(label, chars) for label in labels]
+  nrows = -(-len(wrapped) // ncol)  # matplotlib fills the columns first
+  lines = sum(max(w.count('\n') + 1 for w in wrapped[r::nrows]) for r in range(nrows))
+  height = 0.1 + LEGEND_LINE_IN * lines + LEGEND_ROW_GAP_IN * nrows
+  fig.set_figheight(fig.get_figheight() + height)
+  fig.legend(handles, wrapped, loc='lower center', ncol=ncol, fontsize='small', frameon=False)
+  return (0, height / fig.get_figheight(), 1, 1)
 
 
 def _skip(skipped: dict, name: str, why: str) -> None:
@@ -229,10 +246,9 @@ def plot_sampled_layers(runs: list, out: str, written: list, skipped: dict) -> d
     networks[tuple(s['layers'])].append((run, s))
   n_layers = max(len(k) for k in networks)
   n_runs = max(len(v) for v in networks.values())
-  n_labels = len(found) + 1
   fig, axes = plt.subplots(1, len(networks), squeeze=False, figsize=(
       min(5.5 * len(networks) + 1.0, MAX_WIDTH_IN),
-      1.8 + 0.22 * n_layers * max(1.0, n_runs / 2) + 0.2 * _legend_rows(n_labels, 2)))
+      1.8 + 0.22 * n_layers * max(1.0, n_runs / 2)))
   palette = plt.get_cmap('tab10')
   handles, labels = [], []
   for ax, (layers, members) in zip(axes[0], networks.items()):
@@ -252,13 +268,12 @@ def plot_sampled_layers(runs: list, out: str, written: list, skipped: dict) -> d
                       for n in layers], fontsize='small')
     ax.invert_yaxis()
     ax.set_xlim(0, 1.05)
-    ax.set_xlabel('fraction of training steps active')
+    ax.set_xlabel('fraction of meta updates active')
     ax.set_title('FaMUS: candidate layers in the meta gradient\n(network order, input side at '
                  'top)', fontsize='medium')
     ax.grid(axis='x', alpha=0.3)
   handles.append(patches.Patch(facecolor='lightgrey', hatch='//', edgecolor='white'))
   labels.append('always on (counted as 1)')
-  labels = [textwrap.fill(label, 60) for label in labels]
   _save(fig, out, name, written, rect=_legend_below(fig, handles, labels, ncol=1))
   return {r.name: dict(zip(s['layers'], s['fraction'])) for r, s in found.values()}
 
@@ -270,7 +285,7 @@ def plot_fsr_purity(runs: list, out: str, written: list, skipped: dict) -> None:
   curves = _curves(runs, series.purity_curve)
   if not curves:
     return _skip(skipped, name, 'no run logs fsr_dict_purity')
-  fig, ax = plt.subplots(figsize=(8.0, 3.8 + 0.2 * _legend_rows(len(curves), 2)))
+  fig, ax = plt.subplots(figsize=(8.0, 3.8))
   palette = plt.get_cmap('tab10')
   for k, (run, epochs, purity) in enumerate(curves):
     colour = palette(k % 10)
@@ -302,7 +317,7 @@ def plot_pseudo_clean(runs: list, out: str, written: list, skipped: dict) -> Non
   curves = [c for c in curves if c[1]]
   if not curves:
     return _skip(skipped, name, "no run logs 'division' events (co-trained pairs)")
-  fig, axes = plt.subplots(1, 2, figsize=(11.0, 3.8 + 0.2 * _legend_rows(len(curves), 2)))
+  fig, axes = plt.subplots(1, 2, figsize=(11.0, 3.8))
   palette = plt.get_cmap('tab10')
   for k, (run, members) in enumerate(curves):
     colour = palette(k % 10)

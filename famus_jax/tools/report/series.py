@@ -154,8 +154,10 @@ def weight_shape(runs: list) -> dict:
 def sampled_layers(run) -> Optional[dict]:
   """{'layers': [...], 'fraction': [...], 'always_on': [...], 'step': S} or None.
 
-  fraction = the last cumulative active count of each candidate layer / that
-  event's step; always-on layers count as 1; layers in network order.
+  fraction = the last cumulative active count of each candidate layer / the number of
+  meta updates up to that event's step (every step, or steps 0, k, 2k, ... under a
+  meta-update period k: `catalogue.update_every`); always-on layers count as 1; layers in
+  network order. 'step': the event's step.
   """
   method = run.of(catalogue.METHOD)
   trains = [e for e in run.of(catalogue.TRAIN) if catalogue.FAMUS_ACTIVE_COUNTS in e]
@@ -166,7 +168,8 @@ def sampled_layers(run) -> Optional[dict]:
   always = list(info.get('famus_always_on', []))
   layers = [n for n in info.get('famus_layers', info['famus_candidates'])
             if n in counts or n in always]
-  fraction = [1.0 if n in always else counts[n] / max(last['step'], 1) for n in layers]
+  updates = -(-last['step'] // catalogue.update_every(run.config))
+  fraction = [1.0 if n in always else counts[n] / max(updates, 1) for n in layers]
   return {'layers': layers, 'fraction': fraction, 'always_on': always, 'step': last['step']}
 
 
