@@ -222,13 +222,16 @@ def plot_weights(runs: list, out: str, written: list, skipped: dict) -> dict:
       for ax, phase in zip(row, ('early', 'late')):
         _histograms(ax, *entry[phase], bins)
         steps = sorted({s for v in entry[f'{phase}_steps'].values() for s in v})
-        ax.set_title(f'{method}, {phase} (steps {steps[0]}-{steps[-1]})', fontsize='medium')
+        ax.set_title(textwrap.fill(f'{method}, {phase} (steps {steps[0]}-{steps[-1]})', 55),
+                     fontsize='medium')
         ax.set_xlabel('example weight (batch mean = 1)')
         ax.set_ylabel('density')
-    fig.suptitle(textwrap.fill(
+    title = textwrap.fill(
         f'Example weights, {setting_label(setting)} (seeds pooled; bins shared per method, '
-        f'weights beyond the last bin counted in it)', 100), fontsize='medium')
-    _save(fig, out, f'weights_{slug(setting_label(setting))}.png', written)
+        f'weights beyond the last bin counted in it)', 100)
+    fig.suptitle(title, fontsize='medium')
+    top = 1 - (0.15 + 0.2 * (title.count('\n') + 1)) / fig.get_figheight()
+    _save(fig, out, f'weights_{slug(setting_label(setting))}.png', written, rect=(0, 0, 1, top))
   return split
 
 
