@@ -78,12 +78,46 @@ def unknown_override(argv: list, error: Exception) -> str:
   return f'a --config override names no field of the config ({key!r})'
 
 
+def none_overrides(argv: list) -> tuple:
+  """(argv without its `--config.FIELD=None` overrides, those fields).
+
+  ml_collections parses an override with the type of the field's value, so None is set after
+  parsing (`set_none`); only the schema's `NULLABLE` fields take it, any other is one line
+  naming them.
+  """
+  keep, fields = [], []
+  for arg in argv:
+    found = re.fullmatch(r'--config\.([\w.]+)=None', arg)
+    if found is None:
+      keep.append(arg)
+    elif found.group(1) in base_config.NULLABLE:
+      fields.append(found.group(1))
+    else:
+      sys.exit(f'error: --config.{found.group(1)}=None: only these fields take None: '
+               f'{", ".join(base_config.NULLABLE)}')
+  return keep, fields
+
+
+def set_none(config, fields: list) -> None:
+  """Sets each dotted field of `config` to None."""
+  for field in fields:
+    *groups, name = field.split('.')
+    node = config
+    for group in groups:
+      node = node[group]
+    node[name] = None
+
+
 def parse_flags(argv: list) -> list:
-  """absl's flag parsing, with an override of a field the config lacks as one line."""
+  """absl's flag parsing, with an override of a field the config lacks as one line, and
+  `--config.FIELD=None` for the fields that take None."""
+  argv, nulls = none_overrides(argv)
   try:
-    return app.parse_flags_with_usage(argv)
+    rest = app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError) as e:  # ml_collections' error for an unknown field
     sys.exit(f'error: {unknown_override(argv, e)}')
+  _apply_nulls(nulls)
+  return rest
 
 
 def check_workdir(workdir: str) -> None:
@@ -149,11 +183,28 @@ def run_tool(main_fn, define_flags) -> None:
   An override of a field the config lacks ends in one line, also where the definition itself
   parses the overrides (`config_flags.DEFINE_config_dict` reads them from sys.argv at once).
   """
+  sys.argv, nulls = none_overrides(sys.argv)  # before a definition that reads sys.argv
   try:
     define_flags()
   except (AttributeError, KeyError) as e:
     sys.exit(f'error: {unknown_override(sys.argv, e)}')
-  app.run(main_fn, flags_parser=parse_flags)
+  app.run(main_fn, flags_parser=lambda argv: _parse_then_set_none(argv, nulls))
+
+
+def _parse_then_set_none(argv: list, nulls: list) -> list:
+  rest = parse_flags(argv)
+  _apply_nulls(nulls)
+  return rest
+
+
+def _apply_nulls(nulls: list) -> None:
+  """The parsed `--config.FIELD=None` overrides, set on --config (a command without one
+  refuses them)."""
+  if not nulls:
+    return
+  if 'config' not in flags.FLAGS:
+    sys.exit(f'error: --config.{nulls[0]}=None: this command takes no --config')
+  set_none(flags.FLAGS.config, nulls)
 
 
 def train() -> None:

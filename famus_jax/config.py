@@ -23,6 +23,11 @@ BEFORE_THE_FIELD = {
 }
 
 
+# Fields whose value may be None (a meaning of its own, in the comment at the field); on the
+# command line `--config.FIELD=None` (famus_jax/cli.py).
+NULLABLE = ('meta.update_every', 'famus.exact_meta_lr_scale')
+
+
 def record_defaults() -> ml_collections.ConfigDict:
   """What a run record lacking a field ran with: `get_config()` with `BEFORE_THE_FIELD`."""
   c = get_config()
