@@ -359,14 +359,16 @@ def update_every(config: Mapping) -> int:
 
 
 def with_update_period(config):
-  """`config` (a ConfigDict) whose `meta.update_every` is the run's meta-update period: the
-  field where it is set, else its method's own (`update_every`), on a copy. Factories build
+  """`config` (a ConfigDict) whose `meta.update_every` is the period the run trains with
+  (`update_every`: the field where it is set and the method has a meta model, the method's own
+  where it is None, 1 without a meta model), on a copy where that differs. Factories build
   methods from it, and the trainer records it (config.json, the run fingerprint), so a run's
   records name the period it ran with."""
-  if config.meta.update_every is not None:
+  period = update_every(config)
+  if config.meta.update_every == period:
     return config
   resolved = copy.deepcopy(config)
-  resolved.meta.update_every = update_every(config)
+  resolved.meta.update_every = period
   return resolved
 
 
