@@ -9,10 +9,12 @@ directory. Every field can be overridden with `--config.field=value`.
 """
 
 import difflib
+import functools
 import os
 import re
 import sys
 import traceback
+from typing import Sequence
 
 from absl import app, flags, logging
 from flax import traverse_util
@@ -98,25 +100,29 @@ def none_overrides(argv: list) -> tuple:
   return keep, fields
 
 
-def set_none(config, fields: list) -> None:
-  """Sets each dotted field of `config` to None."""
+def set_none(fields: list) -> None:
+  """Sets each dotted field of the parsed --config to None (a command without --config
+  refuses it)."""
+  if fields and 'config' not in flags.FLAGS:
+    sys.exit(f'error: --config.{fields[0]}=None: this command takes no --config')
   for field in fields:
     *groups, name = field.split('.')
-    node = config
+    node = flags.FLAGS.config
     for group in groups:
       node = node[group]
     node[name] = None
 
 
-def parse_flags(argv: list) -> list:
+def parse_flags(argv: list, nulls: Sequence[str] = ()) -> list:
   """absl's flag parsing, with an override of a field the config lacks as one line, and
-  `--config.FIELD=None` for the fields that take None."""
-  argv, nulls = none_overrides(argv)
+  `--config.FIELD=None` for the fields that take None (`nulls`: those already taken out of
+  argv)."""
+  argv, more = none_overrides(argv)
   try:
     rest = app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError) as e:  # ml_collections' error for an unknown field
     sys.exit(f'error: {unknown_override(argv, e)}')
-  _apply_nulls(nulls)
+  set_none([*nulls, *more])
   return rest
 
 
@@ -188,23 +194,7 @@ def run_tool(main_fn, define_flags) -> None:
     define_flags()
   except (AttributeError, KeyError) as e:
     sys.exit(f'error: {unknown_override(sys.argv, e)}')
-  app.run(main_fn, flags_parser=lambda argv: _parse_then_set_none(argv, nulls))
-
-
-def _parse_then_set_none(argv: list, nulls: list) -> list:
-  rest = parse_flags(argv)
-  _apply_nulls(nulls)
-  return rest
-
-
-def _apply_nulls(nulls: list) -> None:
-  """The parsed `--config.FIELD=None` overrides, set on --config (a command without one
-  refuses them)."""
-  if not nulls:
-    return
-  if 'config' not in flags.FLAGS:
-    sys.exit(f'error: --config.{nulls[0]}=None: this command takes no --config')
-  set_none(flags.FLAGS.config, nulls)
+  app.run(main_fn, flags_parser=functools.partial(parse_flags, nulls=nulls))
 
 
 def train() -> None:

@@ -92,9 +92,9 @@ def test_command_line_takes_schema_overrides(tmp_path):
                            '--methods=erm', *flags], capture_output=True, text=True,
                           timeout=300, check=False)
   sizes = []
-  for width in (16, 4):
+  for width, more in ((16, ()), (4, ('--config.famus.exact_meta_lr_scale=None',))):
     out = tmp_path / f'w{width}.json'
-    proc = run(f'--config.width={width}', f'--out={out}')
+    proc = run(f'--config.width={width}', f'--out={out}', *more)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     sizes.append(result['methods']['erm']['xla_step_bytes'])

@@ -142,6 +142,11 @@ def test_none_on_the_command_line_for_the_fields_that_take_it(tmp_path):
   assert err.strip() == ('error: --config.lr=None: only these fields take None: '
                          'meta.update_every, famus.exact_meta_lr_scale')
   assert not (tmp_path / 'never').exists()
+  proc = subprocess.run([sys.executable, '-m', 'famus_jax.tools.report', str(tmp_path / 'run'),
+                         f'--out={tmp_path / "report"}', '--config.meta.update_every=None'],
+                        capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode != 0 and proc.stderr.strip() == (
+      'error: --config.meta.update_every=None: this command takes no --config')
 
 
 @pytest.mark.parametrize('flag, says', [
