@@ -19,7 +19,9 @@ pseudo-clean pairs), so every row of a table trains on the same 5000 images
 with the same noisy labels for a given seed. FSR: a 1000-image dictionary
 (100 per class, the size of the clean meta set), reward batch 100; its
 warm-up is 6 of 40 epochs (the reference code's share: 20 of 127). The
-co-trained pair warms up for 5 epochs. FaMUS's meta model learns at 3x its
+co-trained pair warms up for 5 epochs; DivideMix trains at every row's
+schedule (lr 0.1, where its reference uses 0.02 on CIFAR), so that the rows
+of a table differ in their method only. FaMUS's meta model learns at 3x its
 base's rate (`famus.meta_lr_scale`; the paper's is 1x): at the paper's rate
 it ends about 3 points below exact MW-Net here, at 3x level with it
 (docs/results.md).
