@@ -267,6 +267,12 @@ def test_a_record_of_the_unset_period_reads_as_the_methods_own():
   assert fingerprint_differences(resume.with_named_period(saved), every_step) == [
       ('meta.update_every', 5, 1)]
   assert resume.with_named_period(new) is new
+  # L2R (no meta model) given a period trained at every step, which the trainer now records.
+  l2r = {'config': recorded_config('l2r'), 'data': {}}
+  assert l2r['config']['meta.update_every'] == 1
+  given = {'config': {**l2r['config'], 'meta.update_every': 5}, 'data': {}}
+  assert fingerprint_differences(given, l2r) == [('meta.update_every', 5, 1)]
+  assert fingerprint_differences(resume.with_named_period(given), l2r) == []
 
 
 def test_changed_method_is_refused_even_with_allow_changes(reference, tmp_path):

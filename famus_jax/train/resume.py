@@ -60,13 +60,17 @@ def record_defaults_fingerprint() -> dict:
 
 
 def with_named_period(saved: dict) -> dict:
-  """A saved fingerprint whose `meta.update_every` is a number: records written while the
-  trainer stored the unset period (None) ran with their method's own (`catalogue.update_every`),
-  which is what the trainer records now."""
+  """A saved fingerprint whose `meta.update_every` is the period the run trained with
+  (`catalogue.update_every`), which is what the trainer records now: records written before
+  stored the field as given (None: the method's own; a period given to a method without a
+  meta model, which trains at every step)."""
   fields = saved.get('config') or {}
-  if 'meta.update_every' not in fields or fields['meta.update_every'] is not None:
+  if 'meta.update_every' not in fields:
     return saved
-  return {**saved, 'config': {**fields, 'meta.update_every': catalogue.update_every(fields)}}
+  period = catalogue.update_every(fields)
+  if fields['meta.update_every'] == period:
+    return saved
+  return {**saved, 'config': {**fields, 'meta.update_every': period}}
 
 
 def restore_matching(config, workdir: str, checkpointer: Checkpointer, template,
