@@ -372,6 +372,17 @@ def with_update_period(config):
   return resolved
 
 
+def clean_images(config: Mapping) -> int:
+  """How many clean-labelled images a run's method reads: `config.num_meta` where the method
+  reads the clean meta set (`MethodEntry.clean_meta`) and `config.meta_set` is 'clean', else 0
+  (ERM, FSR, DivideMix, the pseudo-clean meta sets)."""
+  fields = _flat(config)
+  spec = entry(fields.get('method'))
+  if spec is None or not spec.clean_meta or fields.get('meta_set', 'clean') != 'clean':
+    return 0
+  return int(fields.get('num_meta') or 0)
+
+
 def label(config: Mapping) -> str:
   """The one short name of a run's method and variant, from its config (a nested dict).
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
+from famus_jax import catalogue
 from famus_jax.tools import report
 from famus_jax.tools.report import plots, series
 
@@ -503,6 +504,18 @@ def test_grid_table_by_hand(tmp_path, capsys):
     assert got[2] == 3
     assert f'{diff.mean():+.2f} ± {diff.std(ddof=1):.2f}' in text
   assert rows['erm']['minus_erm'] == (None, None, 0)
+  # The short table: the same numbers in the columns a results page quotes.
+  erm_last = col('erm', 1)
+  for method in ('mwnet', 'famus'):
+    last = col(method, 1)
+    memorised = 100 * np.mean([r[2] for r in GRID[method]])
+    to_mwnet = ('-' if method == 'mwnet' else
+                f'{(last - col("mwnet", 1)).mean():+.2f} ± {(last - col("mwnet", 1)).std(ddof=1):.2f}')
+    assert (f'| {method} | 1000 | 3 | {last.mean():.2f} ± {last.std(ddof=1):.2f} | '
+            f'{(last - erm_last).mean():+.2f} ± {(last - erm_last).std(ddof=1):.2f} | '
+            f'{to_mwnet} | {memorised:.1f} | '
+            f'{GRID_STEP_S[method] / GRID_STEP_S["erm"]:.2f} |') in text
+  assert f'| erm | none | 3 | {erm_last.mean():.2f} ± {erm_last.std(ddof=1):.2f} | - | ' in text
   # The older run: its fit columns are '-', its one seed pairs with seed 0 of ERM and MW-Net.
   assert rows['l2r']['train_fit_noisy'] == (None, None)
   assert rows['l2r']['minus_erm'][2] == 1
@@ -516,6 +529,15 @@ def test_grid_table_by_hand(tmp_path, capsys):
     assert f"PASS: ERM's final fit to the given (noisy) labels {fit:.3f}" in where
     assert f"PASS: ERM's best minus last top-1 {drop:.2f} points" in where
   assert 'memorisation.png' in [os.path.basename(p) for p in result['figures']]
+
+
+def test_clean_images_count_the_clean_meta_set_a_method_reads():
+  assert catalogue.clean_images({'method': 'mwnet', 'meta_set': 'clean', 'num_meta': 500}) == 500
+  assert catalogue.clean_images({'method': 'famus', 'num_meta': 1000}) == 1000  # default: clean
+  assert catalogue.clean_images({'method': 'famus', 'meta_set': 'pseudo_clean',
+                                 'num_meta': 1000}) == 0
+  for method in ('erm', 'fsr', 'dividemix', 'random_weight'):
+    assert catalogue.clean_images({'method': method, 'num_meta': 1000}) == 0
 
 
 def test_missing_matplotlib_is_one_line_naming_the_extra(monkeypatch):

@@ -6,11 +6,13 @@ exact MW-Net ('mwnet': recompute, clean meta set) over the seeds both have,
 the training fit at the last evaluation (against the given labels on all /
 correctly / wrongly labelled examples: on the wrongly labelled ones it is the
 memorised share; and the share of the wrongly labelled ones predicted as their
-true class), the mean weights of clean and mislabelled examples, the median
-step and the whole-run wall time as ratios to ERM's (marked where the row's
-and ERM's runs record different host CPUs). Then the regime's
-criteria: ERM memorises (its final fit to the given labels >= 0.8) and its
-last epoch falls >= 10 points below its best.
+true class), the clean-labelled images the method reads, the mean weights of
+clean and mislabelled examples, the median step and the whole-run wall time as
+ratios to ERM's (marked where the row's and ERM's runs record different host
+CPUs). A short table of the columns a results page quotes (`summary_table`)
+comes before the full one (`grid_table`). Then the regime's criteria: ERM
+memorises (its final fit to the given labels >= 0.8) and its last epoch falls
+>= 10 points below its best.
 """
 
 from typing import Optional
@@ -51,7 +53,7 @@ def grid_rows(methods: dict) -> dict:
                seeds, erm and erm['per_seed']),
            'minus_mwnet': (None, None, 0) if label == EXACT_MWNET else paired_difference(
                seeds, mwnet and mwnet['per_seed']),
-           'weight_clean': a['weight_clean'], 'weight_noisy': a['weight_noisy'],
+           'clean_images': a['clean_images'], 'weight_clean': a['weight_clean'], 'weight_noisy': a['weight_noisy'],
            'median_step_s': a['median_step_s'],
            'all_unfinished': a['all_unfinished'],
            'running': [] if a['all_unfinished'] else a['unfinished_seeds'],
@@ -74,6 +76,27 @@ def _paired(cell: tuple, seeds: int) -> str:
 def _fit(pair: tuple) -> str:
   m, s = pair
   return '-' if m is None else pct(m, 1) + ('' if s is None else f' ± {100 * s:.1f}')
+
+
+def summary_table(setting: str, rows: dict) -> list:
+  """Markdown lines: the grid's short table of one setting (the columns a results page shows):
+  the clean images a row's method reads, its seeds, last top-1, paired differences to ERM and
+  exact MW-Net, the memorised share of the mislabelled examples and the step over ERM's."""
+  lines = [f'### {setting}: summary', '',
+           '| method | clean images | seeds | last top-1 % | last - ERM (paired) | '
+           'last - exact MW-Net (paired) | memorised, mislabelled % | step x ERM |',
+           '|---' * 8 + '|']
+  for label, r in rows.items():
+    mark = MIXED_MARK if r['mixed_machines'] else ''
+    name = f'{label} (unfinished)' if r['all_unfinished'] else label
+    memorised = r[catalogue.TRAIN_FIT_NOISY][0]
+    lines.append(
+        f'| {name} | {r["clean_images"] or "none"} | {len(r["seeds"])} | '
+        f'{fmt_mean_std(r["last_mean_std"])} | {_paired(r["minus_erm"], len(r["seeds"]))} | '
+        f'{_paired(r["minus_mwnet"], len(r["seeds"]))} | '
+        f'{"-" if memorised is None else pct(memorised, 1)} | '
+        f'{fmt(r["step_ratio"], ".2f")}{mark} |')
+  return lines + ['']
 
 
 def grid_table(setting: str, rows: dict) -> list:
@@ -151,6 +174,7 @@ def grid_section(acc: dict) -> tuple:
   grids = {}
   for setting, methods in acc.items():
     grids[setting] = grid_rows(methods)
+    lines += summary_table(setting, grids[setting])
     lines += grid_table(setting, grids[setting])
     lines += ['Regime criteria:', '', *regime_criteria(methods), '']
   return lines, grids

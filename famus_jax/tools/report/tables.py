@@ -97,6 +97,7 @@ def aggregate(runs: list) -> dict:
         'median_step_s': mean([series.median_window_step(r) for r in used]),
         'wall_time_s': mean(wall),
         'wall_time_min': mean([w / 60 if w is not None else None for w in wall]),
+        'clean_images': max(catalogue.clean_images(r.config) for r in used),
         'weight_clean': mean([s.get('mean_weight_clean') for s in summ]),
         'weight_noisy': mean([s.get('mean_weight_noisy') for s in summ]),
         # The host CPUs the runs record (provenance 'cpu'; older records have none).
