@@ -53,7 +53,8 @@ def grid_rows(methods: dict) -> dict:
                seeds, erm and erm['per_seed']),
            'minus_mwnet': (None, None, 0) if label == EXACT_MWNET else paired_difference(
                seeds, mwnet and mwnet['per_seed']),
-           'clean_images': a['clean_images'], 'weight_clean': a['weight_clean'], 'weight_noisy': a['weight_noisy'],
+           'clean_images': a['clean_images'], 'weight_clean': a['weight_clean'],
+           'weight_noisy': a['weight_noisy'],
            'median_step_s': a['median_step_s'],
            'all_unfinished': a['all_unfinished'],
            'running': [] if a['all_unfinished'] else a['unfinished_seeds'],
