@@ -511,11 +511,13 @@ def test_grid_table_by_hand(tmp_path, capsys):
     memorised = 100 * np.mean([r[2] for r in GRID[method]])
     to_mwnet = ('-' if method == 'mwnet' else
                 f'{(last - col("mwnet", 1)).mean():+.2f} ± {(last - col("mwnet", 1)).std(ddof=1):.2f}')
-    assert (f'| {method} | 1000 | 3 | {last.mean():.2f} ± {last.std(ddof=1):.2f} | '
+    per_seed = ', '.join(f's{s} {v:.2f}' for s, v in enumerate(last))
+    assert (f'| {method} | 1000 | {per_seed} | {last.mean():.2f} ± {last.std(ddof=1):.2f} | '
             f'{(last - erm_last).mean():+.2f} ± {(last - erm_last).std(ddof=1):.2f} | '
             f'{to_mwnet} | {memorised:.1f} | '
             f'{GRID_STEP_S[method] / GRID_STEP_S["erm"]:.2f} |') in text
-  assert f'| erm | none | 3 | {erm_last.mean():.2f} ± {erm_last.std(ddof=1):.2f} | - | ' in text
+  assert f'| erm | none | s0 {erm_last[0]:.2f}, s1 {erm_last[1]:.2f}, s2 {erm_last[2]:.2f} | ' \
+         f'{erm_last.mean():.2f} ± {erm_last.std(ddof=1):.2f} | - | ' in text
   # The older run: its fit columns are '-', its one seed pairs with seed 0 of ERM and MW-Net.
   assert rows['l2r']['train_fit_noisy'] == (None, None)
   assert rows['l2r']['minus_erm'][2] == 1

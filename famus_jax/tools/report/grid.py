@@ -81,18 +81,21 @@ def _fit(pair: tuple) -> str:
 
 def summary_table(setting: str, rows: dict) -> list:
   """Markdown lines: the grid's short table of one setting (the columns a results page shows):
-  the clean images a row's method reads, its seeds, last top-1, paired differences to ERM and
-  exact MW-Net, the memorised share of the mislabelled examples and the step over ERM's."""
+  the clean images a row's method reads, its seeds with their last top-1, the mean last top-1,
+  paired differences to ERM and exact MW-Net, the memorised share of the mislabelled examples
+  and the step over ERM's."""
   lines = [f'### {setting}: summary', '',
-           '| method | clean images | seeds | last top-1 % | last - ERM (paired) | '
+           '| method | clean images | last top-1 % per seed | last top-1 % | last - ERM (paired) | '
            'last - exact MW-Net (paired) | memorised, mislabelled % | step x ERM |',
            '|---' * 8 + '|']
   for label, r in rows.items():
     mark = MIXED_MARK if r['mixed_machines'] else ''
     name = f'{label} (unfinished)' if r['all_unfinished'] else label
     memorised = r[catalogue.TRAIN_FIT_NOISY][0]
+    per_seed = ', '.join(f's{s} {fmt(last, ".2f")}' for s, (_, last)
+                         in sorted(r['per_seed'].items(), key=lambda kv: str(kv[0])))
     lines.append(
-        f'| {name} | {r["clean_images"] or "none"} | {len(r["seeds"])} | '
+        f'| {name} | {r["clean_images"] or "none"} | {per_seed} | '
         f'{fmt_mean_std(r["last_mean_std"])} | {_paired(r["minus_erm"], len(r["seeds"]))} | '
         f'{_paired(r["minus_mwnet"], len(r["seeds"]))} | '
         f'{"-" if memorised is None else pct(memorised, 1)} | '
