@@ -606,15 +606,6 @@ def test_kept_run_records_give_the_report_of_the_workdirs(tmp_path):
   os.remove(unfinished + '/metrics.jsonl')  # the workdirs' report without the unfinished run
   want = report.make_report([root], str(tmp_path / 'a'))['grid']
   assert want and report.make_report([str(kept)], str(tmp_path / 'b'))['grid'] == want
-  # Named runs: only those are kept; a name that is not a run of the grid refuses, naming it.
-  script = os.path.join(ROOT, 'scripts', 'keep_run_records.sh')
-  some = tmp_path / 'some'
-  subprocess.run(['bash', script, root, str(some), 'erm_s1', 'famus_s2'], check=True,
-                 capture_output=True)
-  assert sorted(os.listdir(some)) == ['erm_s1', 'famus_s2']
-  bad = subprocess.run(['bash', script, root, str(tmp_path / 'none'), 'erm_s1', 'mlc_s0'],
-                       capture_output=True, text=True)
-  assert bad.returncode != 0 and 'mlc_s0' in bad.stderr and not (tmp_path / 'none').exists()
 
 
 def test_a_grid_of_variants_gets_distinct_colours():
