@@ -613,3 +613,48 @@ def test_a_grid_of_variants_gets_distinct_colours():
   labels = ['erm', 'mwnet', 'fsr'] + [f'mwnet[every{k}]' for k in range(15)]
   colours = report.method_colours(labels)
   assert len(set(colours.values())) == len(labels)
+
+
+def test_memorisation_grid_rows_are_distinct_rows_of_the_table(tmp_path):
+  """scripts/memorisation_grid.sh's default rows: each a valid config of the memorisation
+  preset, and each its own row of the report's table, under the label the docs explain."""
+  import ast  # pylint: disable=import-outside-toplevel
+  import shutil  # pylint: disable=import-outside-toplevel
+  from famus_jax import config_check  # pylint: disable=import-outside-toplevel
+  from famus_jax.presets import fashion_mnist_memorise  # pylint: disable=import-outside-toplevel
+  scripts = tmp_path / 'scripts'
+  scripts.mkdir()
+  shutil.copy(os.path.join(ROOT, 'scripts', 'memorisation_grid.sh'), scripts)
+  (scripts / 'accuracy_grid.sh').write_text('printf "%s\\n" $4\n')  # prints the VARIANTS
+  variants = subprocess.run(['bash', str(scripts / 'memorisation_grid.sh'), 'runs'],
+                            capture_output=True, text=True, check=True).stdout.split()
+  runs = []
+  for variant in variants:
+    name, _, fields = variant.partition(':')
+    config = fashion_mnist_memorise.get_config()
+    config.method = name.split('_')[0]
+    for pair in filter(None, fields.split(',')):
+      key, value = pair.split('=')
+      *groups, leaf = key.split('.')
+      node = config
+      for group in groups:
+        node = node[group]
+      try:
+        node[leaf] = ast.literal_eval(value)
+      except (ValueError, SyntaxError):
+        node[leaf] = value
+    config_check.validate(config)
+    config = catalogue.with_update_period(config)  # what the trainer records
+    runs.append(report.RunDir(workdir=name, config=report.with_schema_defaults(config.to_dict()),
+                              summary=None, events=[], quality=[], quality_summary=None))
+  report.tag_variants(runs)
+  assert {r.workdir: r.method for r in runs} == {
+      'erm': 'erm', 'mwnet': 'mwnet', 'mwnet_reuse': 'mwnet[reuse]',
+      'mwnet_default': 'mwnet[reuse,every5,scaled_lr]', 'l2r': 'l2r',
+      'random_weight': 'random_weight', 'mlc': 'mlc', 'mlc_default': 'mlc[reuse]',
+      'famus_default': 'famus[reuse,every5,scaled_lr]',
+      'famus_default_recompute': 'famus[every5,scaled_lr]',
+      'famus_l2r': 'famus(l2r)[exact_steps=0]', 'fsr': 'fsr', 'fsr_onepass': 'fsr[one_pass]',
+      'fsr_paper': 'fsr[mixup_losses=weighted]', 'dividemix': 'dividemix',
+      'famus_pseudo': 'famus[reuse,pseudo_clean,exact_steps=0]',
+      'mwnet_pseudo': 'mwnet[reuse,pseudo_clean]'}
