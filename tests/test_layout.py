@@ -146,6 +146,21 @@ def github_anchor(heading):
   return text.replace(' ', '-')
 
 
+def test_memorisation_tables_are_the_reports():
+  """README.md and docs/results.md show the memorisation grid's table as the report tool wrote
+  it (the summary table of results/memorisation_records/report.md), not a copy edited by hand."""
+  report = (ROOT / 'results' / 'memorisation_records' / 'report.md').read_text().splitlines()
+  start = next(i for i, line in enumerate(report) if line.endswith(': summary'))
+  table = []
+  for line in report[start + 2:]:
+    if not line.startswith('|'):
+      break
+    table.append(line)
+  assert len(table) > 10 and table[0].startswith('| method | clean images |')
+  for doc in ('README.md', 'docs/results.md'):
+    assert '\n'.join(table) + '\n\n' in (ROOT / doc).read_text(), doc
+
+
 def test_configs_re_export_the_presets():
   from famus_jax import presets  # pylint: disable=import-outside-toplevel
   files = sorted(p.stem for p in (ROOT / 'configs').glob('*.py') if p.stem != 'base')
