@@ -79,6 +79,11 @@ def _fit(pair: tuple) -> str:
   return '-' if m is None else pct(m, 1) + ('' if s is None else f' ± {100 * s:.1f}')
 
 
+def _each_seed(values: dict, cell) -> str:
+  """'s0 X, s1 Y, ...': cell(value) of each seed, seeds in order of their names."""
+  return ', '.join(f's{s} {cell(v)}' for s, v in sorted(values.items(), key=lambda kv: str(kv[0])))
+
+
 def summary_table(setting: str, rows: dict) -> list:
   """Markdown lines: the grid's short table of one setting (the columns a results page shows):
   the clean images a row's method reads, its seeds with their last top-1, the mean last top-1,
@@ -92,8 +97,7 @@ def summary_table(setting: str, rows: dict) -> list:
     mark = MIXED_MARK if r['mixed_machines'] else ''
     name = f'{label} (unfinished)' if r['all_unfinished'] else label
     memorised = r[catalogue.TRAIN_FIT_NOISY][0]
-    per_seed = ', '.join(f's{s} {fmt(last, ".2f")}' for s, (_, last)
-                         in sorted(r['per_seed'].items(), key=lambda kv: str(kv[0])))
+    per_seed = _each_seed(r['per_seed'], lambda v: fmt(v[1], '.2f'))
     lines.append(
         f'| {name} | {r["clean_images"] or "none"} | {per_seed} | '
         f'{fmt_mean_std(r["last_mean_std"])} | {_paired(r["minus_erm"], len(r["seeds"]))} | '
@@ -113,8 +117,7 @@ def grid_table(setting: str, rows: dict) -> list:
            '|---' * 15 + '|']
   for label, r in rows.items():
     mark = MIXED_MARK if r['mixed_machines'] else ''
-    per_seed = ', '.join(f's{s} {fmt(b, ".2f")} / {fmt(l, ".2f")}'
-                         for s, (b, l) in sorted(r['per_seed'].items(), key=lambda kv: str(kv[0])))
+    per_seed = _each_seed(r['per_seed'], lambda v: f'{fmt(v[0], ".2f")} / {fmt(v[1], ".2f")}')
     per_seed += ''.join(f', s{s} running' for s in sorted(r['running'], key=str))
     name = f'{label} (unfinished)' if r['all_unfinished'] else label
     lines.append(
@@ -141,7 +144,7 @@ def regime_criteria(methods: dict) -> list:
   fits = [erm['per_seed'][s][catalogue.TRAIN_FIT] for s in seeds]
   drops = [None if v['best'] is None or v['last'] is None else v['best'] - v['last']
            for v in (erm['per_seed'][s] for s in seeds)]
-  each = lambda values, spec: ', '.join(f's{s} {fmt(v, spec)}' for s, v in zip(seeds, values))
+  each = lambda values, spec: _each_seed(dict(zip(seeds, values)), lambda v: fmt(v, spec))
   lines = []
   if any(f is None for f in fits):
     lines.append(f'- n/a: ERM\'s final fit to the given (noisy) labels >= {MEMORISED_FIT}: '
