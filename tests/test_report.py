@@ -18,7 +18,7 @@ from matplotlib import image as mpimg
 
 from famus_jax import catalogue
 from famus_jax.tools import report
-from famus_jax.tools.report import plots, series
+from famus_jax.tools.report import grid, plots, series
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 100
@@ -422,29 +422,33 @@ GRID = {
 GRID_STEP_S = {'erm': 0.18, 'mwnet': 0.5, 'famus': 0.3, 'l2r': 0.45}
 
 
-def make_grid_run(root, method, seed, best, last, memorised, wall, fit_keys=True, cpu=None):
+def make_grid_run(root, method, seed, best, last, memorised, wall, fit_keys=True, cpu=None,
+                  actual_step='recompute', step_s=None):
   """A finished run of 100 steps: evals at 50 (best) and 100 (last) with the fit keys.
 
   cpu: the host CPU its summary's provenance records (None: an older record without one).
+  step_s: its step time (None: GRID_STEP_S of its method).
   """
-  workdir = os.path.join(root, f'{method}_s{seed}')
+  step_s = GRID_STEP_S[method] if step_s is None else step_s
+  name = method if actual_step == 'recompute' else f'{method}_{actual_step}'
+  workdir = os.path.join(root, f'{name}_s{seed}')
   os.makedirs(workdir)
   _write(os.path.join(workdir, 'config.json'), {
       'method': method, 'seed': seed, 'dataset': 'fashion_mnist', 'noise_type': 'symmetric',
       'noise_rate': 0.6, 'model': 'resnet', 'depth': 8, 'train_subset': 5000,
-      'num_epochs': 40, 'meta': {'actual_step': 'recompute'}})
+      'num_epochs': 40, 'meta': {'actual_step': actual_step}})
   events = [{'event': 'train', 'step': 50, 'epoch': 20.0, 'train_loss': 1.0}]
   for step, acc in ((50, best), (100, last)):
     fit = {'train_fit': 0.4 + 0.6 * memorised, 'train_fit_clean': 0.97,
            'train_fit_noisy': memorised * step / 100, 'train_true_noisy': 1 - memorised}
     events.append({'event': 'eval', 'step': step, 'test_accuracy': acc, 'test_loss': 1.0,
-                   'train_time_s': 10.0 + GRID_STEP_S[method] * step,
+                   'train_time_s': 10.0 + step_s * step,
                    **(fit if fit_keys else {})})
   with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
     f.writelines(json.dumps(e) + '\n' for e in events)
   _write(os.path.join(workdir, 'summary.json'), {
       'steps': 100, 'epochs': 40.0, 'best_test_accuracy': best, 'last_test_accuracy': last,
-      'wall_time_s': wall, 'mean_step_time_s': GRID_STEP_S[method],
+      'wall_time_s': wall, 'mean_step_time_s': step_s,
       'mean_weight_clean': None if method == 'erm' else 1.3 + 0.01 * seed,
       'mean_weight_noisy': None if method == 'erm' else 0.4,
       **({} if cpu is None else {'provenance': {'cpu': cpu}})})
@@ -531,6 +535,41 @@ def test_grid_table_by_hand(tmp_path, capsys):
     assert f"PASS: ERM's final fit to the given (noisy) labels {fit:.3f}" in where
     assert f"PASS: ERM's best minus last top-1 {drop:.2f} points" in where
   assert 'memorisation.png' in [os.path.basename(p) for p in result['figures']]
+
+
+def test_actual_step_table_pairs_each_reuse_row_with_its_recompute_row(tmp_path):
+  root = str(tmp_path / 'grid')
+  for method in ('erm', 'mwnet', 'famus'):
+    for seed, values in enumerate(GRID[method]):
+      make_grid_run(root, method, seed, *values)
+  reuse = {'mwnet': [(0.80, 0.77, 0.2, 1000.0), (0.79, 0.74, 0.2, 1000.0)],  # seeds 0, 1
+           'mlc': [(0.81, 0.80, 0.1, 1000.0)]}                                # no partner
+  for method, runs in reuse.items():
+    for seed, values in enumerate(runs):
+      make_grid_run(root, method, seed, *values, actual_step='reuse', step_s=0.4)
+  result = report.make_report([root], str(tmp_path / 'out'))
+  rows = result['grid']['fashion_mnist sym 60% (ResNet-8, 5000 imgs, 40 ep)']
+  assert {'mwnet[reuse]', 'mlc[reuse]'} <= set(rows)
+  pairs = grid.actual_step_pairs(rows)
+  assert list(pairs) == ['mwnet[reuse]']   # famus has no reuse row, mlc[reuse] no partner
+  diff = 100 * (np.array([r[1] for r in reuse['mwnet']])
+                - np.array([r[1] for r in GRID['mwnet'][:2]]))
+  assert pairs['mwnet[reuse]']['partner'] == 'mwnet'
+  np.testing.assert_allclose(pairs['mwnet[reuse]']['difference'][:2],
+                             [diff.mean(), diff.std(ddof=1)])
+  assert pairs['mwnet[reuse]']['difference'][2] == 2
+  np.testing.assert_allclose(list(pairs['mwnet[reuse]']['per_seed'].values()), diff)
+  recompute_sd = 100 * np.std([r[1] for r in GRID['mwnet']], ddof=1)
+  within = 'yes' if abs(diff.mean()) <= recompute_sd else 'no'
+  text = open(result['report']).read()
+  assert (f'| mwnet[reuse] | mwnet | ' in text and
+          f'| {diff.mean():+.2f} ± {diff.std(ddof=1):.2f} | '
+          f's0 {diff[0]:+.2f}, s1 {diff[1]:+.2f} | {within} | '
+          f'{0.4 / GRID_STEP_S["mwnet"]:.2f} |' in text)
+  assert report.labels.without_tag('famus(l2r)[reuse,every5]', 'reuse') == 'famus(l2r)[every5]'
+  assert report.labels.without_tag('mlc[reuse]', 'reuse') == 'mlc'
+  assert report.labels.without_tag('mlc[reused]', 'reuse') is None
+  assert report.labels.without_tag('mlc', 'reuse') is None
 
 
 def test_clean_images_count_the_clean_meta_set_a_method_reads():

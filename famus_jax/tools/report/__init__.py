@@ -13,7 +13,8 @@ file (`python -m famus_jax.tools.benchmark --out=F.json`).
 Writes in --out the figures of `plots` (a figure is skipped, with one printed
 line why, when no input has its data) and report.md: accuracy tables per
 setting and a pivot over settings, the grid's table per setting (seeds,
-paired differences to ERM and exact MW-Net, memorisation, cost; `grid`) with
+paired differences to ERM and exact MW-Net, memorisation, cost, `reuse` rows
+against `recompute`; `grid`) with
 the memorisation regime's PASS / FAIL criteria (also printed), how fast the
 weights learned (weight AUROC and meta-gradient norm per band of the run; `signal`),
 estimator-quality and benchmark tables, and links to the figures.

@@ -10,14 +10,17 @@ true class), the clean-labelled images the method reads, the mean weights of
 clean and mislabelled examples, the median step and the whole-run wall time as
 ratios to ERM's (marked where the row's and ERM's runs record different host
 CPUs). A short table of the columns a results page quotes (`summary_table`)
-comes before the full one (`grid_table`). Then the regime's criteria: ERM
-memorises (its final fit to the given labels >= 0.8) and its last epoch falls
->= 10 points below its best.
+comes before the full one (`grid_table`), and the one-backward actual step
+against the papers' (`actual_step_table`: each row with `reuse` paired with the
+same row without it) after it. Then the regime's criteria: ERM memorises (its
+final fit to the given labels >= 0.8) and its last epoch falls >= 10 points
+below its best.
 """
 
 from typing import Optional
 
 from famus_jax import catalogue
+from famus_jax.tools.report.labels import without_tag
 from famus_jax.tools.report.tables import fmt, fmt_mean_std, mean, mean_std, pct
 
 ERM = 'erm'
@@ -135,6 +138,52 @@ def grid_table(setting: str, rows: dict) -> list:
   return lines + ['']
 
 
+REUSE_TAG = catalogue.REUSE.names['reuse']
+
+
+def actual_step_pairs(rows: dict) -> dict:
+  """label with `reuse` -> (label without it, paired difference of the last top-1).
+
+  Rows of `grid_rows`; a `reuse` row whose partner (the same label, `recompute`) is not in
+  the setting is left out. The difference is `paired_difference`'s (mean, sample std,
+  pairs), reuse minus recompute, per seed in 'per_seed'.
+  """
+  pairs = {}
+  for label, r in rows.items():
+    partner = without_tag(label, REUSE_TAG)
+    if partner is None or partner not in rows:
+      continue
+    mine = {s: {'last': v[1]} for s, v in r['per_seed'].items()}
+    theirs = {s: {'last': v[1]} for s, v in rows[partner]['per_seed'].items()}
+    pairs[label] = {'partner': partner, 'difference': paired_difference(mine, theirs),
+                    'per_seed': {s: mine[s]['last'] - theirs[s]['last'] for s in mine
+                                 if s in theirs and None not in (mine[s]['last'],
+                                                                 theirs[s]['last'])}}
+  return pairs
+
+
+def actual_step_table(setting: str, rows: dict) -> list:
+  """Markdown lines: each `reuse` row against its `recompute` partner (none: no lines)."""
+  pairs = actual_step_pairs(rows)
+  if not pairs:
+    return []
+  lines = [f'### {setting}: actual step, reuse against recompute', '',
+           '| reuse row | recompute row | reuse, last top-1 % | recompute, last top-1 % | '
+           'reuse - recompute (paired) | per seed | within one recompute sd | '
+           'step, reuse / recompute |', '|---' * 8 + '|']
+  for label, p in pairs.items():
+    mine, theirs = rows[label], rows[p['partner']]
+    diff, sd = p['difference'][0], theirs['last_mean_std'][1]
+    within = '-' if diff is None or sd is None else ('yes' if abs(diff) <= sd else 'no')
+    lines.append(
+        f'| {label} | {p["partner"]} | {fmt_mean_std(mine["last_mean_std"])} | '
+        f'{fmt_mean_std(theirs["last_mean_std"])} | '
+        f'{_paired(p["difference"], len(mine["seeds"]))} | '
+        f'{_each_seed(p["per_seed"], lambda v: fmt(v, "+.2f"))} | {within} | '
+        f'{fmt(_ratio(mine["median_step_s"], theirs["median_step_s"]), ".2f")} |')
+  return lines + ['']
+
+
 def regime_criteria(methods: dict) -> list:
   """PASS / FAIL lines of the memorisation regime's two criteria, from ERM's runs."""
   erm = methods.get(ERM)
@@ -183,5 +232,6 @@ def grid_section(acc: dict) -> tuple:
     grids[setting] = grid_rows(methods)
     lines += summary_table(setting, grids[setting])
     lines += grid_table(setting, grids[setting])
+    lines += actual_step_table(setting, grids[setting])
     lines += ['Regime criteria:', '', *regime_criteria(methods), '']
   return lines, grids

@@ -10,6 +10,7 @@ fields that set it apart from the other runs of its method and setting
 import collections
 import json
 import re
+from typing import Optional
 
 from flax import traverse_util
 
@@ -75,6 +76,16 @@ def method_label(config: dict, extra_tags: tuple = ()) -> str:
   if label.endswith(']'):
     return f'{label[:-1]},{",".join(extra_tags)}]'
   return f'{label}[{",".join(extra_tags)}]'
+
+
+def without_tag(label: str, tag: str) -> Optional[str]:
+  """`label` with the bracketed tag `tag` removed ('mwnet[reuse,every5]' -> 'mwnet[every5]',
+  'mlc[reuse]' -> 'mlc'); None when the label has no such tag."""
+  match = re.fullmatch(r'(.*)\[(.*)\]', label)
+  if match is None or tag not in match.group(2).split(','):
+    return None
+  rest = [t for t in match.group(2).split(',') if t != tag]
+  return match.group(1) + (f'[{",".join(rest)}]' if rest else '')
 
 
 def schedule_label(config: dict) -> str:
