@@ -169,12 +169,13 @@ def actual_step_table(setting: str, rows: dict) -> list:
     return []
   lines = [f'### {setting}: actual step, reuse against recompute', '',
            '| reuse row | recompute row | reuse, last top-1 % | recompute, last top-1 % | '
-           'reuse - recompute (paired) | per seed | within one recompute sd | '
+           'reuse - recompute (paired) | per seed | against one recompute sd | '
            'step, reuse / recompute |', '|---' * 8 + '|']
   for label, p in pairs.items():
     mine, theirs = rows[label], rows[p['partner']]
     diff, sd = p['difference'][0], theirs['last_mean_std'][1]
-    within = '-' if diff is None or sd is None else ('yes' if abs(diff) <= sd else 'no')
+    within = ('-' if diff is None or sd is None else 'within' if abs(diff) <= sd
+              else 'above' if diff > 0 else 'below')
     lines.append(
         f'| {label} | {p["partner"]} | {fmt_mean_std(mine["last_mean_std"])} | '
         f'{fmt_mean_std(theirs["last_mean_std"])} | '
