@@ -236,7 +236,7 @@ def recorded_config(method: str) -> dict:
   """The config fingerprint the trainer records for the schema's defaults and `method`."""
   c = schema.get_config()
   c.method = method
-  return config_fingerprint(catalogue.with_update_period(c).to_dict())
+  return config_fingerprint(catalogue.with_resolved_meta(c).to_dict())
 
 
 def test_a_record_older_than_a_changed_default_resumes_only_with_what_it_ran():
@@ -273,6 +273,23 @@ def test_a_record_of_the_unset_period_reads_as_the_methods_own():
   given = {'config': {**l2r['config'], 'meta.update_every': 5}, 'data': {}}
   assert fingerprint_differences(given, l2r) == [('meta.update_every', 5, 1)]
   assert fingerprint_differences(resume.with_named_period(given), l2r) == []
+
+
+def test_the_unset_actual_step_reads_as_the_methods_own_and_an_absent_one_as_recompute():
+  """meta.actual_step = None records the method's own (MW-Net reuse, MLC recompute); a record
+  written before the field existed ran the papers' update (recompute)."""
+  defaults = resume.record_defaults_fingerprint()
+  assert defaults['meta.actual_step'] == 'recompute'
+  for method, step in (('mwnet', 'reuse'), ('mlc', 'recompute')):
+    new = {'config': recorded_config(method), 'data': {}}
+    assert new['config']['meta.actual_step'] == step
+    saved = {'config': {**new['config'], 'meta.actual_step': None}, 'data': {}}
+    assert resume.with_named_period(saved)['config']['meta.actual_step'] == step
+    assert fingerprint_differences(resume.with_named_period(saved), new) == []
+    absent = {'config': {k: v for k, v in new['config'].items() if k != 'meta.actual_step'},
+              'data': {}}
+    assert fingerprint_differences(absent, new, defaults) == (
+        [] if step == 'recompute' else [('meta.actual_step', '<absent>', 'reuse')])
 
 
 def test_changed_method_is_refused_even_with_allow_changes(reference, tmp_path):

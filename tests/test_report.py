@@ -379,7 +379,8 @@ def test_a_field_without_effect_on_a_run_does_not_tag_it():
   """FaMUS's warm-up rate tags only runs with a warm-up, its meta learning rate only runs with
   a meta model (not FaMUS on L2R); where it acts it still tags."""
   def run(name, **famus):
-    config = report.with_schema_defaults({'method': 'famus', 'famus': famus})
+    config = report.with_schema_defaults({'method': 'famus', 'famus': famus,
+                                          'meta': {'actual_step': 'reuse'}})
     return report.RunDir(workdir=name, config=config, summary=None, events=[], quality=[],
                          quality_summary=None)
   runs = [run('warm', exact_steps=250, exact_meta_lr_scale=1.0),
@@ -399,7 +400,8 @@ def test_amortised_runs_name_a_scaled_meta_learning_rate():
   """meta.amortised_lr='scaled' tags amortised runs only; a record older than the field reads
   as the default 'same' (what amortised runs did before it existed)."""
   def run(name, **meta):
-    config = report.with_schema_defaults({'method': 'mwnet', 'meta': meta})
+    config = report.with_schema_defaults({'method': 'mwnet',
+                                          'meta': {'actual_step': 'reuse', **meta}})
     return report.RunDir(workdir=name, config=config, summary=None, events=[], quality=[],
                          quality_summary=None)
   runs = [run('old', update_every=5), run('new', update_every=5, amortised_lr='scaled'),
@@ -684,14 +686,14 @@ def test_memorisation_grid_rows_are_distinct_rows_of_the_table(tmp_path):
       except (ValueError, SyntaxError):
         node[leaf] = value
     config_check.validate(config)
-    config = catalogue.with_update_period(config)  # what the trainer records
+    config = catalogue.with_resolved_meta(config)  # what the trainer records
     runs.append(report.RunDir(workdir=name, config=report.with_schema_defaults(config.to_dict()),
                               summary=None, events=[], quality=[], quality_summary=None))
   report.tag_variants(runs)
   assert {r.workdir: r.method for r in runs} == {
       'erm': 'erm', 'mwnet': 'mwnet', 'mwnet_reuse': 'mwnet[reuse]',
       'mwnet_default': 'mwnet[reuse,every5,scaled_lr]', 'l2r': 'l2r',
-      'random_weight': 'random_weight', 'mlc': 'mlc', 'mlc_default': 'mlc[reuse]',
+      'random_weight': 'random_weight', 'mlc': 'mlc', 'mlc_reuse': 'mlc[reuse]',
       'famus_default': 'famus[reuse,every5,scaled_lr]',
       'famus_default_recompute': 'famus[every5,scaled_lr]',
       'famus_l2r': 'famus(l2r)[exact_steps=0]', 'fsr': 'fsr', 'fsr_onepass': 'fsr[one_pass]',
