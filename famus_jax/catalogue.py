@@ -8,9 +8,8 @@ short name each such value shows ('famus(l2r)', 'mwnet[reuse]',
 peer, the metrics and events it writes to metrics.jsonl, whether it trains one
 network or the co-trained pair, whether it reads the clean meta set, and which
 per-example quantity ranks a run's suspected label errors
-(`famus_jax.tools.label_issues`), and the period of its meta-model updates and
-its actual step when `config.meta.update_every` / `config.meta.actual_step` are
-unset (`update_every`, `actual_step`).
+(`famus_jax.tools.label_issues`), and the period of its meta-model updates when
+`config.meta.update_every` is unset (`update_every`).
 
 The metric and event names of metrics.jsonl are declared here too, so the
 producers and the tools (report, benchmark) spell them once. This module
@@ -157,10 +156,8 @@ class MethodEntry:
   meta_model: whether it learns a meta model between steps (MW-Net's weight net, MLC's
   transition matrix), whose updates `config.meta.update_every` spaces out; a method without
   one trains at every step whatever the field says. update_every: that period when
-  `config.meta.update_every` is None (`update_every(config)`). actual_step: its actual update
-  ('reuse' or 'recompute', `config.meta.actual_step`) when that field is None
-  (`actual_step(config)`). accelerates: the config field naming the method it speeds up
-  (FaMUS: 'famus.base'), whose meta model, period and actual step it takes.
+  `config.meta.update_every` is None (`update_every(config)`). accelerates: the config field
+  naming the method it speeds up (FaMUS: 'famus.base'), whose meta model and period it takes.
   inert_fields: field -> (field, value) under which it has no effect on a run (FaMUS's
   warm-up rate without a warm-up); the report does not tag runs apart by it there.
   """
@@ -180,7 +177,6 @@ class MethodEntry:
   label_issue_score: LabelIssueScore = LabelIssueScore()
   meta_model: bool = False
   update_every: int = 1
-  actual_step: str = 'reuse'
   accelerates: Optional[str] = None
   inert_fields: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
 
@@ -201,10 +197,6 @@ class MethodEntry:
 # its exact warm-up) above exact MW-Net; MLC every fifth step ends 3 points below MLC at
 # every step, so MLC keeps 1 (docs/results.md).
 AMORTISED_PERIOD = 5
-# MLC's actual step by default: with the one-backward form (`reuse`) MLC ended about 2 points
-# below the paper's update on the memorisation grid, where MW-Net and FaMUS lose nothing by it
-# (docs/results.md).
-PAPERS_ACTUAL_STEP = 'recompute'
 # The variants every meta method shares: the one-backward actual step, and the co-trained
 # pair's pseudo-clean meta sets (with the pair's semi-supervised step).
 REUSE = Variant('meta.actual_step', {'reuse': 'reuse'})
@@ -259,7 +251,7 @@ CATALOGUE = {
     'mlc': MethodEntry(
         'mlc', f'{REGISTRY}:create_exact', group='mlc', variants=(REUSE, EVERY, AMORTISED_LR),
         ablation_fields=('mlc.',) + META_FIELDS, metrics=(MLC_TRANSITION_DIAGONAL,),
-        clean_meta=True, colour='tab:purple', meta_model=True, actual_step=PAPERS_ACTUAL_STEP,
+        clean_meta=True, colour='tab:purple', meta_model=True,
         benchmarks=(B('mlc', {'method': 'mlc', **RECOMPUTE}),
                     B('mlc_reuse', {'method': 'mlc', **REUSE_EVERY_STEP}))),
     'famus': MethodEntry(
@@ -351,52 +343,32 @@ def _flat(config: Mapping) -> dict:
   return traverse_util.flatten_dict(nested, sep='.')
 
 
-def _meta_entry(fields: Mapping) -> Optional[MethodEntry]:
-  """The entry whose meta model a run (flat `fields`) trains: its method's, FaMUS's base's."""
-  spec = entry(fields.get('method'))
-  if spec is not None and spec.accelerates is not None:  # without the field: its own entry's
-    spec = entry(fields.get(spec.accelerates)) or spec
-  return spec
-
-
 def update_every(config: Mapping) -> int:
   """The meta-update period a run trains with: `config.meta.update_every`, or where it is None
   its method's declared one (`MethodEntry.update_every`; FaMUS: its base's); 1 for a method
   without a meta model (`MethodEntry.meta_model`: L2R, FaMUS on it, ERM, FSR, ...), whose
   step updates nothing between steps, whatever the field says."""
   fields = _flat(config)
-  spec = _meta_entry(fields)
+  spec = entry(fields.get('method'))
+  if spec is not None and spec.accelerates is not None:  # without the field: its own entry's
+    spec = entry(fields.get(spec.accelerates)) or spec
   if spec is None or not spec.meta_model:
     return 1
   value = fields.get('meta.update_every')
   return spec.update_every if value is None else value
 
 
-def actual_step(config: Mapping) -> Optional[str]:
-  """The actual step a run trains with: `config.meta.actual_step`, or where it is None its
-  method's declared one (`MethodEntry.actual_step`; FaMUS: its base's); None for an unknown
-  method. Methods without a virtual gradient (L2R, ERM, ...) ignore it."""
-  fields = _flat(config)
-  value = fields.get('meta.actual_step')
-  if value is not None:
-    return value
-  spec = _meta_entry(fields)
-  return None if spec is None else spec.actual_step
-
-
-def with_resolved_meta(config):
-  """`config` (a ConfigDict) whose `meta.update_every` and `meta.actual_step` are what the run
-  trains with (`update_every`: the field where it is set and the method has a meta model, the
-  method's own where it is None, 1 without a meta model; `actual_step`: the field, or the
-  method's own where it is None), on a copy where that differs. Factories build methods from
-  it, and the trainer records it (config.json, the run fingerprint), so a run's records name
-  the period and the actual step it ran with."""
-  period, step = update_every(config), actual_step(config)
-  if config.meta.update_every == period and config.meta.actual_step == step:
+def with_update_period(config):
+  """`config` (a ConfigDict) whose `meta.update_every` is the period the run trains with
+  (`update_every`: the field where it is set and the method has a meta model, the method's own
+  where it is None, 1 without a meta model), on a copy where that differs. Factories build
+  methods from it, and the trainer records it (config.json, the run fingerprint), so a run's
+  records name the period it ran with."""
+  period = update_every(config)
+  if config.meta.update_every == period:
     return config
   resolved = copy.deepcopy(config)
   resolved.meta.update_every = period
-  resolved.meta.actual_step = step
   return resolved
 
 
@@ -423,8 +395,6 @@ def label(config: Mapping) -> str:
   fields = _flat(config)
   if 'meta.update_every' in fields:  # None: the method's own period, named as that number
     fields['meta.update_every'] = update_every(fields)
-  if fields.get('meta.actual_step', '') is None:  # the method's own, named as that form
-    fields['meta.actual_step'] = actual_step(fields)
   stem, tags = method, []
   for variant in (spec.variants if spec else ()):
     if variant.when is not None and fields.get(variant.when[0]) != variant.when[1]:

@@ -26,7 +26,7 @@ BEFORE_THE_FIELD = {
 
 # Fields whose value may be None (a meaning of its own, in the comment at the field); on the
 # command line `--config.FIELD=None` (famus_jax/cli.py).
-NULLABLE = ('meta.update_every', 'meta.actual_step', 'famus.exact_meta_lr_scale')
+NULLABLE = ('meta.update_every', 'famus.exact_meta_lr_scale')
 
 
 def record_defaults() -> ml_collections.ConfigDict:
@@ -167,13 +167,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.meta = ml_collections.ConfigDict()
   # The actual update of mwnet / mlc / famus (L2R has one form only):
   #   reuse:     the virtual step's gradient sum_i eps_i(theta) grad L_i, already computed:
-  #              one training backward per step; theta' acts from the next step on.
+  #              one training backward per step; theta' acts from the next step on. The
+  #              default: as accurate as recompute on the memorisation grid (docs/results.md).
   #   recompute: grad of sum_i eps_i(theta') L_i, the new meta model's weights (paper Eq. 5);
   #              a second backward pass over the training batch.
-  # None = the method's own (famus_jax/catalogue.py, `actual_step`): reuse for MW-Net and FaMUS
-  # on it (on the memorisation grid level with recompute), recompute for MLC and FaMUS on it
-  # (MLC with reuse ended about 2 points lower there); docs/results.md.
-  c.meta.actual_step = ml_collections.config_dict.placeholder(str)
+  c.meta.actual_step = 'reuse'
   # Amortised meta updates (mwnet, mlc, famus on those bases; methods without a meta model
   # ignore it): the meta model is updated on every k-th step only; the steps between train on
   # its current weights (one forward of the small meta model). 1 = every step (the papers).

@@ -32,7 +32,7 @@ def create_dividemix(config) -> Method:
 
 def create_exact(config) -> Method:
   """The exact meta-gradient method of `config.method` ('mwnet', 'l2r' or 'mlc')."""
-  config = catalogue.with_resolved_meta(config)
+  config = catalogue.with_update_period(config)
   cls = META_GRADIENT_PATHS[config.meta_gradient]
   return cls(config.method, create_base(config.method, config), ExactEstimator(), config.meta)
 

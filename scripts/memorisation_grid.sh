@@ -27,7 +27,7 @@ seeds=${2:-0 1 2}
 R=meta.actual_step=recompute,meta.update_every=1; U=meta.actual_step=reuse,meta.update_every=1
 X=famus.exact_steps=0
 all="erm mwnet:$R mwnet_reuse:$U mwnet_default:method=mwnet
-  l2r random_weight:method=random_weight mlc:$R mlc_reuse:$U
+  l2r random_weight:method=random_weight mlc:$R mlc_default:method=mlc
   famus_default:method=famus famus_default_recompute:method=famus,meta.actual_step=recompute
   famus_l2r:method=famus,famus.base=l2r,$X
   fsr fsr_onepass:fsr.mixup_form=one_pass fsr_paper:fsr.mixup_losses=weighted dividemix

@@ -132,16 +132,15 @@ def test_none_on_the_command_line_for_the_fields_that_take_it(tmp_path):
   """--config.FIELD=None sets a nullable field (the tiny preset pins the period; None gives
   MW-Net's own, recorded as 5); any other field refuses it in one line naming those fields."""
   code, err = run_main('--config.meta.update_every=None', '--config.famus.exact_meta_lr_scale=None',
-                       '--config.meta.actual_step=None', f'--workdir={tmp_path / "run"}')
+                       f'--workdir={tmp_path / "run"}')
   assert code == 0, err
   recorded = json.loads((tmp_path / 'run' / 'config.json').read_text())
   assert recorded['meta']['update_every'] == 5
-  assert recorded['meta']['actual_step'] == 'reuse'
   assert recorded['famus']['exact_meta_lr_scale'] is None
   code, err = run_main('--config.lr=None', f'--workdir={tmp_path / "never"}')
   assert code != 0 and 'Traceback' not in err
   assert err.strip() == ('error: --config.lr=None: only these fields take None: '
-                         'meta.update_every, meta.actual_step, famus.exact_meta_lr_scale')
+                         'meta.update_every, famus.exact_meta_lr_scale')
   assert not (tmp_path / 'never').exists()
   proc = subprocess.run([sys.executable, '-m', 'famus_jax.tools.report', str(tmp_path / 'run'),
                          f'--out={tmp_path / "report"}', '--config.meta.update_every=None'],

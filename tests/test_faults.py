@@ -31,6 +31,7 @@ from famus_jax.errors import (CheckpointDamagedError, CheckpointSaveError, Confi
                               DataCorruptError, DataNotFoundError, NonFiniteLossError, WorkdirLockedError,
                               WorkdirMismatchError)
 from famus_jax.presets import tiny
+from famus_jax.tools import report
 from famus_jax.tools.label_issues import restore_run
 from famus_jax.train.checkpoint import (Checkpointer, WorkdirLock, config_fingerprint,
                                         fingerprint_differences)
@@ -236,7 +237,7 @@ def recorded_config(method: str) -> dict:
   """The config fingerprint the trainer records for the schema's defaults and `method`."""
   c = schema.get_config()
   c.method = method
-  return config_fingerprint(catalogue.with_resolved_meta(c).to_dict())
+  return config_fingerprint(catalogue.with_update_period(c).to_dict())
 
 
 def test_a_record_older_than_a_changed_default_resumes_only_with_what_it_ran():
@@ -275,21 +276,21 @@ def test_a_record_of_the_unset_period_reads_as_the_methods_own():
   assert fingerprint_differences(resume.with_named_period(given), l2r) == []
 
 
-def test_the_unset_actual_step_reads_as_the_methods_own_and_an_absent_one_as_recompute():
-  """meta.actual_step = None records the method's own (MW-Net reuse, MLC recompute); a record
-  written before the field existed ran the papers' update (recompute)."""
+def test_a_record_without_the_actual_step_ran_the_papers_update():
+  """meta.actual_step was added with the papers' update (recompute) as the only form: a record
+  lacking it resumes under recompute and not under today's default (reuse), and the report
+  names it as recompute."""
   defaults = resume.record_defaults_fingerprint()
-  assert defaults['meta.actual_step'] == 'recompute'
-  for method, step in (('mwnet', 'reuse'), ('mlc', 'recompute')):
-    new = {'config': recorded_config(method), 'data': {}}
-    assert new['config']['meta.actual_step'] == step
-    saved = {'config': {**new['config'], 'meta.actual_step': None}, 'data': {}}
-    assert resume.with_named_period(saved)['config']['meta.actual_step'] == step
-    assert fingerprint_differences(resume.with_named_period(saved), new) == []
-    absent = {'config': {k: v for k, v in new['config'].items() if k != 'meta.actual_step'},
-              'data': {}}
-    assert fingerprint_differences(absent, new, defaults) == (
-        [] if step == 'recompute' else [('meta.actual_step', '<absent>', 'reuse')])
+  assert defaults['meta.actual_step'] == 'recompute' != schema.get_config().meta.actual_step
+  new = {'config': recorded_config('mwnet'), 'data': {}}
+  absent = {'config': {k: v for k, v in new['config'].items() if k != 'meta.actual_step'},
+            'data': {}}
+  assert fingerprint_differences(absent, new, defaults) == [
+      ('meta.actual_step', '<absent>', 'reuse')]
+  recompute = {'config': {**new['config'], 'meta.actual_step': 'recompute'}, 'data': {}}
+  assert fingerprint_differences(absent, recompute, defaults) == []
+  old = report.with_schema_defaults({'method': 'mwnet', 'meta': {'update_every': 1}})
+  assert catalogue.label(old) == 'mwnet'
 
 
 def test_changed_method_is_refused_even_with_allow_changes(reference, tmp_path):

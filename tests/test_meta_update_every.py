@@ -165,34 +165,25 @@ def test_methods_without_a_meta_model_ignore_the_period(method):
   assert create_method(c).update_every == 1
 
 
-@pytest.mark.parametrize('method,base,period,step,label,has_meta_model', [
-    ('mwnet', 'mwnet', 5, 'reuse', 'mwnet[reuse,every5,scaled_lr]', True),
-    ('famus', 'mwnet', 5, 'reuse', 'famus[reuse,every5,scaled_lr]', True),
-    ('mlc', 'mwnet', 1, 'recompute', 'mlc', True),
-    ('famus', 'mlc', 1, 'recompute', 'famus(mlc)', True),
-    ('famus', 'l2r', 1, 'reuse', 'famus(l2r)', False), ('l2r', 'mwnet', 1, 'reuse', 'l2r', False),
-    ('erm', 'mwnet', 1, 'reuse', 'erm', False)])
-def test_the_default_period_is_the_methods_own(method, base, period, step, label,
-                                               has_meta_model):
-  """meta.update_every and meta.actual_step = None (the schema's defaults): MW-Net and FaMUS
-  on it every fifth step with `reuse`, MLC (and FaMUS on it) every step with `recompute`; the
-  built method, the catalogue and the run's name agree, and an explicit value wins."""
+@pytest.mark.parametrize('method,base,period,label,has_meta_model', [
+    ('mwnet', 'mwnet', 5, 'mwnet[reuse,every5,scaled_lr]', True),
+    ('famus', 'mwnet', 5, 'famus[reuse,every5,scaled_lr]', True),
+    ('mlc', 'mwnet', 1, 'mlc[reuse]', True), ('famus', 'mlc', 1, 'famus(mlc)[reuse]', True),
+    ('famus', 'l2r', 1, 'famus(l2r)', False), ('l2r', 'mwnet', 1, 'l2r', False),
+    ('erm', 'mwnet', 1, 'erm', False)])
+def test_the_default_period_is_the_methods_own(method, base, period, label, has_meta_model):
+  """meta.update_every = None (the schema's default): MW-Net and FaMUS on it every fifth step,
+  MLC (and FaMUS on it) every step; the built method, the catalogue and the run's name agree,
+  and an explicit value wins."""
   c = config_lib.get_config()
   c.method, c.famus.base = method, base
-  assert c.meta.update_every is None and c.meta.actual_step is None
+  assert c.meta.update_every is None
   config_check.validate(c)
-  built = create_method(c)
-  assert catalogue.update_every(c) == built.update_every == period
-  assert catalogue.actual_step(c) == step
-  if hasattr(built, 'actual_step'):  # the meta-reweighting methods
-    assert built.actual_step == step
+  assert catalogue.update_every(c) == create_method(c).update_every == period
   assert catalogue.label(c.to_dict()) == label
-  resolved = catalogue.with_resolved_meta(c)
-  assert (resolved.meta.update_every, resolved.meta.actual_step) == (period, step)
-  c.meta.update_every, c.meta.actual_step = 3, {'reuse': 'recompute'}.get(step, 'reuse')
+  c.meta.update_every = 3
   assert catalogue.update_every(c) == create_method(c).update_every == (
       3 if has_meta_model else 1)
-  assert catalogue.actual_step(c) == c.meta.actual_step
 
 
 @pytest.mark.parametrize('every,message', [

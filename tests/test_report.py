@@ -686,14 +686,14 @@ def test_memorisation_grid_rows_are_distinct_rows_of_the_table(tmp_path):
       except (ValueError, SyntaxError):
         node[leaf] = value
     config_check.validate(config)
-    config = catalogue.with_resolved_meta(config)  # what the trainer records
+    config = catalogue.with_update_period(config)  # what the trainer records
     runs.append(report.RunDir(workdir=name, config=report.with_schema_defaults(config.to_dict()),
                               summary=None, events=[], quality=[], quality_summary=None))
   report.tag_variants(runs)
   assert {r.workdir: r.method for r in runs} == {
       'erm': 'erm', 'mwnet': 'mwnet', 'mwnet_reuse': 'mwnet[reuse]',
       'mwnet_default': 'mwnet[reuse,every5,scaled_lr]', 'l2r': 'l2r',
-      'random_weight': 'random_weight', 'mlc': 'mlc', 'mlc_reuse': 'mlc[reuse]',
+      'random_weight': 'random_weight', 'mlc': 'mlc', 'mlc_default': 'mlc[reuse]',
       'famus_default': 'famus[reuse,every5,scaled_lr]',
       'famus_default_recompute': 'famus[every5,scaled_lr]',
       'famus_l2r': 'famus(l2r)[exact_steps=0]', 'fsr': 'fsr', 'fsr_onepass': 'fsr[one_pass]',

@@ -202,7 +202,7 @@ def check_against_model(method: FamusMethod, params) -> None:
 
 def create_famus(config) -> FamusMethod:
   """The FaMUS method for `config` (config.famus.base = 'mwnet', 'l2r' or 'mlc')."""
-  config = catalogue.with_resolved_meta(config)
+  config = catalogue.with_update_period(config)
   settings = settings_from_config(config)
   f = config.famus
   # The meta updates inside the first exact_steps training steps (0, k, 2k, ... under

@@ -61,18 +61,16 @@ def record_defaults_fingerprint() -> dict:
 
 def with_named_period(saved: dict) -> dict:
   """A saved fingerprint whose `meta.update_every` is the period the run trained with
-  (`catalogue.update_every`) and whose unset `meta.actual_step` is its method's own
-  (`catalogue.actual_step`), which is what the trainer records now: records written before
-  stored the period as given (None: the method's own; a period given to a method without a
+  (`catalogue.update_every`), which is what the trainer records now: records written before
+  stored the field as given (None: the method's own; a period given to a method without a
   meta model, which trains at every step)."""
   fields = saved.get('config') or {}
-  named = {}
-  if 'meta.update_every' in fields and fields['meta.update_every'] != catalogue.update_every(
-      fields):
-    named['meta.update_every'] = catalogue.update_every(fields)
-  if 'meta.actual_step' in fields and fields['meta.actual_step'] is None:
-    named['meta.actual_step'] = catalogue.actual_step(fields)
-  return {**saved, 'config': {**fields, **named}} if named else saved
+  if 'meta.update_every' not in fields:
+    return saved
+  period = catalogue.update_every(fields)
+  if fields['meta.update_every'] == period:
+    return saved
+  return {**saved, 'config': {**fields, 'meta.update_every': period}}
 
 
 def restore_matching(config, workdir: str, checkpointer: Checkpointer, template,

@@ -197,7 +197,7 @@ def train_and_evaluate(config, workdir: str, hooks: Sequence[Hook] = (), data=No
   API's arrays); model: a Flax module instead of `config.model`'s.
   """
   distributed.initialize(config)  # before anything touches a device
-  config = catalogue.with_resolved_meta(config)  # records name the period the run trains with
+  config = catalogue.with_update_period(config)  # records name the period the run trains with
   mesh = data_mesh()
   check_divisible(config, mesh.size)
   if data is None:

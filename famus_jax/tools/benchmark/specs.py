@@ -84,7 +84,7 @@ def step_form(config) -> str:
   if method == 'famus' and config.famus.base == 'l2r' or method == 'l2r':
     return 'l2r (one form)'
   if method in ('mwnet', 'famus', 'mlc'):
-    return catalogue.actual_step(config)
+    return config.meta.actual_step
   if method == 'fsr':
     return config.fsr.mixup_form if config.fsr.mixup_alpha > 0 else 'no mixup'
   return '-'
