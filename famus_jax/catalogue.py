@@ -194,7 +194,7 @@ class MethodEntry:
 
 # The meta-update period of MW-Net's runs (and FaMUS's on it) by default: on the memorisation
 # grid MW-Net every fifth step at the scaled rate ends level with every step, and FaMUS (with
-# its exact warm-up) above exact MW-Net; MLC every fifth step ends 3 points below MLC at
+# its exact warm-up) above exact MW-Net; MLC every fifth step ends 2.7 points below MLC at
 # every step, so MLC keeps 1 (docs/results.md).
 AMORTISED_PERIOD = 5
 # The variants every meta method shares: the one-backward actual step, and the co-trained

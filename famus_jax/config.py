@@ -178,7 +178,7 @@ def get_config() -> ml_collections.ConfigDict:
   # None = the method's own period (famus_jax/catalogue.py, `update_every`): 5 for MW-Net and
   # FaMUS on it (on the memorisation grid level with or above every step, FaMUS at 1.1x ERM's
   # wall time with the exact warm-up below), 1 for MLC and FaMUS on it (MLC every fifth step
-  # ended 3 points lower on average there); docs/results.md.
+  # ended 2.7 points lower, on every seed); docs/results.md.
   c.meta.update_every = ml_collections.config_dict.placeholder(int)
   # The meta model's learning rate under update_every = k > 1: scaled: x k (it moves about as
   # far per epoch as with k = 1) | same: the base's (it learns k times slower per epoch; cost
