@@ -145,20 +145,19 @@ def actual_step_pairs(rows: dict) -> dict:
   """label with `reuse` -> (label without it, paired difference of the last top-1).
 
   Rows of `grid_rows`; a `reuse` row whose partner (the same label, `recompute`) is not in
-  the setting is left out. The difference is `paired_difference`'s (mean, sample std,
-  pairs), reuse minus recompute, per seed in 'per_seed'.
+  the setting is left out. 'difference': (mean, sample std, pairs) of reuse minus recompute
+  over the seeds both have, each seed's in 'per_seed'.
   """
   pairs = {}
   for label, r in rows.items():
     partner = without_tag(label, REUSE_TAG)
     if partner is None or partner not in rows:
       continue
-    mine = {s: {'last': v[1]} for s, v in r['per_seed'].items()}
-    theirs = {s: {'last': v[1]} for s, v in rows[partner]['per_seed'].items()}
-    pairs[label] = {'partner': partner, 'difference': paired_difference(mine, theirs),
-                    'per_seed': {s: mine[s]['last'] - theirs[s]['last'] for s in mine
-                                 if s in theirs and None not in (mine[s]['last'],
-                                                                 theirs[s]['last'])}}
+    theirs = rows[partner]['per_seed']
+    diffs = {s: v[1] - theirs[s][1] for s, v in r['per_seed'].items()
+             if s in theirs and None not in (v[1], theirs[s][1])}
+    pairs[label] = {'partner': partner, 'per_seed': diffs,
+                    'difference': (*mean_std(list(diffs.values())), len(diffs))}
   return pairs
 
 
