@@ -30,13 +30,18 @@ COLLAPSE_POINTS = 10.0   # ERM's last top-1 at least this far below its best
 MIXED_MARK = '†'         # after a step / wall ratio whose runs ran on different machines
 
 
-def paired_difference(a: dict, reference: Optional[dict], key: str = 'last') -> tuple:
-  """(mean, sample std, pairs) of a[seed][key] - reference[seed][key] over the shared seeds."""
+def seed_differences(a: dict, reference: dict, key='last') -> dict:
+  """seed -> a[seed][key] - reference[seed][key], over the seeds both have a value for."""
+  return {s: a[s][key] - reference[s][key] for s in a
+          if s in reference and a[s][key] is not None and reference[s][key] is not None}
+
+
+def paired_difference(a: dict, reference: Optional[dict], key='last') -> tuple:
+  """(mean, sample std, pairs) of `seed_differences`."""
   if reference is None:
     return None, None, 0
-  diffs = [a[s][key] - reference[s][key] for s in a
-           if s in reference and a[s][key] is not None and reference[s][key] is not None]
-  return (*mean_std(diffs), len(diffs))
+  diffs = seed_differences(a, reference, key)
+  return (*mean_std(list(diffs.values())), len(diffs))
 
 
 def _ratio(value, reference) -> Optional[float]:
@@ -153,11 +158,9 @@ def actual_step_pairs(rows: dict) -> dict:
     partner = without_tag(label, REUSE_TAG)
     if partner is None or partner not in rows:
       continue
-    theirs = rows[partner]['per_seed']
-    diffs = {s: v[1] - theirs[s][1] for s, v in r['per_seed'].items()
-             if s in theirs and None not in (v[1], theirs[s][1])}
-    pairs[label] = {'partner': partner, 'per_seed': diffs,
-                    'difference': (*mean_std(list(diffs.values())), len(diffs))}
+    mine, theirs = r['per_seed'], rows[partner]['per_seed']  # seed -> (best, last)
+    pairs[label] = {'partner': partner, 'per_seed': seed_differences(mine, theirs, 1),
+                    'difference': paired_difference(mine, theirs, 1)}
   return pairs
 
 
